@@ -1,0 +1,1 @@
+//! Kubernetes Services -> desired IPVS node state.

@@ -1,0 +1,1 @@
+//! Node dataplane: applies plans to the kernel.

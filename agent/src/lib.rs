@@ -1,0 +1,10 @@
+//! `ipvs-proxy`, the node agent: kube-proxy's IPVS mode in Rust.
+//!
+//! Data flows one way: sources (API server watches or a manifest directory)
+//! -> the sync loop (proxy-core decides, the dataplane applies) -> the kernel;
+//! metrics and health are read from the side.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod duration;
+pub mod logging;

@@ -7,4 +7,6 @@
 
 pub mod config;
 pub mod duration;
+pub mod http;
 pub mod logging;
+pub mod metrics;

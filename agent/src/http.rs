@@ -1,0 +1,701 @@
+//! The HTTP servers: metrics (`/metrics`, `/proxyMode`, `/healthz`), proxy
+//! health (`/healthz`, `/livez`) and the per-service health-check node ports
+//! of `externalTrafficPolicy: Local` Services - with kube-proxy's bodies,
+//! status codes and headers (`pkg/proxy/healthcheck`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::Node;
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::metrics::Metrics;
+
+/// The taint the cluster autoscaler puts on a node it is about to delete.
+pub const TO_BE_DELETED_TAINT: &str = "ToBeDeletedByClusterAutoscaler";
+
+/// A response body.
+pub type Body = Full<Bytes>;
+
+/// A request handler: synchronous, since every answer is computed from memory.
+pub type Handler = Arc<dyn Fn(&Request<Incoming>) -> Response<Body> + Send + Sync>;
+
+/// Serves HTTP/1.1 on `listener` until the returned future is dropped (which
+/// also closes every open connection).
+pub async fn serve(listener: TcpListener, handler: Handler) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let h = handler.clone();
+                    conns.spawn(async move {
+                        let svc = service_fn(move |req| {
+                            let h = h.clone();
+                            async move { Ok::<_, Infallible>(h(&req)) }
+                        });
+                        if let Err(e) = http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await
+                        {
+                            tracing::debug!(error = %e, "http connection ended with an error");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+}
+
+fn response(status: StatusCode, content_type: &str, body: String) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        r.headers_mut().insert(CONTENT_TYPE, v);
+    }
+    r
+}
+
+fn not_found() -> Response<Body> {
+    response(
+        StatusCode::NOT_FOUND,
+        "text/plain; charset=utf-8",
+        "404 page not found\n".into(),
+    )
+}
+
+/// The metrics server's handler: `/metrics`, `/proxyMode` (`ipvs`) and a
+/// plain `/healthz` (`ok`), as kube-proxy's metrics mux serves them.
+pub fn metrics_handler(metrics: Metrics) -> Handler {
+    Arc::new(move |req| match req.uri().path() {
+        "/metrics" => response(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics.render(),
+        ),
+        "/proxyMode" => response(StatusCode::OK, "text/plain; charset=utf-8", "ipvs".into()),
+        "/healthz" => response(StatusCode::OK, "text/plain; charset=utf-8", "ok".into()),
+        _ => not_found(),
+    })
+}
+
+/// Formats like Go's `time.Time.String()` in UTC
+/// (`2006-01-02 15:04:05.999999999 +0000 UTC`, fraction without trailing
+/// zeros); `None` is Go's zero time. The monotonic-clock suffix Go appends
+/// (`m=+1.23`) is left out.
+pub fn go_time_string(t: Option<SystemTime>) -> String {
+    let Some(t) = t else {
+        return "0001-01-01 00:00:00 +0000 UTC".into();
+    };
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (y, m, day) = civil_from_days(days);
+    let mut s = format!(
+        "{y:04}-{m:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    );
+    let nanos = d.subsec_nanos();
+    if nanos != 0 {
+        let frac = format!("{nanos:09}");
+        s.push('.');
+        s.push_str(frac.trim_end_matches('0'));
+    }
+    s.push_str(" +0000 UTC");
+    s
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// A clock, injectable for tests.
+pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+#[derive(Debug)]
+struct HealthInner {
+    last_updated: Option<SystemTime>,
+    oldest_pending_queued: Option<SystemTime>,
+    node_eligible: bool,
+}
+
+/// The proxy's health, as kube-proxy's `ProxyHealthServer` defines it:
+/// unhealthy when a queued update has waited longer than the timeout (twice
+/// the sync period) since the first successful sync; `/healthz` is also 503
+/// when the node is being deleted or carries the autoscaler's deletion taint.
+pub struct HealthState {
+    inner: Mutex<HealthInner>,
+    timeout: Duration,
+    clock: Clock,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for HealthState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HealthState")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HealthState {
+    /// Health with the real clock.
+    pub fn new(timeout: Duration, metrics: Metrics) -> Self {
+        Self::with_clock(timeout, metrics, Arc::new(SystemTime::now))
+    }
+
+    /// Health with an injected clock.
+    pub fn with_clock(timeout: Duration, metrics: Metrics, clock: Clock) -> Self {
+        Self {
+            inner: Mutex::new(HealthInner {
+                last_updated: None,
+                oldest_pending_queued: None,
+                // Eligible while starting, until a Node event says otherwise.
+                node_eligible: true,
+            }),
+            timeout,
+            clock,
+            metrics,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HealthInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A change arrived that needs a sync (kube-proxy's `QueuedUpdate`).
+    pub fn queued_update(&self) {
+        let now = (self.clock)();
+        let mut g = self.lock();
+        if g.oldest_pending_queued.is_none() {
+            g.oldest_pending_queued = Some(now);
+        }
+    }
+
+    /// A sync succeeded (kube-proxy's `Updated`).
+    pub fn updated(&self) {
+        let now = (self.clock)();
+        let mut g = self.lock();
+        g.oldest_pending_queued = None;
+        g.last_updated = Some(now);
+    }
+
+    /// Takes the node's eligibility from our Node object (`None`: deleted).
+    pub fn sync_node(&self, node: Option<&Node>) {
+        let eligible = match node {
+            None => false,
+            Some(n) => {
+                n.metadata.deletion_timestamp.is_none()
+                    && !n
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.taints.as_ref())
+                        .is_some_and(|t| t.iter().any(|t| t.key == TO_BE_DELETED_TAINT))
+            }
+        };
+        self.lock().node_eligible = eligible;
+    }
+
+    /// Whether the node is eligible (not being deleted).
+    pub fn node_eligible(&self) -> bool {
+        self.lock().node_eligible
+    }
+
+    /// The proxy's own health, ignoring the node, and the last update time.
+    pub fn is_healthy(&self) -> (bool, Option<SystemTime>) {
+        let now = (self.clock)();
+        let g = self.lock();
+        let Some(last) = g.last_updated else {
+            // Healthy while starting up.
+            return (true, None);
+        };
+        match g.oldest_pending_queued {
+            Some(q) if now.duration_since(q).unwrap_or_default() >= self.timeout => {
+                (false, Some(last))
+            }
+            _ => (true, Some(last)),
+        }
+    }
+
+    fn answer(&self, with_node: bool) -> Response<Body> {
+        let node_eligible = self.node_eligible();
+        let (healthy, last) = self.is_healthy();
+        let now = (self.clock)();
+        let healthy = healthy && (!with_node || node_eligible);
+        let (status, code) = if healthy {
+            (StatusCode::OK, "200")
+        } else {
+            (StatusCode::SERVICE_UNAVAILABLE, "503")
+        };
+        let counter = if with_node {
+            &self.metrics.healthz_total
+        } else {
+            &self.metrics.livez_total
+        };
+        counter.with_label_values(&[code]).inc();
+        // As kube-proxy: a healthy answer reports lastUpdated = now.
+        let last = if healthy { Some(now) } else { last };
+        let body = if with_node {
+            format!(
+                "{{\"lastUpdated\": {:?},\"currentTime\": {:?}, \"nodeEligible\": {}}}",
+                go_time_string(last),
+                go_time_string(Some(now)),
+                node_eligible
+            )
+        } else {
+            format!(
+                "{{\"lastUpdated\": {:?},\"currentTime\": {:?}}}",
+                go_time_string(last),
+                go_time_string(Some(now))
+            )
+        };
+        let mut r = response(status, "application/json", body);
+        r.headers_mut().insert(
+            "X-Content-Type-Options",
+            HeaderValue::from_static("nosniff"),
+        );
+        r
+    }
+}
+
+/// The healthz server's handler: `/healthz` (proxy and node) and `/livez`
+/// (proxy only).
+pub fn healthz_handler(health: Arc<HealthState>) -> Handler {
+    Arc::new(move |req| match req.uri().path() {
+        "/healthz" => health.answer(true),
+        "/livez" => health.answer(false),
+        _ => not_found(),
+    })
+}
+
+/// A Service's `namespace/name`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceRef {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl std::fmt::Display for ServiceRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+struct HcInstance {
+    port: u16,
+    endpoints: Arc<AtomicUsize>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for HcInstance {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Health-check node port servers, one per `externalTrafficPolicy: Local`
+/// Service: 200 when the node has local endpoints and the proxy is healthy,
+/// else 503; body and `X-Load-Balancing-Endpoint-Weight` as kube-proxy.
+pub struct ServiceHealthServers {
+    node_ips: Vec<IpAddr>,
+    health: Arc<HealthState>,
+    services: Mutex<HashMap<ServiceRef, HcInstance>>,
+}
+
+impl std::fmt::Debug for ServiceHealthServers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceHealthServers")
+            .field("node_ips", &self.node_ips)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A health-check port that could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open health check port {port} for {service} on {addr}: {source}")]
+pub struct HealthCheckBindError {
+    /// The Service.
+    pub service: ServiceRef,
+    /// The port.
+    pub port: u16,
+    /// The address.
+    pub addr: SocketAddr,
+    /// Why.
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl ServiceHealthServers {
+    /// Servers listening on `node_ips` (empty: all addresses, `0.0.0.0`).
+    pub fn new(node_ips: Vec<IpAddr>, health: Arc<HealthState>) -> Self {
+        let node_ips = if node_ips.is_empty() {
+            vec![IpAddr::from([0, 0, 0, 0])]
+        } else {
+            node_ips
+        };
+        Self {
+            node_ips,
+            health,
+            services: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ServiceRef, HcInstance>> {
+        self.services.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes `wanted` (Service -> health-check port) the set of open
+    /// servers: closes the others, opens the new ones (must run inside a
+    /// tokio runtime). Ports that cannot be opened are returned; they are
+    /// retried on the next call.
+    pub fn sync_services(&self, wanted: &BTreeMap<ServiceRef, u16>) -> Vec<HealthCheckBindError> {
+        let mut services = self.lock();
+        services.retain(|name, inst| {
+            let keep = wanted.get(name) == Some(&inst.port);
+            if !keep {
+                tracing::info!(service = %name, port = inst.port, "Closing healthcheck");
+            }
+            keep
+        });
+        let mut errors = Vec::new();
+        for (name, &port) in wanted {
+            if services.contains_key(name) {
+                continue;
+            }
+            let endpoints = Arc::new(AtomicUsize::new(0));
+            let mut tasks = Vec::new();
+            let mut failed = false;
+            for ip in &self.node_ips {
+                let addr = SocketAddr::new(*ip, port);
+                match bind(addr) {
+                    Ok(listener) => {
+                        let handler = self.handler(name.clone(), endpoints.clone());
+                        tasks.push(tokio::spawn(serve(listener, handler)));
+                    }
+                    Err(source) => {
+                        errors.push(HealthCheckBindError {
+                            service: name.clone(),
+                            port,
+                            addr,
+                            source,
+                        });
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            if failed {
+                for t in tasks {
+                    t.abort();
+                }
+                continue;
+            }
+            tracing::info!(service = %name, port, "Opening healthcheck");
+            services.insert(
+                name.clone(),
+                HcInstance {
+                    port,
+                    endpoints,
+                    tasks,
+                },
+            );
+        }
+        errors
+    }
+
+    /// Sets the number of local endpoints per Service; Services not listed
+    /// have none.
+    pub fn sync_endpoints(&self, counts: &BTreeMap<ServiceRef, usize>) {
+        for (name, inst) in self.lock().iter() {
+            let n = counts.get(name).copied().unwrap_or(0);
+            inst.endpoints.store(n, Ordering::Relaxed);
+        }
+    }
+
+    /// The Services with an open health-check port, and the ports.
+    pub fn open(&self) -> BTreeMap<ServiceRef, u16> {
+        self.lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.port))
+            .collect()
+    }
+
+    fn handler(&self, name: ServiceRef, endpoints: Arc<AtomicUsize>) -> Handler {
+        let health = self.health.clone();
+        Arc::new(move |_req| {
+            let count = endpoints.load(Ordering::Relaxed);
+            let healthy = health.is_healthy().0;
+            let status = if count != 0 && healthy {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            let body = format!(
+                "{{\n\t\"service\": {{\n\t\t\"namespace\": {:?},\n\t\t\"name\": {:?}\n\t}},\n\t\"localEndpoints\": {},\n\t\"serviceProxyHealthy\": {}\n}}",
+                name.namespace, name.name, count, healthy
+            );
+            let mut r = response(status, "application/json", body);
+            r.headers_mut().insert(
+                "X-Content-Type-Options",
+                HeaderValue::from_static("nosniff"),
+            );
+            r.headers_mut().insert(
+                "X-Load-Balancing-Endpoint-Weight",
+                HeaderValue::from(count as u64),
+            );
+            r
+        })
+    }
+}
+
+/// Binds a listening socket (SO_REUSEADDR, as Go's net.Listen).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A raw HTTP/1.1 GET over a real socket: (status, headers, body).
+    async fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.expect("write");
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.expect("read");
+        let text = String::from_utf8(buf).expect("utf8");
+        let (head, body) = text.split_once("\r\n\r\n").expect("head/body");
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .expect("status");
+        (status, head.to_lowercase(), body.to_string())
+    }
+
+    async fn start(handler: Handler) -> (SocketAddr, JoinHandle<()>) {
+        let l = bind("127.0.0.1:0".parse().unwrap()).expect("bind");
+        let addr = l.local_addr().expect("addr");
+        (addr, tokio::spawn(serve(l, handler)))
+    }
+
+    fn fake_clock(start: SystemTime) -> (Clock, Arc<Mutex<SystemTime>>) {
+        let t = Arc::new(Mutex::new(start));
+        let t2 = t.clone();
+        (Arc::new(move || *t2.lock().unwrap()), t)
+    }
+
+    #[test]
+    fn go_time_format() {
+        assert_eq!(go_time_string(None), "0001-01-01 00:00:00 +0000 UTC");
+        let t = UNIX_EPOCH + Duration::new(1_700_000_000, 120_000_000);
+        assert_eq!(go_time_string(Some(t)), "2023-11-14 22:13:20.12 +0000 UTC");
+        let t = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(go_time_string(Some(t)), "2000-02-29 00:00:00 +0000 UTC");
+    }
+
+    #[tokio::test]
+    async fn metrics_server_serves_metrics_and_proxy_mode() {
+        let m = Metrics::new();
+        m.service_changes_total.inc_by(3);
+        let (addr, task) = start(metrics_handler(m)).await;
+        let (code, head, body) = get(addr, "/metrics").await;
+        assert_eq!(code, 200);
+        assert!(head.contains("content-type: text/plain; version=0.0.4"));
+        assert!(body.contains("kubeproxy_sync_proxy_rules_service_changes_total 3"));
+        let (code, _, body) = get(addr, "/proxyMode").await;
+        assert_eq!((code, body.as_str()), (200, "ipvs"));
+        assert_eq!(get(addr, "/nope").await.0, 404);
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn healthz_and_livez_follow_kube_proxy_rules() {
+        let m = Metrics::new();
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let (clock, now) = fake_clock(t0);
+        let health = Arc::new(HealthState::with_clock(
+            Duration::from_secs(60),
+            m.clone(),
+            clock,
+        ));
+        let (addr, task) = start(healthz_handler(health.clone())).await;
+
+        // Starting up: healthy even with a queued update.
+        health.queued_update();
+        let (code, head, body) = get(addr, "/healthz").await;
+        assert_eq!(code, 200, "{body}");
+        assert!(head.contains("content-type: application/json"));
+        assert!(head.contains("x-content-type-options: nosniff"));
+        assert_eq!(
+            body,
+            "{\"lastUpdated\": \"2023-11-14 22:13:20 +0000 UTC\",\"currentTime\": \"2023-11-14 22:13:20 +0000 UTC\", \"nodeEligible\": true}"
+        );
+
+        // First sync done, then an update waits longer than the timeout.
+        health.updated();
+        *now.lock().unwrap() = t0 + Duration::from_secs(10);
+        health.queued_update();
+        assert_eq!(get(addr, "/livez").await.0, 200);
+        *now.lock().unwrap() = t0 + Duration::from_secs(71);
+        let (code, _, body) = get(addr, "/healthz").await;
+        assert_eq!(code, 503);
+        assert!(
+            body.starts_with("{\"lastUpdated\": \"2023-11-14 22:13:20 +0000 UTC\""),
+            "{body}"
+        );
+        let (code, _, body) = get(addr, "/livez").await;
+        assert_eq!(code, 503);
+        assert!(!body.contains("nodeEligible"));
+
+        // Synced again: healthy; then the node gets the deletion taint:
+        // /healthz is 503 but /livez stays 200.
+        health.updated();
+        assert_eq!(get(addr, "/healthz").await.0, 200);
+        let node = Node {
+            spec: Some(k8s_openapi::api::core::v1::NodeSpec {
+                taints: Some(vec![k8s_openapi::api::core::v1::Taint {
+                    key: TO_BE_DELETED_TAINT.into(),
+                    effect: "NoSchedule".into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        health.sync_node(Some(&node));
+        let (code, _, body) = get(addr, "/healthz").await;
+        assert_eq!(code, 503);
+        assert!(body.ends_with("\"nodeEligible\": false}"), "{body}");
+        assert_eq!(get(addr, "/livez").await.0, 200);
+
+        let text = m.render();
+        assert!(
+            text.contains("kubeproxy_proxy_healthz_total{code=\"200\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kubeproxy_proxy_healthz_total{code=\"503\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kubeproxy_proxy_livez_total{code=\"200\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kubeproxy_proxy_livez_total{code=\"503\"} 1"),
+            "{text}"
+        );
+        task.abort();
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port")
+    }
+
+    #[tokio::test]
+    async fn service_health_check_ports() {
+        let m = Metrics::new();
+        let health = Arc::new(HealthState::new(Duration::from_secs(60), m));
+        let servers = ServiceHealthServers::new(vec!["127.0.0.1".parse().unwrap()], health.clone());
+        let svc = ServiceRef {
+            namespace: "default".into(),
+            name: "web".into(),
+        };
+        let port = free_port();
+        let errors = servers.sync_services(&BTreeMap::from([(svc.clone(), port)]));
+        assert!(errors.is_empty(), "{errors:?}");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+
+        let (code, head, body) = get(addr, "/").await;
+        assert_eq!(code, 503);
+        assert!(
+            head.contains("x-load-balancing-endpoint-weight: 0"),
+            "{head}"
+        );
+        assert_eq!(
+            body,
+            "{\n\t\"service\": {\n\t\t\"namespace\": \"default\",\n\t\t\"name\": \"web\"\n\t},\n\t\"localEndpoints\": 0,\n\t\"serviceProxyHealthy\": true\n}"
+        );
+
+        servers.sync_endpoints(&BTreeMap::from([(svc.clone(), 3)]));
+        let (code, head, body) = get(addr, "/any/path").await;
+        assert_eq!(code, 200);
+        assert!(
+            head.contains("x-load-balancing-endpoint-weight: 3"),
+            "{head}"
+        );
+        assert!(body.contains("\"localEndpoints\": 3"));
+
+        // A port already taken is reported, not fatal.
+        let other = ServiceRef {
+            namespace: "default".into(),
+            name: "clash".into(),
+        };
+        let errors = servers.sync_services(&BTreeMap::from([
+            (svc.clone(), port),
+            (other.clone(), port),
+        ]));
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].service, other);
+        assert_eq!(servers.open(), BTreeMap::from([(svc.clone(), port)]));
+
+        // Removing the service closes the port.
+        servers.sync_services(&BTreeMap::new());
+        let mut closed = false;
+        for _ in 0..50 {
+            if tokio::net::TcpStream::connect(addr).await.is_err() {
+                closed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(closed, "health check port still open after removal");
+    }
+}

@@ -1,0 +1,543 @@
+//! Planning: desired state + observed kernel state -> ordered operations.
+//!
+//! # What is ours
+//!
+//! The plan never touches kernel objects that are not ours. An observed
+//! virtual server is ours when it is in the desired state, or when
+//!
+//! - its address is bound on our dummy interface (`kube-ipvs0`: every address
+//!   on it is ours, including ones a previous run or kube-proxy's IPVS mode
+//!   bound), or
+//! - its address is a node address and its port is inside the NodePort range
+//!   (a NodePort virtual server), or
+//! - it is a firewall-mark service whose mark carries our base
+//!   ([`crate::fwmark`]),
+//!
+//! and its address is not inside `excludeCIDRs`. Addresses we unbind are
+//! only ever taken from the dummy interface (the agent reports only those),
+//! never inside `excludeCIDRs`, and never while a virtual server on them is
+//! still draining.
+//!
+//! # Graceful termination
+//!
+//! A real server that is ours but no longer desired is, for TCP and SCTP,
+//! first set to weight 0 (no new connections) and deleted once
+//! `ActiveConn + InActConn == 0` or the drain period has passed since the
+//! drain began; UDP real servers are deleted at once. A draining real server
+//! that becomes desired again is restored (edited back to weight 1). The
+//! real servers of a deleted Service are drained the same way; its virtual
+//! server is deleted when none are left.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::ops::RangeInclusive;
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use ipvs::{Op, Protocol, RealServer, RealServerKey, ServiceKey, VirtualServer};
+
+use crate::config::{Config, LocalDetect, NodeFacts};
+use crate::model::{DesiredState, FilterEntry, FilterFacts};
+
+/// One observed virtual server with its real servers, as ipvs-rs dumps them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedVirtualServer {
+    /// The virtual server as the kernel reports it.
+    pub server: VirtualServer,
+    /// Its real servers, with their connection counters.
+    pub real_servers: BTreeMap<RealServerKey, RealServer>,
+}
+
+/// What the node holds now: the IPVS table, the addresses on our dummy
+/// interface and the filter facts last applied.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Observed {
+    /// Every IPVS virtual server in the node's network namespace (ours or not).
+    pub virtual_servers: BTreeMap<ServiceKey, ObservedVirtualServer>,
+    /// Addresses bound on our dummy interface.
+    pub addresses: BTreeSet<IpAddr>,
+    /// The filter facts the packet filter holds, or `None` when unknown
+    /// (first sync): the plan then sets every entry.
+    pub filter: Option<FilterFacts>,
+}
+
+impl Observed {
+    /// Builds the IPVS part from an ipvs-rs dump (`Handle::dump`).
+    pub fn from_dump(
+        dump: Vec<(VirtualServer, Vec<RealServer>)>,
+        addresses: BTreeSet<IpAddr>,
+        filter: Option<FilterFacts>,
+    ) -> Self {
+        let virtual_servers = dump
+            .into_iter()
+            .map(|(server, rs)| {
+                let real_servers = rs.into_iter().map(|r| (r.key, r)).collect();
+                (
+                    server.key,
+                    ObservedVirtualServer {
+                        server,
+                        real_servers,
+                    },
+                )
+            })
+            .collect();
+        Observed {
+            virtual_servers,
+            addresses,
+            filter,
+        }
+    }
+}
+
+/// When each draining real server began to drain. The agent keeps one book
+/// across syncs and passes it to every plan; the plan updates it. After a
+/// restart an empty book is fine: draining servers found at weight 0 start
+/// their drain period again.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DrainBook {
+    started: BTreeMap<(ServiceKey, RealServerKey), Instant>,
+}
+
+impl DrainBook {
+    /// An empty book.
+    pub fn new() -> Self {
+        DrainBook::default()
+    }
+
+    /// Number of real servers draining.
+    pub fn len(&self) -> usize {
+        self.started.len()
+    }
+
+    /// True when nothing drains.
+    pub fn is_empty(&self) -> bool {
+        self.started.is_empty()
+    }
+
+    /// When this real server began to drain, if it drains.
+    pub fn started(&self, svc: &ServiceKey, rs: &RealServerKey) -> Option<Instant> {
+        self.started.get(&(*svc, *rs)).copied()
+    }
+
+    /// The draining real servers and when they began.
+    pub fn iter(&self) -> impl Iterator<Item = (&ServiceKey, &RealServerKey, Instant)> {
+        self.started.iter().map(|((s, r), t)| (s, r, *t))
+    }
+
+    fn services(&self) -> BTreeSet<ServiceKey> {
+        self.started.keys().map(|(s, _)| *s).collect()
+    }
+}
+
+/// What decides ownership and drain timing (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanPolicy {
+    /// Addresses and services inside these are never touched.
+    pub exclude_cidrs: Vec<IpNet>,
+    /// Base of our firewall marks.
+    pub fwmark_base: u32,
+    /// The NodePort range.
+    pub node_port_range: RangeInclusive<u16>,
+    /// The node's own addresses (NodePort virtual servers live on them).
+    pub node_addresses: BTreeSet<IpAddr>,
+    /// Longest drain.
+    pub drain_period: Duration,
+}
+
+impl PlanPolicy {
+    /// The policy for a configuration and node.
+    pub fn new(config: &Config, node: &NodeFacts) -> Self {
+        PlanPolicy {
+            exclude_cidrs: config.exclude_cidrs.clone(),
+            fwmark_base: config.fwmark_base,
+            node_port_range: config.node_port_range.clone(),
+            node_addresses: node
+                .addresses
+                .iter()
+                .chain(node.primary_ips.iter())
+                .copied()
+                .collect(),
+            drain_period: config.drain_period,
+        }
+    }
+
+    fn excluded(&self, addr: &IpAddr) -> bool {
+        self.exclude_cidrs.iter().any(|c| c.contains(addr))
+    }
+
+    /// True when an observed virtual server that is not desired is ours to
+    /// drain and delete.
+    pub fn owns(&self, key: &ServiceKey, observed: &Observed) -> bool {
+        match key {
+            ServiceKey::Addr { addr, port, .. } => {
+                !self.excluded(addr)
+                    && (observed.addresses.contains(addr)
+                        || (self.node_addresses.contains(addr)
+                            && self.node_port_range.contains(port)))
+            }
+            ServiceKey::Fwmark { mark, .. } => crate::fwmark::is_ours(self.fwmark_base, *mark),
+        }
+    }
+}
+
+/// A change to the packet-filter facts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FilterOp {
+    /// Set the configuration-derived globals.
+    SetGlobals {
+        /// Local traffic detection.
+        local_detect: LocalDetect,
+        /// masqueradeAll.
+        masquerade_all: bool,
+        /// Node addresses serving NodePorts.
+        node_port_addresses: BTreeSet<IpAddr>,
+    },
+    /// Add an entry.
+    Add(FilterEntry),
+    /// Remove an entry.
+    Remove(FilterEntry),
+}
+
+/// One operation of a plan, in the order it must be applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanOp {
+    /// Bind an address on the dummy interface.
+    Bind(IpAddr),
+    /// An IPVS operation, for ipvs-rs `Handle::apply`.
+    Ipvs(Op),
+    /// A packet-filter change.
+    Filter(FilterOp),
+    /// Remove an address from the dummy interface.
+    Unbind(IpAddr),
+}
+
+/// The operations that take the node from the observed to the desired state,
+/// in four phases applied in this order: bind addresses, IPVS operations,
+/// packet-filter changes, unbind addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Plan {
+    /// Addresses to bind first (so the VIPs are local when IPVS serves them).
+    pub bind: Vec<IpAddr>,
+    /// IPVS operations, ready for `Handle::apply`: per virtual server, the
+    /// service is added/edited before its real servers, real servers are
+    /// drained/deleted before the service.
+    pub ipvs: Vec<Op>,
+    /// Packet-filter changes.
+    pub filter: Vec<FilterOp>,
+    /// Addresses to unbind last.
+    pub unbind: Vec<IpAddr>,
+    /// Real servers this plan began to drain (weight set to 0), for logs.
+    pub drains_started: Vec<(ServiceKey, RealServerKey)>,
+    /// Real servers still draining after this plan, kept until their
+    /// connections end or the drain period passes.
+    pub still_draining: usize,
+}
+
+impl Plan {
+    /// True when there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.bind.is_empty()
+            && self.ipvs.is_empty()
+            && self.filter.is_empty()
+            && self.unbind.is_empty()
+    }
+
+    /// Every operation, in order.
+    pub fn ops(&self) -> Vec<PlanOp> {
+        let mut out = Vec::with_capacity(
+            self.bind.len() + self.ipvs.len() + self.filter.len() + self.unbind.len(),
+        );
+        out.extend(self.bind.iter().copied().map(PlanOp::Bind));
+        out.extend(self.ipvs.iter().cloned().map(PlanOp::Ipvs));
+        out.extend(self.filter.iter().cloned().map(PlanOp::Filter));
+        out.extend(self.unbind.iter().copied().map(PlanOp::Unbind));
+        out
+    }
+}
+
+/// What changed in the desired state since the last plan: the keys a partial
+/// plan must look at (from [`crate::ProxyState::take_changes`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Changes {
+    /// Virtual servers added, changed or removed.
+    pub virtual_servers: BTreeSet<ServiceKey>,
+    /// Addresses added or removed.
+    pub addresses: BTreeSet<IpAddr>,
+    /// Filter entries added or removed.
+    pub filter_entries: BTreeSet<FilterEntry>,
+    /// The filter globals changed.
+    pub filter_globals: bool,
+}
+
+impl Changes {
+    /// True when nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.virtual_servers.is_empty()
+            && self.addresses.is_empty()
+            && self.filter_entries.is_empty()
+            && !self.filter_globals
+    }
+
+    /// Merges another set of changes into this one.
+    pub fn merge(&mut self, other: Changes) {
+        self.virtual_servers.extend(other.virtual_servers);
+        self.addresses.extend(other.addresses);
+        self.filter_entries.extend(other.filter_entries);
+        self.filter_globals |= other.filter_globals;
+    }
+}
+
+/// Plans everything: every desired and every observed object is compared.
+/// Use it for the periodic full reconcile and after start-up.
+pub fn plan(
+    desired: &DesiredState,
+    observed: &Observed,
+    policy: &PlanPolicy,
+    drains: &mut DrainBook,
+    now: Instant,
+) -> Plan {
+    let mut keys: BTreeSet<ServiceKey> = desired.virtual_servers.keys().copied().collect();
+    keys.extend(observed.virtual_servers.keys().copied());
+    let mut addrs: BTreeSet<IpAddr> = desired.addresses.clone();
+    addrs.extend(observed.addresses.iter().copied());
+    let mut out = Plan::default();
+    plan_virtual_servers(desired, observed, policy, drains, now, &keys, &mut out);
+    // Forget drains of real servers that are gone from the kernel.
+    drains.started.retain(|(s, r), _| {
+        observed
+            .virtual_servers
+            .get(s)
+            .is_some_and(|o| o.real_servers.contains_key(r))
+    });
+    plan_addresses(desired, observed, policy, &addrs, &mut out);
+    match &observed.filter {
+        Some(f) => plan_filter_full(&desired.filter, f, &mut out.filter),
+        None => plan_filter_fresh(&desired.filter, &mut out.filter),
+    }
+    out
+}
+
+/// Plans only what `changes` names, plus every real server still draining.
+/// Cost is proportional to the change, not to the cluster.
+pub fn plan_changes(
+    desired: &DesiredState,
+    observed: &Observed,
+    changes: &Changes,
+    policy: &PlanPolicy,
+    drains: &mut DrainBook,
+    now: Instant,
+) -> Plan {
+    let mut keys = changes.virtual_servers.clone();
+    keys.extend(drains.services());
+    let mut out = Plan::default();
+    plan_virtual_servers(desired, observed, policy, drains, now, &keys, &mut out);
+    plan_addresses(desired, observed, policy, &changes.addresses, &mut out);
+    match &observed.filter {
+        None => plan_filter_fresh(&desired.filter, &mut out.filter),
+        Some(f) => {
+            if changes.filter_globals && globals_differ(&desired.filter, f) {
+                out.filter.push(globals_op(&desired.filter));
+            }
+            for e in &changes.filter_entries {
+                match (desired.filter.entries.contains(e), f.entries.contains(e)) {
+                    (true, false) => out.filter.push(FilterOp::Add(e.clone())),
+                    (false, true) => out.filter.push(FilterOp::Remove(e.clone())),
+                    _ => {}
+                }
+            }
+        }
+    }
+    out
+}
+
+fn drain_protocol(key: &ServiceKey) -> Protocol {
+    match key {
+        ServiceKey::Addr { protocol, .. } => *protocol,
+        // Unknown marks are treated like TCP: draining is the safe choice.
+        ServiceKey::Fwmark { mark, .. } => {
+            crate::fwmark::protocol_of(*mark).unwrap_or(Protocol::Tcp)
+        }
+    }
+}
+
+/// Decides for one undesired real server: `true` when it is deleted now.
+fn drain_or_delete(
+    key: &ServiceKey,
+    rs: &RealServer,
+    policy: &PlanPolicy,
+    drains: &mut DrainBook,
+    now: Instant,
+    out: &mut Plan,
+) -> bool {
+    let protocol = drain_protocol(key);
+    let idle = u64::from(rs.conns.active) + u64::from(rs.conns.inactive) == 0;
+    let expired = drains
+        .started(key, &rs.key)
+        .is_some_and(|t| now.saturating_duration_since(t) >= policy.drain_period);
+    if protocol == Protocol::Udp || idle || expired {
+        drains.started.remove(&(*key, rs.key));
+        return true;
+    }
+    if rs.weight != 0 {
+        let mut quiesced = rs.clone();
+        quiesced.weight = 0;
+        quiesced.conns = Default::default();
+        quiesced.stats = None;
+        out.ipvs.push(Op::EditRealServer(*key, quiesced));
+        if !drains.started.contains_key(&(*key, rs.key)) {
+            out.drains_started.push((*key, rs.key));
+        }
+    }
+    drains.started.entry((*key, rs.key)).or_insert(now);
+    out.still_draining += 1;
+    false
+}
+
+fn plan_virtual_servers(
+    desired: &DesiredState,
+    observed: &Observed,
+    policy: &PlanPolicy,
+    drains: &mut DrainBook,
+    now: Instant,
+    keys: &BTreeSet<ServiceKey>,
+    out: &mut Plan,
+) {
+    for key in keys {
+        match (
+            desired.virtual_servers.get(key),
+            observed.virtual_servers.get(key),
+        ) {
+            (Some(d), None) => {
+                out.ipvs.push(Op::AddService(d.server.clone()));
+                for rs in d.real_servers.values() {
+                    drains.started.remove(&(*key, rs.key));
+                    out.ipvs.push(Op::AddRealServer(*key, rs.clone()));
+                }
+            }
+            (Some(d), Some(o)) => {
+                if !d.server.same_config(&o.server) {
+                    out.ipvs.push(Op::EditService(d.server.clone()));
+                }
+                for rs in d.real_servers.values() {
+                    drains.started.remove(&(*key, rs.key));
+                    match o.real_servers.get(&rs.key) {
+                        None => out.ipvs.push(Op::AddRealServer(*key, rs.clone())),
+                        Some(ors) if !rs.same_config(ors) => {
+                            out.ipvs.push(Op::EditRealServer(*key, rs.clone()))
+                        }
+                        Some(_) => {}
+                    }
+                }
+                for ors in o.real_servers.values() {
+                    if d.real_servers.contains_key(&ors.key) {
+                        continue;
+                    }
+                    if drain_or_delete(key, ors, policy, drains, now, out) {
+                        out.ipvs.push(Op::DeleteRealServer(*key, ors.key));
+                    }
+                }
+            }
+            (None, Some(o)) => {
+                if !policy.owns(key, observed) {
+                    continue;
+                }
+                let mut deletes = Vec::new();
+                let mut remaining = 0usize;
+                for ors in o.real_servers.values() {
+                    if drain_or_delete(key, ors, policy, drains, now, out) {
+                        deletes.push(ors.key);
+                    } else {
+                        remaining += 1;
+                    }
+                }
+                if remaining == 0 {
+                    // Deleting the service removes its real servers with it.
+                    out.ipvs.push(Op::DeleteService(*key));
+                } else {
+                    out.ipvs
+                        .extend(deletes.into_iter().map(|r| Op::DeleteRealServer(*key, r)));
+                }
+            }
+            (None, None) => {
+                drains.started.retain(|(s, _), _| s != key);
+            }
+        }
+    }
+}
+
+/// Addresses of observed, owned virtual servers that will still exist after
+/// the plan (draining deleted services keep their VIP bound).
+fn still_used(observed: &Observed, out: &Plan, addr: &IpAddr) -> bool {
+    let deleted: BTreeSet<&ServiceKey> = out
+        .ipvs
+        .iter()
+        .filter_map(|op| match op {
+            Op::DeleteService(k) => Some(k),
+            _ => None,
+        })
+        .collect();
+    observed.virtual_servers.keys().any(|k| match k {
+        ServiceKey::Addr { addr: a, .. } => a == addr && !deleted.contains(k),
+        ServiceKey::Fwmark { .. } => false,
+    })
+}
+
+fn plan_addresses(
+    desired: &DesiredState,
+    observed: &Observed,
+    policy: &PlanPolicy,
+    addrs: &BTreeSet<IpAddr>,
+    out: &mut Plan,
+) {
+    for addr in addrs {
+        match (
+            desired.addresses.contains(addr),
+            observed.addresses.contains(addr),
+        ) {
+            (true, false) => out.bind.push(*addr),
+            (false, true) if !policy.excluded(addr) && !still_used(observed, out, addr) => {
+                out.unbind.push(*addr);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn globals_differ(a: &FilterFacts, b: &FilterFacts) -> bool {
+    a.local_detect != b.local_detect
+        || a.masquerade_all != b.masquerade_all
+        || a.node_port_addresses != b.node_port_addresses
+}
+
+fn globals_op(f: &FilterFacts) -> FilterOp {
+    FilterOp::SetGlobals {
+        local_detect: f.local_detect.clone(),
+        masquerade_all: f.masquerade_all,
+        node_port_addresses: f.node_port_addresses.clone(),
+    }
+}
+
+fn plan_filter_fresh(desired: &FilterFacts, out: &mut Vec<FilterOp>) {
+    out.push(globals_op(desired));
+    out.extend(desired.entries.iter().cloned().map(FilterOp::Add));
+}
+
+fn plan_filter_full(desired: &FilterFacts, observed: &FilterFacts, out: &mut Vec<FilterOp>) {
+    if globals_differ(desired, observed) {
+        out.push(globals_op(desired));
+    }
+    out.extend(
+        observed
+            .entries
+            .difference(&desired.entries)
+            .cloned()
+            .map(FilterOp::Remove),
+    );
+    out.extend(
+        desired
+            .entries
+            .difference(&observed.entries)
+            .cloned()
+            .map(FilterOp::Add),
+    );
+}

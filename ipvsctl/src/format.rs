@@ -1,0 +1,1 @@
+//! `ipvsadm -Ln`-style listings.

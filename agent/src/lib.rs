@@ -10,3 +10,4 @@ pub mod duration;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod source;

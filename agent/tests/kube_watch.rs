@@ -1,0 +1,459 @@
+//! The cluster source against an HTTP stand-in for the API server that speaks
+//! the real list/watch wire format: lists with `metadata.resourceVersion`,
+//! chunked watch streams of newline-delimited JSON events (ADDED, MODIFIED,
+//! DELETED, BOOKMARK, ERROR with a 410 Gone Status), and failing lists.
+//! A real `kube::Client` is pointed at it.
+//!
+//! Covered: kube-proxy's label selectors on the requests; initial lists
+//! before anything else; watch events; resuming from a BOOKMARK's
+//! resourceVersion when a stream ends; relist after 410 Gone turning missed
+//! deletions into deletions; list failures retried with backoff without
+//! deleting anything (fail static). Not covered: authentication, protobuf,
+//! streaming lists (sendInitialEvents), real apiserver paging (`continue`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Bytes, Frame, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use ipvs_proxy::source::{run_cluster, Change, Kind, Object, ObjectKey};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+type Body = BoxBody<Bytes, Infallible>;
+
+struct Resource {
+    list_kind: &'static str,
+    api_version: &'static str,
+    kind: &'static str,
+    objects: BTreeMap<String, Value>,
+    watchers: Vec<mpsc::UnboundedSender<String>>,
+    fail_lists: usize,
+}
+
+#[derive(Clone)]
+struct StandIn {
+    rv: Arc<Mutex<u64>>,
+    resources: Arc<Mutex<HashMap<&'static str, Resource>>>,
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+const SERVICES: &str = "/api/v1/services";
+const SLICES: &str = "/apis/discovery.k8s.io/v1/endpointslices";
+const NODES: &str = "/api/v1/nodes";
+
+impl StandIn {
+    fn new() -> Self {
+        let mut m = HashMap::new();
+        for (path, list_kind, api_version, kind) in [
+            (SERVICES, "ServiceList", "v1", "Service"),
+            (
+                SLICES,
+                "EndpointSliceList",
+                "discovery.k8s.io/v1",
+                "EndpointSlice",
+            ),
+            (NODES, "NodeList", "v1", "Node"),
+        ] {
+            m.insert(
+                path,
+                Resource {
+                    list_kind,
+                    api_version,
+                    kind,
+                    objects: BTreeMap::new(),
+                    watchers: Vec::new(),
+                    fail_lists: 0,
+                },
+            );
+        }
+        Self {
+            rv: Arc::new(Mutex::new(100)),
+            resources: Arc::new(Mutex::new(m)),
+            requests: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    fn next_rv(&self) -> String {
+        let mut rv = self.rv.lock().unwrap();
+        *rv += 1;
+        rv.to_string()
+    }
+
+    fn send(r: &mut Resource, line: String) {
+        r.watchers.retain(|w| w.send(line.clone()).is_ok());
+    }
+
+    /// Stores an object and tells open watches (ADDED or MODIFIED).
+    fn put(&self, path: &'static str, mut obj: Value) {
+        let rv = self.next_rv();
+        obj["metadata"]["resourceVersion"] = json!(rv);
+        let key = format!(
+            "{}/{}",
+            obj["metadata"]["namespace"].as_str().unwrap_or(""),
+            obj["metadata"]["name"].as_str().unwrap_or("")
+        );
+        let mut res = self.resources.lock().unwrap();
+        let r = res.get_mut(path).unwrap();
+        obj["apiVersion"] = json!(r.api_version);
+        obj["kind"] = json!(r.kind);
+        let ty = if r.objects.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        r.objects.insert(key, obj.clone());
+        Self::send(r, json!({"type": ty, "object": obj}).to_string() + "\n");
+    }
+
+    /// Removes an object without telling anyone (a deletion missed while
+    /// the watch was down).
+    fn delete_silently(&self, path: &'static str, key: &str) {
+        let mut res = self.resources.lock().unwrap();
+        assert!(res.get_mut(path).unwrap().objects.remove(key).is_some());
+    }
+
+    fn bookmark(&self, path: &'static str) -> String {
+        let rv = self.next_rv();
+        let mut res = self.resources.lock().unwrap();
+        let r = res.get_mut(path).unwrap();
+        let line = json!({"type": "BOOKMARK", "object": {
+            "apiVersion": r.api_version, "kind": r.kind,
+            "metadata": {"resourceVersion": rv}}})
+        .to_string()
+            + "\n";
+        Self::send(r, line);
+        rv
+    }
+
+    /// Ends every open watch stream of `path` (the watcher resumes).
+    fn close_watches(&self, path: &'static str) {
+        self.resources
+            .lock()
+            .unwrap()
+            .get_mut(path)
+            .unwrap()
+            .watchers
+            .clear();
+    }
+
+    /// Sends `ERROR 410 Gone` on open watches and closes them.
+    fn expire(&self, path: &'static str) {
+        let mut res = self.resources.lock().unwrap();
+        let r = res.get_mut(path).unwrap();
+        let line = json!({"type": "ERROR", "object": {
+            "kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": "Failure", "message": "too old resource version: 1 (2)",
+            "reason": "Expired", "code": 410}})
+        .to_string()
+            + "\n";
+        Self::send(r, line);
+        r.watchers.clear();
+    }
+
+    fn fail_next_lists(&self, path: &'static str, n: usize) {
+        self.resources
+            .lock()
+            .unwrap()
+            .get_mut(path)
+            .unwrap()
+            .fail_lists = n;
+    }
+
+    fn requests_for(&self, path: &str) -> Vec<String> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|u| u.starts_with(&format!("{path}?")) || u.as_str() == path)
+            .cloned()
+            .collect()
+    }
+
+    fn handle(&self, req: &Request<Incoming>) -> Response<Body> {
+        let uri = req.uri().to_string();
+        self.requests.lock().unwrap().push(uri.clone());
+        let path = req.uri().path();
+        let query = req.uri().query().unwrap_or("");
+        let watch = query
+            .split('&')
+            .any(|kv| kv == "watch=true" || kv == "watch=1");
+        let mut res = self.resources.lock().unwrap();
+        let Some(r) = res.get_mut(path) else {
+            return status(404, "NotFound", "no such resource");
+        };
+        if watch {
+            let (tx, rx) = mpsc::unbounded_channel::<String>();
+            r.watchers.push(tx);
+            let stream = futures::stream::unfold(rx, |mut rx| async move {
+                rx.recv()
+                    .await
+                    .map(|line| (Ok::<_, Infallible>(Frame::data(Bytes::from(line))), rx))
+            });
+            let mut resp = Response::new(StreamBody::new(stream).boxed());
+            resp.headers_mut()
+                .insert("content-type", "application/json".parse().unwrap());
+            return resp;
+        }
+        if r.fail_lists > 0 {
+            r.fail_lists -= 1;
+            return status(500, "InternalError", "etcdserver: request timed out");
+        }
+        let items: Vec<Value> = r.objects.values().cloned().collect();
+        let body = json!({
+            "apiVersion": r.api_version,
+            "kind": r.list_kind,
+            "metadata": {"resourceVersion": self.rv.lock().unwrap().to_string()},
+            "items": items,
+        });
+        json_response(200, body)
+    }
+}
+
+fn json_response(code: u16, body: Value) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())).boxed());
+    *resp.status_mut() = hyper::StatusCode::from_u16(code).unwrap();
+    resp.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    resp
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Response<Body> {
+    json_response(
+        code,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+               "status": "Failure", "message": message, "reason": reason, "code": code}),
+    )
+}
+
+async fn start(stand_in: StandIn) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let s = stand_in.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| {
+                    let s = s.clone();
+                    async move { Ok::<_, Infallible>(s.handle(&req)) }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn service(ns: &str, name: &str, ip: &str) -> Value {
+    json!({"metadata": {"namespace": ns, "name": name},
+           "spec": {"clusterIP": ip, "ports": [{"port": 80, "protocol": "TCP"}]}})
+}
+
+fn slice(ns: &str, name: &str, svc: &str, addr: &str) -> Value {
+    json!({"metadata": {"namespace": ns, "name": name,
+                        "labels": {"kubernetes.io/service-name": svc}},
+           "addressType": "IPv4",
+           "ports": [{"port": 8080}],
+           "endpoints": [{"addresses": [addr]}]})
+}
+
+fn key(ns: &str, name: &str) -> ObjectKey {
+    ObjectKey {
+        namespace: ns.into(),
+        name: name.into(),
+    }
+}
+
+fn applied_name(c: &Change) -> Option<(Kind, String)> {
+    match c {
+        Change::Applied(Object::Service(s)) => Some((Kind::Service, s.metadata.name.clone()?)),
+        Change::Applied(Object::EndpointSlice(s)) => {
+            Some((Kind::EndpointSlice, s.metadata.name.clone()?))
+        }
+        Change::Applied(Object::Node(n)) => Some((Kind::Node, n.metadata.name.clone()?)),
+        _ => None,
+    }
+}
+
+async fn recv(rx: &mut mpsc::Receiver<Change>, within: Duration) -> Option<Change> {
+    tokio::time::timeout(within, rx.recv()).await.ok().flatten()
+}
+
+/// Receives until `pred` matches, returning everything received.
+async fn until(rx: &mut mpsc::Receiver<Change>, pred: impl Fn(&Change) -> bool) -> Vec<Change> {
+    let mut seen = Vec::new();
+    loop {
+        let c = recv(rx, Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|| panic!("timed out; received so far: {seen:#?}"));
+        let done = pred(&c);
+        seen.push(c);
+        if done {
+            return seen;
+        }
+    }
+}
+
+#[tokio::test]
+async fn cluster_source_against_a_list_watch_stand_in() {
+    let api = StandIn::new();
+    api.put(SERVICES, service("a", "one", "10.96.0.1"));
+    api.put(SERVICES, service("a", "two", "10.96.0.2"));
+    api.put(SLICES, slice("a", "one-x", "one", "10.244.1.1"));
+    api.put(
+        NODES,
+        json!({"metadata": {"name": "n1", "labels": {"topology.kubernetes.io/zone": "z1"}}}),
+    );
+    let addr = start(api.clone()).await;
+
+    let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
+    let client = kube::Client::try_from(config).unwrap();
+    let (tx, mut rx) = mpsc::channel(256);
+    let task = tokio::spawn(run_cluster(client, "n1".into(), tx));
+
+    // 1. Initial lists: every object, then a Listed marker per kind.
+    let mut listed = std::collections::BTreeSet::new();
+    let mut applied = std::collections::BTreeSet::new();
+    while listed.len() < 3 {
+        let c = recv(&mut rx, Duration::from_secs(20))
+            .await
+            .expect("initial lists");
+        if let Change::Listed(k) = c {
+            listed.insert(k);
+        } else {
+            applied.insert(applied_name(&c).expect("only applies before Listed"));
+        }
+    }
+    assert_eq!(
+        applied,
+        [
+            (Kind::Service, "one".to_string()),
+            (Kind::Service, "two".to_string()),
+            (Kind::EndpointSlice, "one-x".to_string()),
+            (Kind::Node, "n1".to_string()),
+        ]
+        .into_iter()
+        .collect()
+    );
+
+    // kube-proxy's selectors were sent.
+    let selector = "labelSelector=%21service.kubernetes.io%2Fservice-proxy-name%2C%21service.kubernetes.io%2Fheadless";
+    for path in [SERVICES, SLICES] {
+        let reqs = api.requests_for(path);
+        assert!(!reqs.is_empty());
+        assert!(
+            reqs.iter().all(|u| u.contains(selector)),
+            "selector missing in {reqs:?}"
+        );
+    }
+    let node_reqs = api.requests_for(NODES);
+    assert!(
+        node_reqs
+            .iter()
+            .all(|u| u.contains("fieldSelector=metadata.name%3Dn1")),
+        "{node_reqs:?}"
+    );
+
+    // 2. A watch event.
+    tokio::time::sleep(Duration::from_millis(200)).await; // watches open
+    api.put(SERVICES, service("a", "three", "10.96.0.3"));
+    let seen = until(&mut rx, |c| applied_name(c).is_some()).await;
+    assert_eq!(
+        applied_name(seen.last().unwrap()),
+        Some((Kind::Service, "three".into()))
+    );
+
+    // 3. BOOKMARK, then the stream ends: the watch resumes from the
+    //    bookmark's resourceVersion, without a relist.
+    let bm = api.bookmark(SERVICES);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let lists_before = api
+        .requests_for(SERVICES)
+        .iter()
+        .filter(|u| !u.contains("watch=true"))
+        .count();
+    api.close_watches(SERVICES);
+    let mut resumed = false;
+    for _ in 0..100 {
+        if api
+            .requests_for(SERVICES)
+            .iter()
+            .any(|u| u.contains("watch=true") && u.contains(&format!("resourceVersion={bm}")))
+        {
+            resumed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        resumed,
+        "no watch from the bookmark: {:?}",
+        api.requests_for(SERVICES)
+    );
+    let lists_after = api
+        .requests_for(SERVICES)
+        .iter()
+        .filter(|u| !u.contains("watch=true"))
+        .count();
+    assert_eq!(
+        lists_before, lists_after,
+        "a bookmark resume must not relist"
+    );
+    api.put(SLICES, slice("a", "one-x", "one", "10.244.1.9"));
+    let seen = until(&mut rx, |c| applied_name(c).is_some()).await;
+    match seen.last().unwrap() {
+        Change::Applied(Object::EndpointSlice(s)) => {
+            assert_eq!(s.endpoints[0].addresses, vec!["10.244.1.9".to_string()])
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+
+    // 4. A deletion missed while disconnected, then ERROR 410 Gone: the
+    //    relist reports it deleted.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    api.delete_silently(SERVICES, "a/one");
+    api.expire(SERVICES);
+    let seen = until(&mut rx, |c| *c == Change::Listed(Kind::Service)).await;
+    assert!(
+        seen.contains(&Change::Deleted(Kind::Service, key("a", "one"))),
+        "{seen:#?}"
+    );
+    assert!(
+        !seen.contains(&Change::Deleted(Kind::Service, key("a", "two"))),
+        "{seen:#?}"
+    );
+
+    // 5. The API server fails lists for a while: nothing is deleted, and
+    //    the list is retried until it succeeds.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    api.fail_next_lists(SERVICES, 2);
+    api.expire(SERVICES);
+    let seen = until(&mut rx, |c| *c == Change::Listed(Kind::Service)).await;
+    assert!(
+        seen.iter().all(|c| !matches!(c, Change::Deleted(..))),
+        "{seen:#?}"
+    );
+    let failed_then_ok = api
+        .requests_for(SERVICES)
+        .iter()
+        .filter(|u| !u.contains("watch=true"))
+        .count();
+    assert!(
+        failed_then_ok >= lists_after + 3,
+        "two failed lists and one good one"
+    );
+
+    task.abort();
+}

@@ -1,0 +1,306 @@
+//! The dummy interface (default `kube-ipvs0`) that holds the service
+//! addresses, through rtnetlink.
+//!
+//! IPVS only sees packets for addresses the node considers local, so every
+//! ClusterIP / external IP / load-balancer IP is bound as a /32 (IPv4) or
+//! /128 (IPv6) on a dummy interface of ours. This module never touches
+//! another interface, nor an address on another interface.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use futures::TryStreamExt;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
+use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use rtnetlink::{Handle, LinkDummy, LinkUnspec};
+
+use crate::error::{netlink_errno, Error, Result};
+
+/// The default name of the dummy interface (kube-proxy's name, so tooling
+/// that knows it keeps working).
+pub const DEFAULT_INTERFACE: &str = "kube-ipvs0";
+
+const ENODEV: i32 = 19;
+const EEXIST: i32 = 17;
+const EADDRNOTAVAIL: i32 = 99;
+const ENOENT: i32 = 2;
+
+/// Our dummy interface, reached through one rtnetlink connection.
+///
+/// The connection's socket lives in the network namespace of the thread
+/// that called [`DummyLink::connect`].
+#[derive(Debug, Clone)]
+pub struct DummyLink {
+    handle: Handle,
+    name: String,
+}
+
+fn nl(op: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Error {
+    let op = op.into();
+    move |source| Error::Netlink { op, source }
+}
+
+/// The prefix length of a single-address route: /32 or /128.
+pub fn host_prefix(addr: &IpAddr) -> u8 {
+    match addr {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    }
+}
+
+fn link_kind(msg: &LinkMessage) -> Option<&InfoKind> {
+    msg.attributes.iter().find_map(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+            LinkInfo::Kind(k) => Some(k),
+            _ => None,
+        }),
+        _ => None,
+    })
+}
+
+fn message_addr(msg: &AddressMessage) -> Option<IpAddr> {
+    // IFA_LOCAL is the interface's own address; IFA_ADDRESS equals it except
+    // on point-to-point links. Prefer IFA_LOCAL when present.
+    let local = msg.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Local(ip) => Some(*ip),
+        _ => None,
+    });
+    local.or_else(|| {
+        msg.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Address(ip) => Some(*ip),
+            _ => None,
+        })
+    })
+}
+
+impl DummyLink {
+    /// Opens an rtnetlink connection (spawned on the current tokio runtime)
+    /// for the interface `name`. Does not create anything.
+    pub fn connect(name: impl Into<String>) -> Result<Self> {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(Error::Socket)?;
+        tokio::spawn(conn);
+        Ok(DummyLink {
+            handle,
+            name: name.into(),
+        })
+    }
+
+    /// The interface name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn get(&self) -> Result<Option<LinkMessage>> {
+        let res = self
+            .handle
+            .link()
+            .get()
+            .match_name(self.name.clone())
+            .execute()
+            .try_next()
+            .await;
+        match res {
+            Ok(m) => Ok(m),
+            Err(e) if netlink_errno(&e) == Some(ENODEV) => Ok(None),
+            Err(e) => Err(nl(format!("get interface {}", self.name))(e)),
+        }
+    }
+
+    /// The interface index when the interface exists and is a dummy; an
+    /// error when something else carries our name.
+    pub async fn index(&self) -> Result<Option<u32>> {
+        let Some(msg) = self.get().await? else {
+            return Ok(None);
+        };
+        match link_kind(&msg) {
+            Some(InfoKind::Dummy) => Ok(Some(msg.header.index)),
+            other => Err(Error::NotADummy {
+                name: self.name.clone(),
+                kind: other.map_or_else(|| "none".to_owned(), |k| k.to_string()),
+            }),
+        }
+    }
+
+    /// Makes sure the dummy interface exists and is up (`ip link add NAME
+    /// type dummy; ip link set NAME up`). Returns its index.
+    pub async fn ensure(&self) -> Result<u32> {
+        let msg = match self.index().await? {
+            Some(_) => self.get().await?,
+            None => {
+                let res = self
+                    .handle
+                    .link()
+                    .add(LinkDummy::new(&self.name).up().build())
+                    .execute()
+                    .await;
+                match res {
+                    Ok(()) => {}
+                    // Created concurrently: fine, checked below.
+                    Err(e) if netlink_errno(&e) == Some(EEXIST) => {}
+                    Err(e) => return Err(nl(format!("create dummy interface {}", self.name))(e)),
+                }
+                self.index().await?;
+                self.get().await?
+            }
+        };
+        let msg = msg.ok_or_else(|| Error::NoInterface(self.name.clone()))?;
+        let index = msg.header.index;
+        if !msg.header.flags.contains(LinkFlags::Up) {
+            self.handle
+                .link()
+                .set(LinkUnspec::new_with_index(index).up().build())
+                .execute()
+                .await
+                .map_err(nl(format!("set {} up", self.name)))?;
+        }
+        Ok(index)
+    }
+
+    /// Whether the interface exists and is up.
+    pub async fn is_up(&self) -> Result<bool> {
+        Ok(self
+            .get()
+            .await?
+            .is_some_and(|m| m.header.flags.contains(LinkFlags::Up)))
+    }
+
+    async fn messages(&self, index: u32) -> Result<Vec<AddressMessage>> {
+        let all: Vec<AddressMessage> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(nl(format!("list addresses of {}", self.name)))?;
+        // The kernel may ignore the filter without strict checking: filter
+        // again so that nothing on another interface is ever returned.
+        Ok(all
+            .into_iter()
+            .filter(|m| m.header.index == index)
+            .collect())
+    }
+
+    /// The addresses on our interface (none when it does not exist).
+    pub async fn addresses(&self) -> Result<BTreeSet<IpAddr>> {
+        let Some(index) = self.index().await? else {
+            return Ok(BTreeSet::new());
+        };
+        Ok(self
+            .messages(index)
+            .await?
+            .iter()
+            .filter_map(message_addr)
+            // IPv6 link-local addresses are the kernel's, not service addresses.
+            .filter(|ip| !is_v6_link_local(ip))
+            .collect())
+    }
+
+    /// Binds `addr` as /32 or /128 on our interface (which must exist; see
+    /// [`DummyLink::ensure`]). Already bound is success. IPv6 addresses skip
+    /// duplicate address detection, so they are usable at once.
+    pub async fn add_address(&self, addr: IpAddr) -> Result<()> {
+        check_unicast(addr)?;
+        let index = self
+            .index()
+            .await?
+            .ok_or_else(|| Error::NoInterface(self.name.clone()))?;
+        let mut req = self.handle.address().add(index, addr, host_prefix(&addr));
+        if addr.is_ipv6() {
+            req.message_mut()
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        match req.execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if netlink_errno(&e) == Some(EEXIST) => Ok(()),
+            Err(e) => Err(nl(format!("add address {addr} to {}", self.name))(e)),
+        }
+    }
+
+    /// Removes `addr` from our interface. Not bound (or no interface) is
+    /// success. Only ever sends a delete for a message read from our own
+    /// interface.
+    pub async fn remove_address(&self, addr: IpAddr) -> Result<()> {
+        let Some(index) = self.index().await? else {
+            return Ok(());
+        };
+        for msg in self.messages(index).await? {
+            if message_addr(&msg) != Some(addr) || msg.header.index != index {
+                continue;
+            }
+            match self.handle.address().del(msg).execute().await {
+                Ok(()) => {}
+                Err(e) if matches!(netlink_errno(&e), Some(EADDRNOTAVAIL | ENOENT)) => {}
+                Err(e) => return Err(nl(format!("remove address {addr} from {}", self.name))(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes our interface (and so its addresses). Returns whether it
+    /// existed. Refuses when the name belongs to a non-dummy interface.
+    pub async fn delete(&self) -> Result<bool> {
+        let Some(index) = self.index().await? else {
+            return Ok(false);
+        };
+        match self.handle.link().del(index).execute().await {
+            Ok(()) => Ok(true),
+            Err(e) if netlink_errno(&e) == Some(ENODEV) => Ok(false),
+            Err(e) => Err(nl(format!("delete interface {}", self.name))(e)),
+        }
+    }
+}
+
+fn is_v6_link_local(ip: &IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80)
+}
+
+fn check_unicast(addr: IpAddr) -> Result<()> {
+    let bad = addr.is_unspecified()
+        || addr.is_multicast()
+        || addr.is_loopback()
+        || matches!(addr, IpAddr::V4(v4) if v4.is_broadcast());
+    if bad {
+        Err(Error::BadAddress(addr))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_prefixes() {
+        assert_eq!(host_prefix(&"10.96.0.1".parse().unwrap()), 32);
+        assert_eq!(host_prefix(&"fd00::1".parse().unwrap()), 128);
+    }
+
+    #[test]
+    fn refuses_non_unicast() {
+        for bad in [
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "127.0.0.1",
+            "::",
+            "ff02::1",
+            "::1",
+        ] {
+            assert!(check_unicast(bad.parse().unwrap()).is_err(), "{bad}");
+        }
+        for good in ["10.96.0.1", "192.0.2.10", "fd00::10"] {
+            assert!(check_unicast(good.parse().unwrap()).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn link_local_is_not_a_service_address() {
+        assert!(is_v6_link_local(&"fe80::1".parse().unwrap()));
+        assert!(!is_v6_link_local(&"fd00::1".parse().unwrap()));
+        assert!(!is_v6_link_local(&"10.0.0.1".parse().unwrap()));
+    }
+}

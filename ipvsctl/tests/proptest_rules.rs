@@ -1,0 +1,244 @@
+//! Property tests: anything `ipvsctl save` renders parses back to the same
+//! configuration, every operation's rule form round-trips, and the parser
+//! never panics.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipvs::{
+    AddressFamily, ForwardMethod, Op, Protocol, RealServer, RealServerKey, ServiceFlags,
+    ServiceKey, Timeouts, Tunnel, TunnelFlags, TunnelType, VirtualServer,
+};
+use ipvsctl::order::glibc_merge_sort;
+use ipvsctl::rules::{parse_line, parse_rules, render_op, render_save};
+use proptest::prelude::*;
+
+fn addr(v6: bool) -> BoxedStrategy<IpAddr> {
+    if v6 {
+        any::<u128>()
+            .prop_map(|n| IpAddr::V6(Ipv6Addr::from(n)))
+            .boxed()
+    } else {
+        any::<u32>()
+            .prop_map(|n| IpAddr::V4(Ipv4Addr::from(n)))
+            .boxed()
+    }
+}
+
+fn service_key() -> impl Strategy<Value = ServiceKey> {
+    prop_oneof![
+        (0..3u8, any::<bool>(), any::<u16>()).prop_flat_map(|(p, v6, port)| {
+            let protocol = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp][p as usize];
+            addr(v6).prop_map(move |addr| ServiceKey::Addr {
+                protocol,
+                addr,
+                port,
+            })
+        }),
+        (any::<bool>(), 1..=u32::MAX).prop_map(|(v6, mark)| ServiceKey::Fwmark {
+            family: if v6 {
+                AddressFamily::Inet6
+            } else {
+                AddressFamily::Inet
+            },
+            mark,
+        }),
+    ]
+}
+
+/// A service the kernel could hold and ipvsadm could print, as save shows
+/// it: the netmask only matters (and is only kept) when persistent.
+fn virtual_server() -> impl Strategy<Value = VirtualServer> {
+    (
+        service_key(),
+        prop::sample::select(vec!["rr", "wrr", "lc", "wlc", "sh", "mh", "dh", "sed"]),
+        prop::option::of(1..=ipvsctl::rules::MAX_PERSISTENCE_TIMEOUT),
+        0u32..=32,
+        1u32..=128,
+        0u32..8,
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(key, sched, persist, plen4, plen6, sflags, ops, pe)| {
+            let mut vs = VirtualServer::new(key).scheduler(sched);
+            let zero_port = matches!(key, ServiceKey::Addr { port: 0, .. });
+            let persist = match (persist, zero_port) {
+                (None, true) => Some(360),
+                (p, _) => p,
+            };
+            if let Some(t) = persist {
+                vs = vs.persistent(t);
+                vs.netmask = match key.family() {
+                    AddressFamily::Inet6 => plen6,
+                    _ if plen4 == 0 => u32::MAX,
+                    _ => u32::MAX << (32 - plen4),
+                };
+            }
+            vs.flags |= ServiceFlags::from_bits_retain(sflags << 3);
+            if ops
+                && matches!(
+                    key,
+                    ServiceKey::Addr {
+                        protocol: Protocol::Udp,
+                        ..
+                    }
+                )
+            {
+                vs = vs.one_packet();
+            }
+            if pe {
+                vs = vs.pe_name("sip");
+            }
+            vs
+        })
+}
+
+/// A real server of `key` that ipvsadm accepts (ports forced like ipvsadm
+/// does, tunnel options valid for their type), thresholds optional.
+fn real_server(key: ServiceKey, thresholds: bool) -> impl Strategy<Value = RealServer> {
+    let same_v6 = key.family() == AddressFamily::Inet6;
+    (
+        0..3u8,
+        any::<bool>(),
+        any::<u16>(),
+        0u32..=65_535,
+        0..3u8,
+        1u16..=65_535,
+        0..3u8,
+        0u32..1000,
+        0u32..1000,
+    )
+        .prop_flat_map(
+            move |(fwd, other_family, port, weight, tt, tport, csum, x, y)| {
+                let forward = [
+                    ForwardMethod::Masquerade,
+                    ForwardMethod::Route,
+                    ForwardMethod::Tunnel,
+                ][fwd as usize];
+                let v6 = if forward == ForwardMethod::Tunnel && other_family {
+                    !same_v6
+                } else {
+                    same_v6
+                };
+                addr(v6).prop_map(move |a| {
+                    let port = match key {
+                        ServiceKey::Addr { port: p, .. }
+                            if forward != ForwardMethod::Masquerade =>
+                        {
+                            p
+                        }
+                        _ => port,
+                    };
+                    let mut rs = RealServer::new(a, port).forward(forward).weight(weight);
+                    if thresholds {
+                        rs = rs.thresholds(x, y);
+                    }
+                    if forward == ForwardMethod::Tunnel {
+                        let kind =
+                            [TunnelType::Ipip, TunnelType::Gue, TunnelType::Gre][tt as usize];
+                        let flags = match (kind, csum) {
+                            (TunnelType::Ipip, _) | (_, 0) => TunnelFlags::empty(),
+                            (_, 1) => TunnelFlags::CSUM,
+                            (TunnelType::Gue, _) => TunnelFlags::REMCSUM,
+                            _ => TunnelFlags::CSUM,
+                        };
+                        rs = rs.tunnel(Tunnel {
+                            kind,
+                            port: if kind == TunnelType::Gue { tport } else { 0 },
+                            flags,
+                        });
+                    }
+                    rs
+                })
+            },
+        )
+}
+
+fn service_with_servers(
+    thresholds: bool,
+) -> impl Strategy<Value = (VirtualServer, Vec<RealServer>)> {
+    virtual_server().prop_flat_map(move |vs| {
+        let key = vs.key;
+        (
+            Just(vs),
+            prop::collection::vec(real_server(key, thresholds), 0..4),
+        )
+    })
+}
+
+fn any_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        virtual_server().prop_map(Op::AddService),
+        virtual_server().prop_map(Op::EditService),
+        service_key().prop_map(Op::DeleteService),
+        service_key()
+            .prop_flat_map(|k| real_server(k, true).prop_map(move |rs| Op::AddRealServer(k, rs))),
+        service_key()
+            .prop_flat_map(|k| real_server(k, true).prop_map(move |rs| Op::EditRealServer(k, rs))),
+        service_key().prop_flat_map(|k| {
+            let v6 = k.family() == AddressFamily::Inet6;
+            (addr(v6), any::<u16>())
+                .prop_map(move |(addr, port)| Op::DeleteRealServer(k, RealServerKey { addr, port }))
+        }),
+        Just(Op::Flush),
+        prop::option::of(service_key()).prop_map(Op::Zero),
+        (0u32..100_000, 0u32..100_000, 0u32..100_000)
+            .prop_map(|(tcp, tcp_fin, udp)| Op::SetTimeouts(Timeouts { tcp, tcp_fin, udp })),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// save -> parse gives back every service and real server.
+    #[test]
+    fn save_output_parses_back_to_the_same_state(
+        dump in prop::collection::vec(service_with_servers(false), 0..5)
+    ) {
+        let text = render_save(&dump);
+        let rules = parse_rules(&text).map_err(|e| TestCaseError::fail(format!("{e:?}\n{text}")))?;
+        let mut expected = Vec::new();
+        for (vs, reals) in &dump {
+            expected.push(Op::AddService(vs.clone()));
+            for rs in reals {
+                expected.push(Op::AddRealServer(vs.key, rs.clone()));
+            }
+        }
+        let got: Vec<Op> = rules.into_iter().map(|r| r.op).collect();
+        prop_assert_eq!(got, expected, "{}", text);
+    }
+
+    /// Every operation's rule form reads back to the same operation.
+    #[test]
+    fn every_op_round_trips_through_its_rule(op in any_op()) {
+        let line = render_op(&op).expect("every Op kind has a rule form");
+        let back = parse_line(&line).map_err(|e| TestCaseError::fail(format!("{line}: {e}")))?;
+        prop_assert_eq!(back, Some(op), "{}", line);
+    }
+
+    /// Arbitrary input never panics the parser.
+    #[test]
+    fn parser_never_panics(line in "[-a-zA-Z0-9 .:\\[\\]=,]{0,60}") {
+        let _ = parse_line(&line);
+    }
+
+    /// Arbitrary option soup built from real options never panics either.
+    #[test]
+    fn option_soup_never_panics(words in prop::collection::vec(prop::sample::select(vec![
+        "-A", "-E", "-D", "-a", "-e", "-d", "-C", "-Z", "--set", "-t", "-u", "--sctp-service",
+        "-f", "-6", "-s", "-p", "-M", "-b", "-o", "--pe", "-r", "-g", "-i", "-m", "-w", "-x",
+        "-y", "--tun-type", "--tun-port", "--tun-csum", "--tun-nocsum", "--tun-remcsum",
+        "10.0.0.1:80", "[fd00::1]:0", "0", "7", "rr", "sh", "gue", "gre", "sh-port", "255.255.0.0",
+    ]), 0..12)) {
+        let _ = ipvsctl::rules::parse_args(&words);
+    }
+
+    /// The ipvsadm merge sort is a permutation and, for a total order,
+    /// agrees with the standard sort.
+    #[test]
+    fn merge_sort_agrees_with_std_sort(mut v in prop::collection::vec(any::<i16>(), 0..200)) {
+        let mut expected = v.clone();
+        expected.sort();
+        glibc_merge_sort(&mut v, &|a: &i16, b: &i16| i32::from(*a) - i32::from(*b));
+        prop_assert_eq!(v, expected);
+    }
+}

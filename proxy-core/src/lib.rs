@@ -23,19 +23,27 @@
 pub mod config;
 pub mod fwmark;
 pub mod model;
+mod parse;
 pub mod plan;
 pub mod reject;
+mod state;
+mod translate;
 
 pub use config::{Config, IpFamily, Limits, LocalDetect, NodeFacts, NodePortAddresses, Scheduler};
 pub use model::{
     DesiredState, DesiredVirtualServer, FilterEntry, FilterFacts, HairpinFact, HealthCheckFact,
     Masquerade, NodePortFact, ServiceName, ServicePortFact, ServicePortName, VipKind,
 };
+pub use parse::{
+    DEFAULT_AFFINITY_TIMEOUT, SCHEDULER_ANNOTATION, SCHEDULER_FLAGS_ANNOTATION, SERVICE_NAME_LABEL,
+    SERVICE_PROXY_NAME_LABEL,
+};
 pub use plan::{
     plan, plan_changes, Changes, DrainBook, FilterOp, Observed, ObservedVirtualServer, Plan,
     PlanOp, PlanPolicy,
 };
 pub use reject::{ObjectKind, ObjectRef, RejectReason, Rejection};
+pub use state::{desired_from_scratch, ProxyState};
 
 /// A configuration value the core cannot use.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,0 +1,608 @@
+//! Kubernetes objects -> validated internal form, once per event. Bad input
+//! becomes [`Rejection`]s; nothing here panics.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use ipvs::Protocol;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use crate::config::{Config, IpFamily, Scheduler};
+use crate::model::ServiceName;
+use crate::reject::{ObjectKind, ObjectRef, RejectReason, Rejection};
+
+/// Annotation selecting a per-Service IPVS scheduler (e.g. `sh`, `mh`).
+pub const SCHEDULER_ANNOTATION: &str = "ipvs-proxy.io/scheduler";
+/// Annotation with comma-separated scheduler flags (e.g. `sh-fallback,sh-port`).
+pub const SCHEDULER_FLAGS_ANNOTATION: &str = "ipvs-proxy.io/scheduler-flags";
+/// Services with this label belong to another proxy and are ignored.
+pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
+/// The label naming an EndpointSlice's Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// Default `sessionAffinityConfig.clientIP.timeoutSeconds` (3 hours).
+pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10_800;
+
+/// Sort order among Services claiming the same thing: the oldest wins, then
+/// the smallest `namespace/name`, so the outcome does not depend on the order
+/// in which objects arrive.
+pub(crate) type Rank = (Option<(i64, i32)>, ServiceName);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ParsedPort {
+    pub index: usize,
+    pub name: String,
+    pub protocol: Protocol,
+    pub port: u16,
+    pub node_port: Option<u16>,
+}
+
+/// A Service we proxy, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ParsedService {
+    pub name: ServiceName,
+    pub rank: Rank,
+    /// At most one per family, only families the node proxies.
+    pub cluster_ips: Vec<IpAddr>,
+    pub external_ips: Vec<IpAddr>,
+    pub lb_ips: Vec<IpAddr>,
+    pub source_ranges: Vec<IpNet>,
+    /// Source ranges were given but none was valid: program no LB IPs.
+    pub source_ranges_unusable: bool,
+    pub ports: Vec<ParsedPort>,
+    pub node_ports_enabled: bool,
+    pub etp_local: bool,
+    pub itp_local: bool,
+    pub health_check_node_port: Option<u16>,
+    pub affinity_timeout: Option<u32>,
+    pub scheduler: Scheduler,
+    pub publish_not_ready: bool,
+}
+
+fn obj(kind: ObjectKind, ns: &str, name: &str) -> ObjectRef {
+    ObjectRef {
+        kind,
+        namespace: ns.to_owned(),
+        name: name.to_owned(),
+    }
+}
+
+fn reject(o: &ObjectRef, reason: RejectReason, whole: bool, detail: String) -> Rejection {
+    Rejection {
+        object: o.clone(),
+        reason,
+        whole_object: whole,
+        detail,
+    }
+}
+
+pub(crate) fn parse_protocol(p: Option<&str>) -> Option<Protocol> {
+    match p.unwrap_or("TCP") {
+        "TCP" => Some(Protocol::Tcp),
+        "UDP" => Some(Protocol::Udp),
+        "SCTP" => Some(Protocol::Sctp),
+        _ => None,
+    }
+}
+
+fn port_u16(p: i32) -> Option<u16> {
+    u16::try_from(p).ok().filter(|p| *p != 0)
+}
+
+/// The outcome of parsing a Service.
+pub(crate) enum ServiceParse {
+    /// Proxied.
+    Proxied(Box<ParsedService>),
+    /// Not ours to proxy (headless, ExternalName, other proxy, no usable
+    /// family); not an error.
+    Ignored,
+    /// Rejected as a whole.
+    Rejected,
+}
+
+/// Parses a Service; rejections are appended to `rejections`.
+pub(crate) fn parse_service(
+    svc: &Service,
+    config: &Config,
+    rejections: &mut Vec<Rejection>,
+) -> ServiceParse {
+    let (Some(ns), Some(name)) = (
+        svc.metadata.namespace.as_deref(),
+        svc.metadata.name.as_deref(),
+    ) else {
+        rejections.push(reject(
+            &obj(
+                ObjectKind::Service,
+                svc.metadata.namespace.as_deref().unwrap_or(""),
+                svc.metadata.name.as_deref().unwrap_or(""),
+            ),
+            RejectReason::MissingMetadata,
+            true,
+            "metadata.namespace and metadata.name are required".to_owned(),
+        ));
+        return ServiceParse::Rejected;
+    };
+    let o = obj(ObjectKind::Service, ns, name);
+    if svc
+        .metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key(SERVICE_PROXY_NAME_LABEL))
+    {
+        return ServiceParse::Ignored;
+    }
+    let Some(spec) = svc.spec.as_ref() else {
+        return ServiceParse::Ignored;
+    };
+    let type_ = spec.type_.as_deref().unwrap_or("ClusterIP");
+    if type_ == "ExternalName" {
+        return ServiceParse::Ignored;
+    }
+    // clusterIPs[0] == clusterIP when both are set; clusterIP alone on old objects.
+    let raw_ips: Vec<&str> = match (&spec.cluster_ips, &spec.cluster_ip) {
+        (Some(ips), _) if !ips.is_empty() => ips.iter().map(String::as_str).collect(),
+        (_, Some(ip)) => vec![ip.as_str()],
+        _ => Vec::new(),
+    };
+    if raw_ips.is_empty() || raw_ips.iter().any(|ip| *ip == "None" || ip.is_empty()) {
+        // Headless (or not allocated yet): nothing to proxy.
+        return ServiceParse::Ignored;
+    }
+    let mut cluster_ips: Vec<IpAddr> = Vec::new();
+    for (i, raw) in raw_ips.iter().enumerate() {
+        match raw.parse::<IpAddr>() {
+            Ok(ip) => {
+                if cluster_ips
+                    .iter()
+                    .any(|c| IpFamily::of(c) == IpFamily::of(&ip))
+                {
+                    rejections.push(reject(
+                        &o,
+                        RejectReason::InvalidClusterIp,
+                        false,
+                        format!("clusterIPs[{i}] {raw}: second address of one family"),
+                    ));
+                } else {
+                    cluster_ips.push(ip);
+                }
+            }
+            Err(_) => {
+                let whole = i == 0;
+                rejections.push(reject(
+                    &o,
+                    RejectReason::InvalidClusterIp,
+                    whole,
+                    format!("clusterIPs[{i}] {raw:?} is not an IP address"),
+                ));
+                if whole {
+                    return ServiceParse::Rejected;
+                }
+            }
+        }
+    }
+    // The other family's addresses are dropped silently: a single-stack
+    // Service simply has nothing in that family.
+    cluster_ips.retain(|ip| config.families.contains(&IpFamily::of(ip)));
+    if cluster_ips.is_empty() {
+        return ServiceParse::Ignored;
+    }
+    let families: BTreeSet<IpFamily> = cluster_ips.iter().map(IpFamily::of).collect();
+    let limits = &config.limits;
+
+    let raw_ports = spec.ports.as_deref().unwrap_or(&[]);
+    if raw_ports.len() > limits.max_ports_per_service {
+        rejections.push(reject(
+            &o,
+            RejectReason::TooLarge,
+            true,
+            format!(
+                "{} ports, more than the limit of {}",
+                raw_ports.len(),
+                limits.max_ports_per_service
+            ),
+        ));
+        return ServiceParse::Rejected;
+    }
+    let node_ports_enabled = type_ == "NodePort" || type_ == "LoadBalancer";
+    let mut ports: Vec<ParsedPort> = Vec::new();
+    for (index, p) in raw_ports.iter().enumerate() {
+        let pname = p.name.clone().unwrap_or_default();
+        let Some(protocol) = parse_protocol(p.protocol.as_deref()) else {
+            rejections.push(reject(
+                &o,
+                RejectReason::UnsupportedProtocol,
+                false,
+                format!(
+                    "port {pname:?}: protocol {:?}",
+                    p.protocol.as_deref().unwrap_or("")
+                ),
+            ));
+            continue;
+        };
+        let Some(port) = port_u16(p.port) else {
+            rejections.push(reject(
+                &o,
+                RejectReason::PortOutOfRange,
+                false,
+                format!("port {pname:?}: port {} outside 1-65535", p.port),
+            ));
+            continue;
+        };
+        let node_port = match p.node_port {
+            Some(np) if node_ports_enabled => match port_u16(np) {
+                Some(np) => Some(np),
+                None => {
+                    rejections.push(reject(
+                        &o,
+                        RejectReason::PortOutOfRange,
+                        false,
+                        format!("port {pname:?}: nodePort {np} outside 1-65535"),
+                    ));
+                    None
+                }
+            },
+            _ => None,
+        };
+        if let Some(prev) = ports
+            .iter()
+            .find(|q| (q.protocol == protocol && q.port == port) || q.name == pname)
+        {
+            rejections.push(reject(
+                &o,
+                RejectReason::DuplicatePort,
+                false,
+                format!(
+                    "port {pname:?} ({protocol} {port}) duplicates port {:?} ({} {})",
+                    prev.name, prev.protocol, prev.port
+                ),
+            ));
+            continue;
+        }
+        ports.push(ParsedPort {
+            index,
+            name: pname,
+            protocol,
+            port,
+            node_port,
+        });
+    }
+
+    let mut external_ips = Vec::new();
+    for raw in spec.external_ips.iter().flatten() {
+        match raw.parse::<IpAddr>() {
+            Ok(ip) if families.contains(&IpFamily::of(&ip)) => {
+                if !external_ips.contains(&ip) {
+                    external_ips.push(ip)
+                }
+            }
+            Ok(_) => {}
+            Err(_) => rejections.push(reject(
+                &o,
+                RejectReason::InvalidExternalIp,
+                false,
+                format!("externalIPs: {raw:?} is not an IP address"),
+            )),
+        }
+    }
+    let mut lb_ips = Vec::new();
+    if type_ == "LoadBalancer" {
+        let ingress = svc
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref());
+        for ing in ingress.into_iter().flatten() {
+            // ipMode Proxy: the load balancer proxies to the node; the IP is
+            // not delivered here, so we must not capture it.
+            if ing.ip_mode.as_deref() == Some("Proxy") {
+                continue;
+            }
+            let Some(raw) = ing.ip.as_deref() else {
+                continue;
+            };
+            match raw.parse::<IpAddr>() {
+                Ok(ip) if families.contains(&IpFamily::of(&ip)) => {
+                    if !lb_ips.contains(&ip) {
+                        lb_ips.push(ip)
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => rejections.push(reject(
+                    &o,
+                    RejectReason::InvalidLoadBalancerIp,
+                    false,
+                    format!("status.loadBalancer.ingress: {raw:?} is not an IP address"),
+                )),
+            }
+        }
+    }
+    if external_ips.len() + lb_ips.len() > limits.max_external_addresses_per_service {
+        rejections.push(reject(
+            &o,
+            RejectReason::TooLarge,
+            false,
+            format!(
+                "{} externalIPs and load-balancer IPs, more than the limit of {}; none programmed",
+                external_ips.len() + lb_ips.len(),
+                limits.max_external_addresses_per_service
+            ),
+        ));
+        external_ips.clear();
+        lb_ips.clear();
+    }
+    let mut source_ranges = Vec::new();
+    let raw_ranges = spec.load_balancer_source_ranges.as_deref().unwrap_or(&[]);
+    for raw in raw_ranges {
+        match raw.trim().parse::<IpNet>() {
+            Ok(n) => source_ranges.push(n.trunc()),
+            Err(_) => rejections.push(reject(
+                &o,
+                RejectReason::InvalidSourceRange,
+                false,
+                format!("loadBalancerSourceRanges: {raw:?} is not a CIDR"),
+            )),
+        }
+    }
+    source_ranges.sort();
+    source_ranges.dedup();
+    let source_ranges_unusable = !raw_ranges.is_empty() && source_ranges.is_empty();
+    if source_ranges_unusable && !lb_ips.is_empty() {
+        rejections.push(reject(
+            &o,
+            RejectReason::InvalidSourceRange,
+            false,
+            "no valid loadBalancerSourceRanges: load-balancer IPs not programmed (fail closed)"
+                .to_owned(),
+        ));
+    }
+
+    let etp_local = node_ports_enabled && spec.external_traffic_policy.as_deref() == Some("Local");
+    let itp_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+    let health_check_node_port = match spec.health_check_node_port {
+        Some(p) if etp_local && type_ == "LoadBalancer" => match port_u16(p) {
+            Some(p) => Some(p),
+            None => {
+                rejections.push(reject(
+                    &o,
+                    RejectReason::PortOutOfRange,
+                    false,
+                    format!("healthCheckNodePort {p} outside 1-65535"),
+                ));
+                None
+            }
+        },
+        _ => None,
+    };
+    let affinity_timeout = if spec.session_affinity.as_deref() == Some("ClientIP") {
+        let t = spec
+            .session_affinity_config
+            .as_ref()
+            .and_then(|c| c.client_ip.as_ref())
+            .and_then(|c| c.timeout_seconds)
+            .and_then(|t| u32::try_from(t).ok())
+            .filter(|t| *t > 0)
+            .unwrap_or(DEFAULT_AFFINITY_TIMEOUT);
+        Some(t)
+    } else {
+        None
+    };
+    let ann = svc.metadata.annotations.as_ref();
+    let scheduler = match ann.and_then(|a| a.get(SCHEDULER_ANNOTATION)) {
+        None => config.scheduler.clone(),
+        Some(s) => {
+            let flags = ann
+                .and_then(|a| a.get(SCHEDULER_FLAGS_ANNOTATION))
+                .map(String::as_str)
+                .unwrap_or("");
+            match Scheduler::parse(s, flags) {
+                Ok(s) => s,
+                Err(e) => {
+                    rejections.push(reject(
+                        &o,
+                        RejectReason::InvalidSchedulerAnnotation,
+                        false,
+                        format!("{e}; using the node default {}", config.scheduler.name),
+                    ));
+                    config.scheduler.clone()
+                }
+            }
+        }
+    };
+    let rank_time = svc
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| (t.0.as_second(), t.0.subsec_nanosecond()));
+    let sname = ServiceName::new(ns, name);
+    ServiceParse::Proxied(Box::new(ParsedService {
+        rank: (rank_time, sname.clone()),
+        name: sname,
+        cluster_ips,
+        external_ips,
+        lb_ips,
+        source_ranges,
+        source_ranges_unusable,
+        ports,
+        node_ports_enabled,
+        etp_local,
+        itp_local,
+        health_check_node_port,
+        affinity_timeout,
+        scheduler,
+        publish_not_ready: spec.publish_not_ready_addresses == Some(true),
+    }))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SlicePort {
+    pub name: String,
+    pub protocol: Protocol,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ParsedEndpoint {
+    pub addr: IpAddr,
+    pub ready: bool,
+    pub serving: bool,
+    pub terminating: bool,
+    pub node_name: Option<String>,
+    /// `hints.forZones` names; `None` when the endpoint has no zone hints.
+    pub zone_hints: Option<Vec<String>>,
+}
+
+/// An EndpointSlice, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ParsedSlice {
+    pub service: ServiceName,
+    pub family: IpFamily,
+    pub ports: Vec<SlicePort>,
+    pub endpoints: Vec<ParsedEndpoint>,
+}
+
+/// Parses an EndpointSlice. `Ok(None)`: nothing to use (FQDN slices).
+pub(crate) fn parse_slice(
+    slice: &EndpointSlice,
+    config: &Config,
+    rejections: &mut Vec<Rejection>,
+) -> Option<ParsedSlice> {
+    let ns = slice.metadata.namespace.as_deref().unwrap_or("");
+    let name = slice.metadata.name.as_deref().unwrap_or("");
+    let o = obj(ObjectKind::EndpointSlice, ns, name);
+    if ns.is_empty() || name.is_empty() {
+        rejections.push(reject(
+            &o,
+            RejectReason::MissingMetadata,
+            true,
+            "metadata.namespace and metadata.name are required".to_owned(),
+        ));
+        return None;
+    }
+    let Some(svc) = slice
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(SERVICE_NAME_LABEL))
+        .filter(|s| !s.is_empty())
+    else {
+        rejections.push(reject(
+            &o,
+            RejectReason::MissingServiceName,
+            true,
+            format!("no {SERVICE_NAME_LABEL} label"),
+        ));
+        return None;
+    };
+    let family = match slice.address_type.as_str() {
+        "IPv4" => IpFamily::V4,
+        "IPv6" => IpFamily::V6,
+        // FQDN slices are legal and simply not for a proxy.
+        "FQDN" => return None,
+        other => {
+            rejections.push(reject(
+                &o,
+                RejectReason::UnsupportedAddressType,
+                true,
+                format!("addressType {other:?}"),
+            ));
+            return None;
+        }
+    };
+    let mut ports = Vec::new();
+    for p in slice.ports.iter().flatten() {
+        let pname = p.name.clone().unwrap_or_default();
+        let Some(protocol) = parse_protocol(p.protocol.as_deref()) else {
+            rejections.push(reject(
+                &o,
+                RejectReason::UnsupportedProtocol,
+                false,
+                format!(
+                    "port {pname:?}: protocol {:?}",
+                    p.protocol.as_deref().unwrap_or("")
+                ),
+            ));
+            continue;
+        };
+        let Some(port) = p.port.and_then(port_u16) else {
+            rejections.push(reject(
+                &o,
+                RejectReason::PortOutOfRange,
+                false,
+                format!("port {pname:?}: port {:?} outside 1-65535", p.port),
+            ));
+            continue;
+        };
+        ports.push(SlicePort {
+            name: pname,
+            protocol,
+            port,
+        });
+    }
+    let mut endpoints = Vec::with_capacity(slice.endpoints.len());
+    let max = config.limits.max_endpoints_per_service;
+    if slice.endpoints.len() > max {
+        rejections.push(reject(
+            &o,
+            RejectReason::TooLarge,
+            false,
+            format!(
+                "{} endpoints, more than the limit of {max}; the rest ignored",
+                slice.endpoints.len()
+            ),
+        ));
+    }
+    for (i, ep) in slice.endpoints.iter().take(max).enumerate() {
+        // Like kube-proxy, only the first address is used: the API defines
+        // further addresses as interchangeable and consumers may pick the first.
+        let Some(raw) = ep.addresses.first() else {
+            rejections.push(reject(
+                &o,
+                RejectReason::EndpointWithoutAddress,
+                false,
+                format!("endpoints[{i}] has no addresses"),
+            ));
+            continue;
+        };
+        let addr = match raw.parse::<IpAddr>() {
+            Ok(a) if IpFamily::of(&a) == family => a,
+            _ => {
+                rejections.push(reject(
+                    &o,
+                    RejectReason::InvalidEndpointAddress,
+                    false,
+                    format!(
+                        "endpoints[{i}] address {raw:?} is not an {} address",
+                        family.as_str()
+                    ),
+                ));
+                continue;
+            }
+        };
+        let c = ep.conditions.as_ref();
+        // Nil ready/serving mean true; nil terminating means false (API docs).
+        let ready = c.and_then(|c| c.ready).unwrap_or(true);
+        let serving = c.and_then(|c| c.serving).unwrap_or(ready);
+        let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
+        let zone_hints = ep
+            .hints
+            .as_ref()
+            .and_then(|h| h.for_zones.as_ref())
+            .filter(|z| !z.is_empty())
+            .map(|z| z.iter().map(|z| z.name.clone()).collect());
+        endpoints.push(ParsedEndpoint {
+            addr,
+            ready,
+            serving,
+            terminating,
+            node_name: ep.node_name.clone(),
+            zone_hints,
+        });
+    }
+    Some(ParsedSlice {
+        service: ServiceName::new(ns, svc.as_str()),
+        family,
+        ports,
+        endpoints,
+    })
+}

@@ -1,0 +1,589 @@
+//! The incremental engine: Service and EndpointSlice events in, desired state
+//! out. Each event recomputes only the Service it concerns.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use ipvs::ServiceKey;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use crate::config::{Config, NodeFacts};
+use crate::model::{DesiredState, FilterEntry, FilterFacts, HealthCheckFact, ServiceName};
+use crate::parse::{parse_service, parse_slice, ParsedService, ParsedSlice, Rank, ServiceParse};
+use crate::plan::{Changes, PlanPolicy};
+use crate::reject::{ObjectKind, ObjectRef, RejectReason, Rejection};
+use crate::translate::{compute, Contribution, Ctx, PortClaim};
+
+type SliceId = (String, String);
+
+/// Claims of several Services on one key; the smallest rank wins.
+#[derive(Debug)]
+struct Claims<K, V> {
+    by_key: HashMap<K, BTreeMap<Rank, V>>,
+}
+
+impl<K, V> Default for Claims<K, V> {
+    fn default() -> Self {
+        Claims {
+            by_key: HashMap::new(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Copy, V: Clone + PartialEq> Claims<K, V> {
+    fn winner(&self, k: &K) -> Option<(&Rank, &V)> {
+        self.by_key.get(k).and_then(|m| m.iter().next())
+    }
+
+    /// Sets (or with `None` withdraws) `rank`'s claim on `k`; returns the
+    /// winner before and after when it changed.
+    #[allow(clippy::type_complexity)]
+    fn set(&mut self, k: K, rank: &Rank, v: Option<V>) -> Option<(Option<V>, Option<V>)> {
+        let before = self.winner(&k).map(|(_, v)| v.clone());
+        let m = self.by_key.entry(k).or_default();
+        match v {
+            Some(v) => {
+                m.insert(rank.clone(), v);
+            }
+            None => {
+                m.remove(rank);
+            }
+        }
+        if m.is_empty() {
+            self.by_key.remove(&k);
+        }
+        let after = self.winner(&k).map(|(_, v)| v.clone());
+        (before != after).then_some((before, after))
+    }
+
+    fn losers(&self) -> impl Iterator<Item = (&K, &Rank, &Rank)> {
+        self.by_key.iter().flat_map(|(k, m)| {
+            let mut it = m.keys();
+            let first = it.next();
+            it.filter_map(move |r| first.map(|w| (k, r, w)))
+        })
+    }
+}
+
+/// Everything the proxy knows, with the desired state kept up to date
+/// incrementally. Feed it events; read [`ProxyState::desired`]; take
+/// [`ProxyState::take_changes`] for [`crate::plan_changes`].
+#[derive(Debug)]
+pub struct ProxyState {
+    ctx: Ctx,
+    services: HashMap<ServiceName, ParsedService>,
+    service_rejections: HashMap<ServiceName, Vec<Rejection>>,
+    slices: HashMap<ServiceName, BTreeMap<String, ParsedSlice>>,
+    slice_service: HashMap<SliceId, ServiceName>,
+    slice_rejections: HashMap<SliceId, Vec<Rejection>>,
+    contributions: HashMap<ServiceName, (Rank, Contribution)>,
+    vs_claims: Claims<ServiceKey, PortClaim>,
+    hc_claims: Claims<u16, HealthCheckFact>,
+    address_refs: HashMap<IpAddr, u32>,
+    filter_refs: HashMap<FilterEntry, u32>,
+    desired: DesiredState,
+    changes: Changes,
+}
+
+impl ProxyState {
+    /// An empty state for this configuration and node.
+    pub fn new(config: Config, node: NodeFacts) -> Self {
+        let ctx = Ctx::new(config, node);
+        let mut s = ProxyState {
+            ctx,
+            services: HashMap::new(),
+            service_rejections: HashMap::new(),
+            slices: HashMap::new(),
+            slice_service: HashMap::new(),
+            slice_rejections: HashMap::new(),
+            contributions: HashMap::new(),
+            vs_claims: Claims::default(),
+            hc_claims: Claims::default(),
+            address_refs: HashMap::new(),
+            filter_refs: HashMap::new(),
+            desired: DesiredState::default(),
+            changes: Changes::default(),
+        };
+        s.set_filter_globals();
+        s
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &Config {
+        &self.ctx.config
+    }
+
+    /// The node facts in use.
+    pub fn node(&self) -> &NodeFacts {
+        &self.ctx.node
+    }
+
+    /// The ownership and drain policy for [`crate::plan()`].
+    pub fn policy(&self) -> PlanPolicy {
+        PlanPolicy::new(&self.ctx.config, &self.ctx.node)
+    }
+
+    /// The desired node state.
+    pub fn desired(&self) -> &DesiredState {
+        &self.desired
+    }
+
+    /// What changed in the desired state since the last call.
+    pub fn take_changes(&mut self) -> Changes {
+        std::mem::take(&mut self.changes)
+    }
+
+    fn set_filter_globals(&mut self) {
+        let f = &mut self.desired.filter;
+        let before = (
+            f.local_detect.clone(),
+            f.masquerade_all,
+            f.node_port_addresses.clone(),
+        );
+        f.local_detect = self.ctx.config.local_detect.clone();
+        f.masquerade_all = self.ctx.config.masquerade_all;
+        f.node_port_addresses = self.ctx.node_port_addrs.clone();
+        if before
+            != (
+                f.local_detect.clone(),
+                f.masquerade_all,
+                f.node_port_addresses.clone(),
+            )
+        {
+            self.changes.filter_globals = true;
+        }
+    }
+
+    /// Replaces the node facts (labels, addresses); recomputes every Service.
+    pub fn set_node(&mut self, node: NodeFacts) {
+        if node == self.ctx.node {
+            return;
+        }
+        self.ctx = Ctx::new(self.ctx.config.clone(), node);
+        self.recompute_all();
+    }
+
+    /// Replaces the configuration; re-parses and recomputes every Service.
+    pub fn set_config(&mut self, config: Config) {
+        if config == self.ctx.config {
+            return;
+        }
+        // Parsing depends on the config (families, limits, scheduler): the
+        // caller must re-feed objects for exactness; we keep parsed forms
+        // and only recompute, which covers everything but those fields.
+        self.ctx = Ctx::new(config, self.ctx.node.clone());
+        self.recompute_all();
+    }
+
+    fn recompute_all(&mut self) {
+        self.set_filter_globals();
+        let mut names: Vec<ServiceName> = self.services.keys().cloned().collect();
+        names.extend(self.contributions.keys().cloned());
+        names.sort();
+        names.dedup();
+        for n in names {
+            self.recompute(&n);
+        }
+    }
+
+    /// Adds or updates a Service.
+    pub fn apply_service(&mut self, svc: &Service) {
+        let mut rejections = Vec::new();
+        let parsed = parse_service(svc, &self.ctx.config, &mut rejections);
+        let name = match (&svc.metadata.namespace, &svc.metadata.name) {
+            (Some(ns), Some(n)) => ServiceName::new(ns.as_str(), n.as_str()),
+            _ => {
+                // Nameless objects cannot be tracked; record and stop.
+                self.service_rejections
+                    .insert(ServiceName::new("", ""), rejections);
+                return;
+            }
+        };
+        if rejections.is_empty() {
+            self.service_rejections.remove(&name);
+        } else {
+            self.service_rejections.insert(name.clone(), rejections);
+        }
+        match parsed {
+            ServiceParse::Proxied(p) => {
+                if self.services.get(&name) == Some(&*p) {
+                    return;
+                }
+                self.services.insert(name.clone(), *p);
+            }
+            ServiceParse::Ignored | ServiceParse::Rejected => {
+                if self.services.remove(&name).is_none() {
+                    return;
+                }
+            }
+        }
+        self.recompute(&name);
+    }
+
+    /// Deletes a Service.
+    pub fn delete_service(&mut self, namespace: &str, name: &str) {
+        let n = ServiceName::new(namespace, name);
+        self.service_rejections.remove(&n);
+        if self.services.remove(&n).is_some() {
+            self.recompute(&n);
+        }
+    }
+
+    /// Adds or updates an EndpointSlice.
+    pub fn apply_slice(&mut self, slice: &EndpointSlice) {
+        let mut rejections = Vec::new();
+        let parsed = parse_slice(slice, &self.ctx.config, &mut rejections);
+        let id: SliceId = (
+            slice.metadata.namespace.clone().unwrap_or_default(),
+            slice.metadata.name.clone().unwrap_or_default(),
+        );
+        if rejections.is_empty() {
+            self.slice_rejections.remove(&id);
+        } else {
+            self.slice_rejections.insert(id.clone(), rejections);
+        }
+        match parsed {
+            Some(p) => {
+                let svc = p.service.clone();
+                if let Some(old) = self.slice_service.get(&id).cloned() {
+                    if old != svc {
+                        self.remove_slice_from(&old, &id.1);
+                        self.recompute(&old);
+                    }
+                }
+                let entry = self.slices.entry(svc.clone()).or_default();
+                if entry.get(&id.1) == Some(&p) {
+                    return;
+                }
+                entry.insert(id.1.clone(), p);
+                self.slice_service.insert(id, svc.clone());
+                self.recompute(&svc);
+            }
+            None => self.forget_slice(&id),
+        }
+    }
+
+    /// Deletes an EndpointSlice.
+    pub fn delete_slice(&mut self, namespace: &str, name: &str) {
+        let id = (namespace.to_owned(), name.to_owned());
+        self.slice_rejections.remove(&id);
+        self.forget_slice(&id);
+    }
+
+    fn forget_slice(&mut self, id: &SliceId) {
+        if let Some(svc) = self.slice_service.remove(id) {
+            self.remove_slice_from(&svc, &id.1);
+            self.recompute(&svc);
+        }
+    }
+
+    fn remove_slice_from(&mut self, svc: &ServiceName, slice: &str) {
+        if let Some(m) = self.slices.get_mut(svc) {
+            m.remove(slice);
+            if m.is_empty() {
+                self.slices.remove(svc);
+            }
+        }
+    }
+
+    /// Replaces everything with these objects (after a relist). Only the
+    /// Services whose inputs changed are recomputed.
+    pub fn replace_all<'a>(
+        &mut self,
+        services: impl IntoIterator<Item = &'a Service>,
+        slices: impl IntoIterator<Item = &'a EndpointSlice>,
+    ) {
+        let mut seen_svc = std::collections::HashSet::new();
+        for s in services {
+            if let (Some(ns), Some(n)) = (&s.metadata.namespace, &s.metadata.name) {
+                seen_svc.insert(ServiceName::new(ns.as_str(), n.as_str()));
+            }
+            self.apply_service(s);
+        }
+        let gone: Vec<ServiceName> = self
+            .services
+            .keys()
+            .chain(self.service_rejections.keys())
+            .filter(|n| !seen_svc.contains(*n))
+            .cloned()
+            .collect();
+        for n in gone {
+            self.delete_service(&n.namespace, &n.name);
+        }
+        let mut seen_slices = std::collections::HashSet::new();
+        for s in slices {
+            seen_slices.insert((
+                s.metadata.namespace.clone().unwrap_or_default(),
+                s.metadata.name.clone().unwrap_or_default(),
+            ));
+            self.apply_slice(s);
+        }
+        let gone: Vec<SliceId> = self
+            .slice_service
+            .keys()
+            .chain(self.slice_rejections.keys())
+            .filter(|id| !seen_slices.contains(*id))
+            .cloned()
+            .collect();
+        for id in gone {
+            self.delete_slice(&id.0, &id.1);
+        }
+    }
+
+    /// Every standing rejection: per object, plus the losers of conflicts.
+    pub fn rejections(&self) -> Vec<Rejection> {
+        let mut out: Vec<Rejection> = self
+            .service_rejections
+            .values()
+            .chain(self.slice_rejections.values())
+            .flatten()
+            .cloned()
+            .collect();
+        out.extend(
+            self.contributions
+                .values()
+                .flat_map(|(_, c)| c.rejections.iter().cloned()),
+        );
+        let svc_ref = |r: &Rank| ObjectRef {
+            kind: ObjectKind::Service,
+            namespace: r.1.namespace.clone(),
+            name: r.1.name.clone(),
+        };
+        for (k, loser, winner) in self.vs_claims.losers() {
+            out.push(Rejection {
+                object: svc_ref(loser),
+                reason: RejectReason::DuplicateVirtualServer,
+                whole_object: false,
+                detail: format!("{k} is already served for {}", winner.1),
+            });
+        }
+        for (k, loser, winner) in self.hc_claims.losers() {
+            out.push(Rejection {
+                object: svc_ref(loser),
+                reason: RejectReason::DuplicateHealthCheckNodePort,
+                whole_object: false,
+                detail: format!("health-check node port {k} is already used by {}", winner.1),
+            });
+        }
+        out.sort();
+        out
+    }
+
+    /// Number of Services proxied.
+    pub fn service_count(&self) -> usize {
+        self.services.len()
+    }
+
+    /// The Service port that owns a virtual server, for `show`.
+    pub fn owner_of(&self, key: &ServiceKey) -> Option<&crate::model::ServicePortName> {
+        self.desired.virtual_servers.get(key).map(|v| &v.owner)
+    }
+
+    fn recompute(&mut self, name: &ServiceName) {
+        let (rank, new) = match self.services.get(name) {
+            Some(svc) => (
+                svc.rank.clone(),
+                compute(svc, self.slices.get(name), &self.ctx),
+            ),
+            None if self.contributions.contains_key(name) => {
+                ((None, name.clone()), Contribution::default())
+            }
+            None => return,
+        };
+        let (old_rank, old) = self
+            .contributions
+            .remove(name)
+            .unwrap_or_else(|| (rank.clone(), Contribution::default()));
+        // Withdraw old claims that are gone or changed (under the old rank),
+        // then place the new ones.
+        let same_rank = old_rank == rank;
+        for (k, c) in &old.claims {
+            if !same_rank || new.claims.get(k) != Some(c) {
+                if let Some((before, after)) = self.vs_claims.set(*k, &old_rank, None) {
+                    self.swap_winner(*k, before, after);
+                }
+            }
+        }
+        for (k, c) in &new.claims {
+            if !same_rank || old.claims.get(k) != Some(c) {
+                if let Some((before, after)) = self.vs_claims.set(*k, &rank, Some(c.clone())) {
+                    self.swap_winner(*k, before, after);
+                }
+            }
+        }
+        if old.health_check != new.health_check || !same_rank {
+            if let Some(h) = &old.health_check {
+                if let Some((b, a)) = self.hc_claims.set(h.port, &old_rank, None) {
+                    self.swap_hc(b, a);
+                }
+            }
+            if let Some(h) = &new.health_check {
+                if let Some((b, a)) = self.hc_claims.set(h.port, &rank, Some(h.clone())) {
+                    self.swap_hc(b, a);
+                }
+            }
+        }
+        if self.services.contains_key(name) {
+            self.contributions.insert(name.clone(), (rank, new));
+        }
+    }
+
+    fn swap_winner(&mut self, k: ServiceKey, before: Option<PortClaim>, after: Option<PortClaim>) {
+        self.changes.virtual_servers.insert(k);
+        if let Some(b) = before {
+            if let Some(a) = b.bind {
+                self.unref_address(a);
+            }
+            for e in b.filter {
+                self.unref_filter(e);
+            }
+        }
+        match after {
+            Some(a) => {
+                if let Some(ip) = a.bind {
+                    self.ref_address(ip);
+                }
+                for e in a.filter.iter().cloned() {
+                    self.ref_filter(e);
+                }
+                self.desired.virtual_servers.insert(k, a.vs);
+            }
+            None => {
+                self.desired.virtual_servers.remove(&k);
+            }
+        }
+    }
+
+    fn swap_hc(&mut self, before: Option<HealthCheckFact>, after: Option<HealthCheckFact>) {
+        if let Some(b) = before {
+            self.unref_filter(FilterEntry::HealthCheck(b));
+        }
+        if let Some(a) = after {
+            self.ref_filter(FilterEntry::HealthCheck(a));
+        }
+    }
+
+    fn ref_address(&mut self, ip: IpAddr) {
+        let n = self.address_refs.entry(ip).or_insert(0);
+        *n += 1;
+        if *n == 1 {
+            self.desired.addresses.insert(ip);
+            self.changes.addresses.insert(ip);
+        }
+    }
+
+    fn unref_address(&mut self, ip: IpAddr) {
+        if let Some(n) = self.address_refs.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.address_refs.remove(&ip);
+                self.desired.addresses.remove(&ip);
+                self.changes.addresses.insert(ip);
+            }
+        }
+    }
+
+    fn ref_filter(&mut self, e: FilterEntry) {
+        let n = self.filter_refs.entry(e.clone()).or_insert(0);
+        *n += 1;
+        if *n == 1 {
+            self.desired.filter.entries.insert(e.clone());
+            self.changes.filter_entries.insert(e);
+        }
+    }
+
+    fn unref_filter(&mut self, e: FilterEntry) {
+        if let Some(n) = self.filter_refs.get_mut(&e) {
+            *n -= 1;
+            if *n == 0 {
+                self.filter_refs.remove(&e);
+                self.desired.filter.entries.remove(&e);
+                self.changes.filter_entries.insert(e);
+            }
+        }
+    }
+}
+
+/// Builds the desired state from scratch, without the incremental engine:
+/// every Service is translated, each contested key goes to the smallest
+/// rank, and addresses and filter entries are collected from the winners.
+/// The reference the incremental engine is tested against; later objects
+/// with the same namespace/name replace earlier ones.
+pub fn desired_from_scratch<'a>(
+    config: &Config,
+    node: &NodeFacts,
+    services: impl IntoIterator<Item = &'a Service>,
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+) -> DesiredState {
+    let ctx = Ctx::new(config.clone(), node.clone());
+    let mut parsed: BTreeMap<ServiceName, Option<ParsedService>> = BTreeMap::new();
+    for s in services {
+        let (Some(ns), Some(n)) = (&s.metadata.namespace, &s.metadata.name) else {
+            continue;
+        };
+        let p = match parse_service(s, config, &mut Vec::new()) {
+            ServiceParse::Proxied(p) => Some(*p),
+            _ => None,
+        };
+        parsed.insert(ServiceName::new(ns.as_str(), n.as_str()), p);
+    }
+    let mut by_id: BTreeMap<SliceId, Option<ParsedSlice>> = BTreeMap::new();
+    for s in slices {
+        let id = (
+            s.metadata.namespace.clone().unwrap_or_default(),
+            s.metadata.name.clone().unwrap_or_default(),
+        );
+        by_id.insert(id, parse_slice(s, config, &mut Vec::new()));
+    }
+    let mut grouped: HashMap<ServiceName, BTreeMap<String, ParsedSlice>> = HashMap::new();
+    for ((_, name), p) in by_id {
+        if let Some(p) = p {
+            grouped
+                .entry(p.service.clone())
+                .or_default()
+                .insert(name, p);
+        }
+    }
+    let mut vs: BTreeMap<ServiceKey, (Rank, PortClaim)> = BTreeMap::new();
+    let mut hc: BTreeMap<u16, (Rank, HealthCheckFact)> = BTreeMap::new();
+    for p in parsed.values().flatten() {
+        let c = compute(p, grouped.get(&p.name), &ctx);
+        for (k, claim) in c.claims {
+            match vs.get(&k) {
+                Some((r, _)) if *r <= p.rank => {}
+                _ => {
+                    vs.insert(k, (p.rank.clone(), claim));
+                }
+            }
+        }
+        if let Some(h) = c.health_check {
+            match hc.get(&h.port) {
+                Some((r, _)) if *r <= p.rank => {}
+                _ => {
+                    hc.insert(h.port, (p.rank.clone(), h));
+                }
+            }
+        }
+    }
+    let mut out = DesiredState::default();
+    out.filter.local_detect = config.local_detect.clone();
+    out.filter.masquerade_all = config.masquerade_all;
+    out.filter.node_port_addresses = ctx.node_port_addrs.clone();
+    for (k, (_, claim)) in vs {
+        out.addresses.extend(claim.bind);
+        out.filter.entries.extend(claim.filter);
+        out.virtual_servers.insert(k, claim.vs);
+    }
+    out.filter
+        .entries
+        .extend(hc.into_values().map(|(_, h)| FilterEntry::HealthCheck(h)));
+    out
+}
+
+impl FilterFacts {
+    /// True when the facts hold no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}

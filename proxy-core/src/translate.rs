@@ -1,0 +1,441 @@
+//! One Service (+ its EndpointSlices) -> its share of the desired state.
+//! Pure and proportional to the size of that Service.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ipvs::{Protocol, RealServer, RealServerKey, ServiceKey, VirtualServer};
+
+use crate::config::{Config, IpFamily, NodeFacts};
+use crate::fwmark;
+use crate::model::{
+    DesiredVirtualServer, FilterEntry, HairpinFact, HealthCheckFact, Masquerade, NodePortFact,
+    ServicePortFact, ServicePortName, VipKind,
+};
+use crate::parse::{ParsedPort, ParsedService, ParsedSlice};
+use crate::reject::{ObjectKind, ObjectRef, RejectReason, Rejection};
+
+/// Node-wide inputs of the translation, derived once from config and node.
+#[derive(Debug, Clone)]
+pub(crate) struct Ctx {
+    pub config: Config,
+    pub node: NodeFacts,
+    /// Node addresses serving NodePorts.
+    pub node_port_addrs: BTreeSet<IpAddr>,
+    /// Every node address (interfaces + primary IPs).
+    pub node_addrs: BTreeSet<IpAddr>,
+}
+
+impl Ctx {
+    pub fn new(config: Config, node: NodeFacts) -> Self {
+        let node_port_addrs = config
+            .node_port_addresses
+            .select(&node)
+            .into_iter()
+            .filter(|a| config.families.contains(&IpFamily::of(a)))
+            .collect();
+        let node_addrs = node
+            .addresses
+            .iter()
+            .chain(node.primary_ips.iter())
+            .copied()
+            .collect();
+        Ctx {
+            config,
+            node,
+            node_port_addrs,
+            node_addrs,
+        }
+    }
+}
+
+/// One virtual server a Service wants, with what comes with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PortClaim {
+    pub vs: DesiredVirtualServer,
+    /// The address to bind on the dummy interface, if any.
+    pub bind: Option<IpAddr>,
+    /// Filter entries that exist while this claim wins.
+    pub filter: Vec<FilterEntry>,
+}
+
+/// A Service's share of the desired state.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Contribution {
+    pub claims: BTreeMap<ServiceKey, PortClaim>,
+    pub health_check: Option<HealthCheckFact>,
+    pub rejections: Vec<Rejection>,
+}
+
+#[derive(Debug, Clone)]
+struct Ep {
+    addr: IpAddr,
+    port: u16,
+    ready: bool,
+    serving: bool,
+    terminating: bool,
+    local: bool,
+    zone_hints: Option<Vec<String>>,
+}
+
+impl Ep {
+    fn score(&self) -> u8 {
+        if self.ready {
+            2
+        } else if self.serving {
+            1
+        } else {
+            0
+        }
+    }
+}
+
+/// The endpoints of one Service port in one family, merged over slices and
+/// de-duplicated by address:port (the best condition wins; ties go to the
+/// slice with the smallest name).
+fn merged_endpoints(
+    svc: &ParsedService,
+    port: &ParsedPort,
+    family: IpFamily,
+    slices: &BTreeMap<String, ParsedSlice>,
+    ctx: &Ctx,
+) -> Vec<Ep> {
+    let mut eps: BTreeMap<(IpAddr, u16), Ep> = BTreeMap::new();
+    for slice in slices.values().filter(|s| s.family == family) {
+        let Some(sp) = slice
+            .ports
+            .iter()
+            .find(|sp| sp.name == port.name && sp.protocol == port.protocol)
+        else {
+            continue;
+        };
+        for e in &slice.endpoints {
+            let (ready, serving) = if svc.publish_not_ready {
+                (true, true)
+            } else {
+                (e.ready, e.serving)
+            };
+            let cand = Ep {
+                addr: e.addr,
+                port: sp.port,
+                ready,
+                serving,
+                terminating: e.terminating,
+                local: !ctx.node.name.is_empty()
+                    && e.node_name.as_deref() == Some(ctx.node.name.as_str()),
+                zone_hints: e.zone_hints.clone(),
+            };
+            match eps.get(&(cand.addr, cand.port)) {
+                Some(old) if old.score() >= cand.score() => {}
+                _ => {
+                    eps.insert((cand.addr, cand.port), cand);
+                }
+            }
+        }
+    }
+    eps.into_values()
+        .take(ctx.config.limits.max_endpoints_per_service)
+        .collect()
+}
+
+/// Zone-hint filtering is used when every ready endpoint carries zone hints
+/// and at least one names this node's zone (kube-proxy's rule; the
+/// EndpointSlice controller sets hints for `trafficDistribution:
+/// PreferClose` and the topology-mode annotation).
+fn use_zone_hints(eps: &[Ep], zone: Option<&str>) -> bool {
+    let Some(zone) = zone else {
+        return false;
+    };
+    let mut any_for_zone = false;
+    for e in eps.iter().filter(|e| e.ready) {
+        match &e.zone_hints {
+            None => return false,
+            Some(z) => any_for_zone |= z.iter().any(|z| z == zone),
+        }
+    }
+    any_for_zone
+}
+
+/// kube-proxy's `CategorizeEndpoints`: (cluster endpoints, local endpoints).
+fn categorize<'a>(eps: &'a [Ep], zone: Option<&str>) -> (Vec<&'a Ep>, Vec<&'a Ep>) {
+    let topo = use_zone_hints(eps, zone);
+    let mut cluster: Vec<&Ep> = eps
+        .iter()
+        .filter(|e| e.ready)
+        .filter(|e| {
+            !topo
+                || e.zone_hints
+                    .as_ref()
+                    .is_some_and(|z| z.iter().any(|z| Some(z.as_str()) == zone))
+        })
+        .collect();
+    if cluster.is_empty() {
+        // No ready endpoint anywhere: fall back to serving, terminating ones.
+        cluster = eps.iter().filter(|e| e.serving && e.terminating).collect();
+    }
+    let mut local: Vec<&Ep> = eps.iter().filter(|e| e.local && e.ready).collect();
+    if local.is_empty() {
+        local = eps
+            .iter()
+            .filter(|e| e.local && e.serving && e.terminating)
+            .collect();
+    }
+    (cluster, local)
+}
+
+fn real_servers(eps: &[&Ep]) -> BTreeMap<RealServerKey, RealServer> {
+    eps.iter()
+        .map(|e| {
+            let rs = RealServer::new(e.addr, e.port);
+            (rs.key, rs)
+        })
+        .collect()
+}
+
+fn key(protocol: Protocol, addr: IpAddr, port: u16) -> ServiceKey {
+    ServiceKey::Addr {
+        protocol,
+        addr,
+        port,
+    }
+}
+
+/// Computes a Service's contribution.
+pub(crate) fn compute(
+    svc: &ParsedService,
+    slices: Option<&BTreeMap<String, ParsedSlice>>,
+    ctx: &Ctx,
+) -> Contribution {
+    let empty = BTreeMap::new();
+    let slices = slices.unwrap_or(&empty);
+    let mut out = Contribution::default();
+    let zone = ctx.node.zone();
+    let masq_all = ctx.config.masquerade_all;
+    let obj = ObjectRef {
+        kind: ObjectKind::Service,
+        namespace: svc.name.namespace.clone(),
+        name: svc.name.name.clone(),
+    };
+    let allow_from_node = svc
+        .source_ranges
+        .iter()
+        .any(|r| ctx.node_addrs.iter().any(|a| r.contains(a)));
+    let mut local_ready: BTreeSet<IpAddr> = BTreeSet::new();
+    let has_external =
+        svc.node_ports_enabled || !svc.external_ips.is_empty() || !svc.lb_ips.is_empty();
+
+    for &cip in &svc.cluster_ips {
+        let family = IpFamily::of(&cip);
+        for port in &svc.ports {
+            let eps = merged_endpoints(svc, port, family, slices, ctx);
+            local_ready.extend(eps.iter().filter(|e| e.local && e.ready).map(|e| e.addr));
+            let (cluster, local) = categorize(&eps, zone);
+            let owner = ServicePortName {
+                service: svc.name.clone(),
+                port: port.name.clone(),
+                protocol: port.protocol,
+            };
+            let base = |k: ServiceKey| {
+                let mut vs = VirtualServer::new(k).scheduler(svc.scheduler.name.clone());
+                vs.flags |= svc.scheduler.flags;
+                if let Some(t) = svc.affinity_timeout {
+                    vs = vs.persistent(t);
+                }
+                vs
+            };
+            let internal_eps = if svc.itp_local { &local } else { &cluster };
+            let external_eps = if svc.etp_local { &local } else { &cluster };
+            // Hairpin: a local endpoint reached through a VIP of its own Service.
+            let hairpins: BTreeSet<FilterEntry> = internal_eps
+                .iter()
+                .chain(external_eps.iter())
+                .filter(|e| e.local)
+                .map(|e| {
+                    FilterEntry::Hairpin(HairpinFact {
+                        protocol: port.protocol,
+                        addr: e.addr,
+                        port: e.port,
+                    })
+                })
+                .collect();
+
+            let pod_fwmark = if svc.etp_local && has_external {
+                let mark = match (port.node_port, svc.health_check_node_port) {
+                    (Some(np), _) => {
+                        fwmark::for_node_port(ctx.config.fwmark_base, port.protocol, np)
+                    }
+                    (None, Some(hc)) => fwmark::for_health_check_port(
+                        ctx.config.fwmark_base,
+                        port.protocol,
+                        hc,
+                        port.index,
+                    ),
+                    (None, None) => None,
+                };
+                if mark.is_none() {
+                    out.rejections.push(Rejection {
+                        object: obj.clone(),
+                        reason: RejectReason::NoPodFwmark,
+                        whole_object: false,
+                        detail: format!(
+                            "port {:?}: no node port and no encodable health-check port; \
+                             pods on this node reach only local endpoints via external addresses",
+                            port.name
+                        ),
+                    });
+                }
+                mark
+            } else {
+                None
+            };
+
+            let mut add = |vs: VirtualServer,
+                           kind: VipKind,
+                           eps: &[&Ep],
+                           bind: Option<IpAddr>,
+                           fact: Option<FilterEntry>| {
+                let mut filter: Vec<FilterEntry> = hairpins.iter().cloned().collect();
+                filter.extend(fact);
+                out.claims.insert(
+                    vs.key,
+                    PortClaim {
+                        vs: DesiredVirtualServer {
+                            server: vs,
+                            owner: owner.clone(),
+                            kind,
+                            real_servers: real_servers(eps),
+                        },
+                        bind,
+                        filter,
+                    },
+                );
+            };
+
+            // ClusterIP.
+            let k = key(port.protocol, cip, port.port);
+            add(
+                base(k),
+                VipKind::ClusterIp,
+                internal_eps,
+                Some(cip),
+                Some(FilterEntry::ServicePort(ServicePortFact {
+                    protocol: port.protocol,
+                    addr: cip,
+                    port: port.port,
+                    kind: VipKind::ClusterIp,
+                    masquerade: if masq_all {
+                        Masquerade::Always
+                    } else {
+                        Masquerade::UnlessFromPod
+                    },
+                    pod_fwmark: None,
+                    source_ranges: Vec::new(),
+                    allow_from_node: false,
+                })),
+            );
+            let ext_masq = if svc.etp_local {
+                Masquerade::Never
+            } else {
+                Masquerade::Always
+            };
+            // externalIPs.
+            for &ip in svc
+                .external_ips
+                .iter()
+                .filter(|ip| IpFamily::of(ip) == family)
+            {
+                let k = key(port.protocol, ip, port.port);
+                // A node address is already local; it is not ours to bind.
+                let bind = (!ctx.node_addrs.contains(&ip)).then_some(ip);
+                add(
+                    base(k),
+                    VipKind::ExternalIp,
+                    external_eps,
+                    bind,
+                    Some(FilterEntry::ServicePort(ServicePortFact {
+                        protocol: port.protocol,
+                        addr: ip,
+                        port: port.port,
+                        kind: VipKind::ExternalIp,
+                        masquerade: ext_masq,
+                        pod_fwmark,
+                        source_ranges: Vec::new(),
+                        allow_from_node: false,
+                    })),
+                );
+            }
+            // Load-balancer ingress IPs.
+            if !svc.source_ranges_unusable {
+                let ranges: Vec<_> = svc
+                    .source_ranges
+                    .iter()
+                    .filter(|r| IpFamily::of_net(r) == family)
+                    .copied()
+                    .collect();
+                // Ranges exist only for the other family: no source of this
+                // family may connect, so programming the IP would be wrong.
+                let closed = !svc.source_ranges.is_empty() && ranges.is_empty();
+                for &ip in svc.lb_ips.iter().filter(|ip| IpFamily::of(ip) == family) {
+                    if closed {
+                        continue;
+                    }
+                    let k = key(port.protocol, ip, port.port);
+                    let bind = (!ctx.node_addrs.contains(&ip)).then_some(ip);
+                    add(
+                        base(k),
+                        VipKind::LoadBalancer,
+                        external_eps,
+                        bind,
+                        Some(FilterEntry::ServicePort(ServicePortFact {
+                            protocol: port.protocol,
+                            addr: ip,
+                            port: port.port,
+                            kind: VipKind::LoadBalancer,
+                            masquerade: ext_masq,
+                            pod_fwmark,
+                            source_ranges: ranges.clone(),
+                            allow_from_node: allow_from_node && !ranges.is_empty(),
+                        })),
+                    );
+                }
+            }
+            // NodePorts.
+            if let Some(np) = port.node_port {
+                let fact = FilterEntry::NodePort(NodePortFact {
+                    protocol: port.protocol,
+                    port: np,
+                    family,
+                    masquerade: ext_masq,
+                    pod_fwmark,
+                });
+                for &addr in ctx
+                    .node_port_addrs
+                    .iter()
+                    .filter(|a| IpFamily::of(a) == family)
+                {
+                    let k = key(port.protocol, addr, np);
+                    add(
+                        base(k),
+                        VipKind::NodePort,
+                        external_eps,
+                        None,
+                        Some(fact.clone()),
+                    );
+                }
+            }
+            // The pod-source firewall-mark service: cluster-wide endpoints.
+            if let Some(mark) = pod_fwmark {
+                let k = ServiceKey::fwmark(family.address_family(), mark);
+                add(base(k), VipKind::PodFwmark, &cluster, None, None);
+            }
+        }
+    }
+    if let Some(port) = svc.health_check_node_port {
+        out.health_check = Some(HealthCheckFact {
+            port,
+            service: svc.name.clone(),
+            local_endpoints: u32::try_from(local_ready.len()).unwrap_or(u32::MAX),
+        });
+    }
+    out
+}

@@ -51,6 +51,15 @@ pub enum Error {
     /// The caller passed something the kernel cannot take (checked before sending).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A batched operation whose outcome is not known, or that was not sent
+    /// because an earlier chunk of the batch failed (timeout, socket error).
+    #[error("{op}: {reason}")]
+    NotApplied {
+        /// The operation, e.g. `add service TCP 10.0.0.1:80`.
+        op: String,
+        /// Why it was not applied or why its outcome is unknown.
+        reason: String,
+    },
 }
 
 /// Result with this crate's [`Error`].
@@ -77,6 +86,11 @@ impl Error {
     /// The object already exists (`EEXIST`).
     pub fn is_already_exists(&self) -> bool {
         self.errno() == Some(libc_errno::EEXIST)
+    }
+
+    /// Same as [`Error::is_already_exists`].
+    pub fn is_exists(&self) -> bool {
+        self.is_already_exists()
     }
 
     /// The request was malformed or not allowed in this state (`EINVAL`).
@@ -109,6 +123,7 @@ impl Error {
             Error::Netns { .. } => "netns",
             Error::Decode(_) => "decode",
             Error::InvalidArgument(_) => "invalid_argument",
+            Error::NotApplied { .. } => "not_applied",
         }
     }
 }

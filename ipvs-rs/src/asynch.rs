@@ -1,0 +1,141 @@
+//! The async (tokio) client.
+
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::path::Path;
+
+use netlink_sys::Socket;
+use nix::errno::Errno;
+use nix::sys::socket::{recv, send, MsgFlags};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::time::Instant;
+
+use crate::batch::{BatchReport, Op};
+use crate::client::{ipvs_methods, Core};
+use crate::engine::{Exchange, Payload};
+use crate::error::{Error, Result};
+use crate::sys::{open_socket, open_socket_in, open_socket_in_path, ChunkLimits};
+use crate::types::*;
+
+/// An async IPVS client for tokio, with the same methods as
+/// [`crate::Handle`] (as `async fn`s) and the same engine and codec.
+///
+/// Needs a tokio runtime with I/O and time enabled. Each call is bounded
+/// by the handle's deadline ([`AsyncHandle::set_timeout`]); dropping a call's
+/// future is safe: its late answers are discarded by the next call.
+///
+/// ```no_run
+/// # async fn demo() -> ipvs::Result<()> {
+/// let mut ipvs = ipvs::AsyncHandle::new().await?;
+/// for vs in ipvs.services().await? {
+///     println!("{}", vs.key);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct AsyncHandle {
+    fd: AsyncFd<Socket>,
+    core: Core,
+}
+
+impl AsyncHandle {
+    /// Opens a handle in the caller's network namespace
+    /// ([`Error::IpvsUnavailable`] if the kernel has no IPVS).
+    pub async fn new() -> Result<AsyncHandle> {
+        Self::from_socket(open_socket()?).await
+    }
+
+    /// Opens a handle in the network namespace at `path`; the calling
+    /// thread's namespace is not changed.
+    pub async fn new_in_netns(path: impl AsRef<Path>) -> Result<AsyncHandle> {
+        Self::from_socket(open_socket_in_path(path.as_ref())?).await
+    }
+
+    /// Opens a handle in the network namespace referred to by `fd`.
+    pub async fn new_in_netns_fd(fd: BorrowedFd<'_>) -> Result<AsyncHandle> {
+        let label = format!("fd {}", fd.as_raw_fd());
+        let sock = open_socket_in(fd, &label)?;
+        Self::from_socket(sock).await
+    }
+
+    async fn from_socket((sock, limits): (Socket, ChunkLimits)) -> Result<AsyncHandle> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::Io(std::io::Error::other(
+                "AsyncHandle needs a tokio runtime",
+            )));
+        }
+        // Deprecated because a `T: AsRawFd` may not own its fd; ours moves
+        // the owning `Socket` in, so the fd lives exactly as long as the
+        // registration (the safe replacement would need `unsafe`).
+        #[allow(deprecated)]
+        let fd = AsyncFd::with_interest(sock, Interest::READABLE | Interest::WRITABLE)?;
+        let mut h = AsyncHandle {
+            fd,
+            core: Core::new(limits),
+        };
+        h.core.tx.clear();
+        let seq = h
+            .core
+            .engine
+            .push_get_family(&mut h.core.tx, crate::codec::constants::IPVS_GENL_NAME);
+        let ex = h
+            .exchange(seq, seq, Payload::Ctrl, "resolve the IPVS family")
+            .await?;
+        h.core.engine.family = crate::client::family_from(&ex)?;
+        Ok(h)
+    }
+
+    async fn exchange(
+        &mut self,
+        first: u32,
+        last: u32,
+        payload: Payload,
+        what: &str,
+    ) -> Result<Exchange> {
+        let timeout = self.core.timeout;
+        let deadline = Instant::now() + timeout;
+        let timed_out = || Error::Timeout {
+            op: what.to_owned(),
+            after: timeout,
+        };
+        let Self { fd, core } = self;
+        let raw = fd.get_ref().as_raw_fd();
+        loop {
+            match send(raw, &core.tx, MsgFlags::MSG_DONTWAIT) {
+                Ok(_) => break,
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => {
+                    let mut guard = tokio::time::timeout_at(deadline, fd.writable())
+                        .await
+                        .map_err(|_| timed_out())??;
+                    guard.clear_ready();
+                }
+                Err(e) => return Err(Error::Io(e.into())),
+            }
+        }
+        let mut ex = Exchange::new(first, last, payload);
+        while !ex.is_done() {
+            match recv(raw, &mut core.rx, MsgFlags::MSG_DONTWAIT) {
+                Ok(n) => {
+                    let n = n.min(core.rx.len());
+                    ex.feed(&core.rx[..n]);
+                    if Instant::now() >= deadline && !ex.is_done() {
+                        return Err(timed_out());
+                    }
+                }
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => {
+                    let mut guard = tokio::time::timeout_at(deadline, fd.readable())
+                        .await
+                        .map_err(|_| timed_out())??;
+                    guard.clear_ready();
+                }
+                Err(Errno::ENOBUFS) => ex.overrun = true,
+                Err(e) => return Err(Error::Io(e.into())),
+            }
+        }
+        Ok(ex)
+    }
+
+    ipvs_methods!(async await);
+}

@@ -1,0 +1,320 @@
+//! The sans-I/O protocol engine shared by [`crate::Handle`] and
+//! [`crate::AsyncHandle`]: it writes requests into a buffer, numbers them, and
+//! matches every received message to the request it answers. It never
+//! touches a socket.
+//!
+//! Matching rules (what the kernel guarantees for a netlink socket):
+//! - requests in one `sendmsg` are processed in order; a failing request
+//!   gets an `NLMSG_ERROR` with its sequence number and processing continues;
+//! - a request with `NLM_F_ACK` gets an `NLMSG_ERROR` with code 0 on success;
+//! - a dump ends with `NLMSG_DONE` (or an `NLMSG_ERROR` if it cannot start).
+//!
+//! So an exchange of requests `first..=last`, where only `last` asks for an
+//! ACK, is complete when `last` is answered; every request before it that
+//! got no error succeeded. Messages with sequence numbers outside the
+//! exchange (late answers to an exchange that timed out) are dropped, so a
+//! timeout never leaves the socket out of step.
+
+use netlink_packet_core::{
+    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NlasIterator, NLMSG_DONE,
+    NLMSG_ERROR, NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_DUMP, NLM_F_REQUEST,
+};
+use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
+use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
+use netlink_packet_generic::GenlMessage;
+
+use crate::codec::{IpvsCommand, IpvsMessage};
+
+/// Length of `struct nlmsghdr`.
+const NLMSG_HDRLEN: usize = 16;
+/// Length of `struct genlmsghdr`.
+const GENL_HDRLEN: usize = 4;
+/// `NLMSGERR_ATTR_MSG`: the extended-ACK error text.
+const NLMSGERR_ATTR_MSG: u16 = 1;
+/// `CTRL_ATTR_FAMILY_ID`.
+const CTRL_ATTR_FAMILY_ID: u16 = 1;
+/// Offset of `nlmsg_flags` in `struct nlmsghdr`.
+const FLAGS_OFFSET: usize = 6;
+
+/// What a request expects back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expect {
+    /// Nothing but the final ACK (writes).
+    Ack,
+    /// Zero or more data messages, then an ACK (a `doit` GET).
+    Reply,
+    /// A multipart dump ending with `NLMSG_DONE`.
+    Dump,
+}
+
+impl Expect {
+    fn flags(self) -> u16 {
+        match self {
+            Expect::Ack | Expect::Reply => NLM_F_REQUEST | NLM_F_ACK,
+            Expect::Dump => NLM_F_REQUEST | NLM_F_DUMP,
+        }
+    }
+}
+
+/// Request numbering and encoding.
+#[derive(Debug)]
+pub(crate) struct Engine {
+    /// The resolved IPVS family id (0 until resolved).
+    pub family: u16,
+    seq: u32,
+}
+
+impl Engine {
+    pub(crate) fn new() -> Self {
+        Engine { family: 0, seq: 0 }
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        self.seq
+    }
+
+    /// Forgets the last sequence number handed out (its request was
+    /// removed from the buffer before sending).
+    pub(crate) fn unpush(&mut self) {
+        self.seq = self.seq.wrapping_sub(1);
+    }
+
+    /// Appends one IPVS request to `tx`; returns its sequence number.
+    /// `ack` overrides the ACK flag of `expect` (batched writes ask for an
+    /// ACK only on the last request of a chunk).
+    pub(crate) fn push(&mut self, tx: &mut Vec<u8>, msg: IpvsMessage, flags: u16) -> u32 {
+        let seq = self.next_seq();
+        let mut genl = GenlMessage::from_payload(msg);
+        genl.set_resolved_family_id(self.family);
+        let mut header = NetlinkHeader::default();
+        header.flags = flags;
+        header.sequence_number = seq;
+        let mut nl = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(genl));
+        nl.finalize();
+        let start = tx.len();
+        tx.resize(start + nl.buffer_len(), 0);
+        nl.serialize(&mut tx[start..]);
+        seq
+    }
+
+    /// Appends a request expecting `expect`.
+    pub(crate) fn push_request(
+        &mut self,
+        tx: &mut Vec<u8>,
+        msg: IpvsMessage,
+        expect: Expect,
+    ) -> u32 {
+        self.push(tx, msg, expect.flags())
+    }
+
+    /// Appends `CTRL_CMD_GETFAMILY` for `name`.
+    pub(crate) fn push_get_family(&mut self, tx: &mut Vec<u8>, name: &str) -> u32 {
+        let seq = self.next_seq();
+        let genl = GenlMessage::from_payload(GenlCtrl {
+            cmd: GenlCtrlCmd::GetFamily,
+            nlas: vec![GenlCtrlAttrs::FamilyName(name.to_owned())],
+        });
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | NLM_F_ACK;
+        header.sequence_number = seq;
+        let mut nl = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(genl));
+        nl.finalize();
+        let start = tx.len();
+        tx.resize(start + nl.buffer_len(), 0);
+        nl.serialize(&mut tx[start..]);
+        seq
+    }
+}
+
+/// Sets `NLM_F_ACK` on the message starting at `offset` of `tx`.
+pub(crate) fn set_ack_flag(tx: &mut [u8], offset: usize) {
+    if let Some(f) = tx.get_mut(offset + FLAGS_OFFSET..offset + FLAGS_OFFSET + 2) {
+        let flags = u16::from_ne_bytes([f[0], f[1]]) | NLM_F_ACK;
+        f.copy_from_slice(&flags.to_ne_bytes());
+    }
+}
+
+/// A refusal by the kernel of one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KernelError {
+    /// Positive errno.
+    pub errno: i32,
+    /// The extended-ACK text, if the kernel sent one.
+    pub extack: Option<String>,
+}
+
+/// What the data messages of an exchange are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Payload {
+    /// IPVS messages, parsed into [`IpvsMessage`].
+    Ipvs,
+    /// The generic-netlink controller's answer to GETFAMILY.
+    Ctrl,
+}
+
+/// The state of one exchange: requests `first..=last` in flight.
+#[derive(Debug)]
+pub(crate) struct Exchange {
+    first: u32,
+    last: u32,
+    payload: Payload,
+    done: bool,
+    /// `(index in the exchange, error)` for every refused request.
+    pub errors: Vec<(usize, KernelError)>,
+    /// Data messages answering the exchange, in order.
+    pub messages: Vec<IpvsMessage>,
+    /// The family id found in a GETFAMILY answer.
+    pub family_id: Option<u16>,
+    /// The first message that could not be decoded.
+    pub decode_error: Option<String>,
+    /// The kernel dropped answers (the receive queue overflowed: `ENOBUFS`).
+    pub overrun: bool,
+}
+
+impl Exchange {
+    pub(crate) fn new(first: u32, last: u32, payload: Payload) -> Self {
+        Exchange {
+            first,
+            last,
+            payload,
+            done: false,
+            errors: Vec::new(),
+            messages: Vec::new(),
+            family_id: None,
+            decode_error: None,
+            overrun: false,
+        }
+    }
+
+    /// True once the last request has been answered.
+    pub(crate) fn is_done(&self) -> bool {
+        self.done
+    }
+
+    fn index_of(&self, seq: u32) -> Option<usize> {
+        let off = seq.wrapping_sub(self.first);
+        (off <= self.last.wrapping_sub(self.first)).then_some(off as usize)
+    }
+
+    fn note_decode_error(&mut self, e: impl std::fmt::Display) {
+        if self.decode_error.is_none() {
+            self.decode_error = Some(e.to_string());
+        }
+    }
+
+    /// Feeds one received datagram (possibly several messages).
+    pub(crate) fn feed(&mut self, datagram: &[u8]) {
+        let mut at = 0;
+        while datagram.len().saturating_sub(at) >= NLMSG_HDRLEN {
+            let buf = match NetlinkBuffer::new_checked(&datagram[at..]) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.note_decode_error(e);
+                    return;
+                }
+            };
+            let len = buf.length() as usize;
+            let seq = buf.sequence_number();
+            let kind = buf.message_type();
+            let flags = buf.flags();
+            let payload = buf.payload();
+            at += (len + 3) & !3;
+            let Some(index) = self.index_of(seq) else {
+                continue; // a late answer to an earlier exchange
+            };
+            let is_last = seq == self.last;
+            match kind {
+                NLMSG_ERROR => {
+                    match parse_error(payload, flags) {
+                        Some(e) if e.errno != 0 => self.errors.push((index, e)),
+                        Some(_) => {}
+                        None => self.note_decode_error("truncated NLMSG_ERROR"),
+                    }
+                    if is_last {
+                        self.done = true;
+                    }
+                }
+                NLMSG_DONE => {
+                    // The payload is the dump's final status (0 or -errno).
+                    if let Some(code) = payload.get(..4) {
+                        let code = i32::from_ne_bytes([code[0], code[1], code[2], code[3]]);
+                        if code < 0 {
+                            self.errors.push((
+                                index,
+                                KernelError {
+                                    errno: code.saturating_neg(),
+                                    extack: None,
+                                },
+                            ));
+                        }
+                    }
+                    if is_last {
+                        self.done = true;
+                    }
+                }
+                k if k < 16 => {} // NLMSG_NOOP, NLMSG_OVERRUN and reserved types
+                _ => self.data(payload),
+            }
+        }
+    }
+
+    fn data(&mut self, payload: &[u8]) {
+        let Some(header) = payload.get(..GENL_HDRLEN) else {
+            self.note_decode_error("truncated generic netlink header");
+            return;
+        };
+        let attrs = &payload[GENL_HDRLEN..];
+        match self.payload {
+            Payload::Ipvs => {
+                match IpvsMessage::parse_attributes(IpvsCommand::from(header[0]), attrs) {
+                    Ok(m) => self.messages.push(m),
+                    Err(e) => self.note_decode_error(e),
+                }
+            }
+            Payload::Ctrl => {
+                for nla in NlasIterator::new(attrs).flatten() {
+                    if nla.kind() == CTRL_ATTR_FAMILY_ID {
+                        if let Ok(b) = <[u8; 2]>::try_from(nla.value()) {
+                            self.family_id = Some(u16::from_ne_bytes(b));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads an `NLMSG_ERROR` payload: the code and, with extended ACKs, the
+/// kernel's error text.
+fn parse_error(payload: &[u8], flags: u16) -> Option<KernelError> {
+    let code = payload.get(..4)?;
+    let code = i32::from_ne_bytes([code[0], code[1], code[2], code[3]]);
+    let mut extack = None;
+    if flags & NLM_F_ACK_TLVS != 0 {
+        // After the code comes the request's header (capped) or the whole
+        // request, then the TLVs.
+        let orig_len = payload
+            .get(4..8)
+            .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .unwrap_or(0);
+        let skip = if flags & NLM_F_CAPPED != 0 {
+            NLMSG_HDRLEN
+        } else {
+            (orig_len.max(NLMSG_HDRLEN) + 3) & !3
+        };
+        if let Some(tlvs) = payload.get(4 + skip..) {
+            for nla in NlasIterator::new(tlvs).flatten() {
+                if nla.kind() == NLMSGERR_ATTR_MSG {
+                    let v = nla.value();
+                    let v = v.strip_suffix(&[0]).unwrap_or(v);
+                    extack = Some(String::from_utf8_lossy(v).into_owned());
+                }
+            }
+        }
+    }
+    Some(KernelError {
+        errno: code.saturating_neg(),
+        extack,
+    })
+}

@@ -105,46 +105,140 @@ impl fmt::Display for VipPort {
     }
 }
 
-/// Everything the packet filter needs, already decided (by proxy-core).
-/// Addresses of both families may be mixed: each rule is rendered once per
-/// family.
+/// An IP family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    /// IPv4.
+    V4,
+    /// IPv6.
+    V6,
+}
+
+impl Family {
+    const BOTH: [Family; 2] = [Family::V4, Family::V6];
+
+    fn has(self, a: &IpAddr) -> bool {
+        matches!(
+            (self, a),
+            (Family::V4, IpAddr::V4(_)) | (Family::V6, IpAddr::V6(_))
+        )
+    }
+    fn has_net(self, n: &IpNet) -> bool {
+        matches!(
+            (self, n),
+            (Family::V4, IpNet::V4(_)) | (Family::V6, IpNet::V6(_))
+        )
+    }
+    /// Set-name suffix.
+    fn sfx(self) -> &'static str {
+        match self {
+            Family::V4 => "v4",
+            Family::V6 => "v6",
+        }
+    }
+    /// Match keyword (`ip` / `ip6`).
+    fn kw(self) -> &'static str {
+        match self {
+            Family::V4 => "ip",
+            Family::V6 => "ip6",
+        }
+    }
+    /// Address type.
+    fn ty(self) -> &'static str {
+        match self {
+            Family::V4 => "ipv4_addr",
+            Family::V6 => "ipv6_addr",
+        }
+    }
+}
+
+/// When a connection to a service is masqueraded (source-NATed to the node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Masq {
+    /// Unless it comes from a local pod ([`FilterSpec::local`]).
+    UnlessFromPod,
+    /// Always.
+    Always,
+    /// Never: the client's source IP is kept (`externalTrafficPolicy:
+    /// Local`); the node's own connections are still masqueraded.
+    Never,
+}
+
+/// How traffic from pods is told from other traffic (detect-local mode).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum LocalMatch {
+    /// Nothing is local.
+    #[default]
+    Nothing,
+    /// Sources inside these networks.
+    Cidrs(Vec<IpNet>),
+    /// Packets entering through this interface.
+    Interface(String),
+    /// Packets entering through interfaces whose name starts with this.
+    InterfacePrefix(String),
+}
+
+/// The packet-filter rules of one service address:port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortRule {
+    /// Masquerading.
+    pub masq: Masq,
+    /// Firewall mark for local pods (and the node) reaching this
+    /// `externalTrafficPolicy: Local` address:port: IPVS then uses the
+    /// firewall-mark virtual server with the cluster-wide endpoints.
+    pub pod_mark: Option<u32>,
+    /// Load-balancer source ranges; empty: every source.
+    pub source_ranges: Vec<IpNet>,
+    /// With source ranges: the node itself may connect too.
+    pub allow_from_node: bool,
+}
+
+impl PortRule {
+    /// A rule with the given masquerading and nothing else.
+    pub fn masq(masq: Masq) -> Self {
+        PortRule {
+            masq,
+            pod_mark: None,
+            source_ranges: Vec::new(),
+            allow_from_node: false,
+        }
+    }
+}
+
+/// The rules of one node port of one family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodePortRule {
+    /// Masquerading.
+    pub masq: Masq,
+    /// As [`PortRule::pod_mark`].
+    pub pod_mark: Option<u32>,
+}
+
+/// Everything the packet filter needs, already decided (by proxy-core; see
+/// [`crate::facts`]). Both families may be mixed: each rule is rendered
+/// once per family.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FilterSpec {
     /// The conntrack-mark bit meaning "masquerade".
     pub masquerade_bit: u32,
     /// Masquerade every connection to a service (`masqueradeAll`).
     pub masquerade_all: bool,
-    /// Pod addresses of the cluster (local-traffic detection): sources
-    /// outside them are masqueraded on ClusterIPs; sources inside them get
-    /// the firewall marks of `pod_source_marks`.
-    pub cluster_cidrs: Vec<IpNet>,
-    /// Every address bound on the dummy interface.
+    /// How local pod traffic is recognised.
+    pub local: LocalMatch,
+    /// Every address bound on the dummy interface: new connections to them
+    /// on ports that are not services are rejected.
     pub service_ips: BTreeSet<IpAddr>,
-    /// ClusterIP ports (masqueraded when the source is outside the cluster).
-    pub cluster_ports: BTreeSet<VipPort>,
-    /// Load-balancer and external-IP ports that masquerade every source.
-    pub external_ports: BTreeSet<VipPort>,
-    /// Load-balancer and external-IP ports with `externalTrafficPolicy:
-    /// Local`: the source is kept.
-    pub external_local_ports: BTreeSet<VipPort>,
+    /// Service address:ports (ClusterIPs, external IPs, load-balancer IPs).
+    pub ports: BTreeMap<VipPort, PortRule>,
     /// Node addresses that serve node ports.
     pub node_port_addrs: BTreeSet<IpAddr>,
-    /// Node ports that masquerade every source.
-    pub node_ports: BTreeSet<(L4, u16)>,
-    /// Node ports with `externalTrafficPolicy: Local`: the source is kept.
-    pub node_ports_local: BTreeSet<(L4, u16)>,
+    /// Node ports, per family.
+    pub node_ports: BTreeMap<(Family, L4, u16), NodePortRule>,
     /// Health-check node ports (TCP) to accept.
     pub health_check_node_ports: BTreeSet<u16>,
-    /// Load-balancer ports with source ranges: only these sources (and the
-    /// node itself) may connect.
-    pub lb_source_ranges: BTreeMap<VipPort, Vec<IpNet>>,
-    /// Local endpoint addresses: a connection from one of them to itself
-    /// (through a Service) is masqueraded.
-    pub hairpin: BTreeSet<IpAddr>,
-    /// Firewall marks selecting the cluster-wide virtual server for pods and
-    /// the node reaching an `externalTrafficPolicy: Local` VIP (load-balancer
-    /// IPs, external IPs and `node-address:nodePort`).
-    pub pod_source_marks: BTreeMap<VipPort, u32>,
+    /// Local endpoints that may reach themselves through a service: a
+    /// connection from `addr` to `addr:port` is masqueraded.
+    pub hairpin: BTreeSet<VipPort>,
 }
 
 impl Default for FilterSpec {
@@ -152,57 +246,13 @@ impl Default for FilterSpec {
         FilterSpec {
             masquerade_bit: DEFAULT_MASQUERADE_BIT,
             masquerade_all: false,
-            cluster_cidrs: Vec::new(),
+            local: LocalMatch::Nothing,
             service_ips: BTreeSet::new(),
-            cluster_ports: BTreeSet::new(),
-            external_ports: BTreeSet::new(),
-            external_local_ports: BTreeSet::new(),
+            ports: BTreeMap::new(),
             node_port_addrs: BTreeSet::new(),
-            node_ports: BTreeSet::new(),
-            node_ports_local: BTreeSet::new(),
+            node_ports: BTreeMap::new(),
             health_check_node_ports: BTreeSet::new(),
-            lb_source_ranges: BTreeMap::new(),
             hairpin: BTreeSet::new(),
-            pod_source_marks: BTreeMap::new(),
-        }
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Fam {
-    V4,
-    V6,
-}
-
-impl Fam {
-    fn has(self, a: &IpAddr) -> bool {
-        matches!(
-            (self, a),
-            (Fam::V4, IpAddr::V4(_)) | (Fam::V6, IpAddr::V6(_))
-        )
-    }
-    fn has_net(self, n: &IpNet) -> bool {
-        matches!((self, n), (Fam::V4, IpNet::V4(_)) | (Fam::V6, IpNet::V6(_)))
-    }
-    /// Set suffix.
-    fn sfx(self) -> &'static str {
-        match self {
-            Fam::V4 => "v4",
-            Fam::V6 => "v6",
-        }
-    }
-    /// Match keyword (`ip` / `ip6`).
-    fn kw(self) -> &'static str {
-        match self {
-            Fam::V4 => "ip",
-            Fam::V6 => "ip6",
-        }
-    }
-    /// Address type.
-    fn ty(self) -> &'static str {
-        match self {
-            Fam::V4 => "ipv4_addr",
-            Fam::V6 => "ipv6_addr",
         }
     }
 }
@@ -227,16 +277,9 @@ fn map(out: &mut String, name: &str, ty: &str, elems: &[String]) {
     out.push_str("\t}\n");
 }
 
-fn vip_elems<'a>(f: Fam, it: impl IntoIterator<Item = &'a VipPort>) -> Vec<String> {
-    it.into_iter()
-        .filter(|v| f.has(&v.addr))
-        .map(ToString::to_string)
-        .collect()
-}
-
 /// Aggregated (non-overlapping) networks of one family: interval sets
 /// refuse overlapping elements.
-fn nets(f: Fam, nets: &[IpNet]) -> Vec<IpNet> {
+fn nets(f: Family, nets: &[IpNet]) -> Vec<IpNet> {
     let mine: Vec<IpNet> = nets
         .iter()
         .filter(|n| f.has_net(n))
@@ -245,175 +288,122 @@ fn nets(f: Fam, nets: &[IpNet]) -> Vec<IpNet> {
     IpNet::aggregate(&mine)
 }
 
+/// An interface name nft can take inside quotes.
+fn valid_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < 16
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'))
+}
+
 impl FilterSpec {
-    fn all_service_ports(&self) -> BTreeSet<VipPort> {
-        let mut s = self.cluster_ports.clone();
-        s.extend(self.external_ports.iter().copied());
-        s.extend(self.external_local_ports.iter().copied());
-        s.extend(self.lb_source_ranges.keys().copied());
-        s
+    /// The effective masquerading of a rule under `masquerade_all`.
+    fn eff(&self, m: Masq) -> Masq {
+        if self.masquerade_all {
+            Masq::Always
+        } else {
+            m
+        }
+    }
+
+    /// `(is-local, is-not-local)` match expressions for family `f`; `None`
+    /// when nothing can be local for this family (then "not local" is
+    /// everything: the empty string).
+    fn local_exprs(&self, f: Family) -> Option<(String, String)> {
+        let (k, s) = (f.kw(), f.sfx());
+        match &self.local {
+            LocalMatch::Nothing => None,
+            LocalMatch::Cidrs(c) if nets(f, c).is_empty() => None,
+            LocalMatch::Cidrs(_) => Some((
+                format!("{k} saddr @local-cidrs-{s}"),
+                format!("{k} saddr != @local-cidrs-{s}"),
+            )),
+            LocalMatch::Interface(i) if valid_ifname(i) => {
+                Some((format!("iifname \"{i}\""), format!("iifname != \"{i}\"")))
+            }
+            LocalMatch::InterfacePrefix(p) if valid_ifname(p) => {
+                Some((format!("iifname \"{p}*\""), format!("iifname != \"{p}*\"")))
+            }
+            // Invalid names are refused by `validate`; render nothing local.
+            LocalMatch::Interface(_) | LocalMatch::InterfacePrefix(_) => None,
+        }
+    }
+
+    /// Problems that would make nft refuse the ruleset.
+    pub fn validate(&self) -> Result<(), String> {
+        match &self.local {
+            LocalMatch::Interface(i) | LocalMatch::InterfacePrefix(i) if !valid_ifname(i) => Err(
+                format!("invalid interface name {i:?} for local-traffic detection"),
+            ),
+            _ => Ok(()),
+        }
     }
 
     /// The table definition (without the replace preamble).
     pub fn render_table(&self, table: &str) -> String {
         let mut o = String::new();
         let _ = writeln!(o, "table inet {table} {{");
-        let all_ports = self.all_service_ports();
-        let np = |s: &BTreeSet<(L4, u16)>| -> Vec<String> {
-            s.iter()
-                .map(|(p, n)| format!("{} . {n}", p.as_str()))
-                .collect()
-        };
-        set(
-            &mut o,
-            "nodeports",
-            "inet_proto . inet_service",
-            "",
-            &np(&self.node_ports),
-        );
-        set(
-            &mut o,
-            "nodeports-local",
-            "inet_proto . inet_service",
-            "",
-            &np(&self.node_ports_local),
-        );
         let hc: Vec<String> = self
             .health_check_node_ports
             .iter()
             .map(u16::to_string)
             .collect();
         set(&mut o, "health-check-nodeports", "inet_service", "", &hc);
-        for f in [Fam::V4, Fam::V6] {
-            let sfx = f.sfx();
-            let ty = f.ty();
-            let vpt = format!("{ty} . inet_proto . inet_service");
-            let cidrs: Vec<String> = nets(f, &self.cluster_cidrs)
-                .iter()
-                .map(ToString::to_string)
-                .collect();
-            set(
-                &mut o,
-                &format!("cluster-cidrs-{sfx}"),
-                ty,
-                "interval",
-                &cidrs,
-            );
-            let ips: Vec<String> = self
-                .service_ips
-                .iter()
-                .filter(|a| f.has(a))
-                .map(ToString::to_string)
-                .collect();
-            set(&mut o, &format!("service-ips-{sfx}"), ty, "", &ips);
-            set(
-                &mut o,
-                &format!("service-ports-{sfx}"),
-                &vpt,
-                "",
-                &vip_elems(f, &all_ports),
-            );
-            set(
-                &mut o,
-                &format!("cluster-ports-{sfx}"),
-                &vpt,
-                "",
-                &vip_elems(f, &self.cluster_ports),
-            );
-            set(
-                &mut o,
-                &format!("external-ports-{sfx}"),
-                &vpt,
-                "",
-                &vip_elems(f, &self.external_ports),
-            );
-            let npa: Vec<String> = self
-                .node_port_addrs
-                .iter()
-                .filter(|a| f.has(a))
-                .map(ToString::to_string)
-                .collect();
-            set(&mut o, &format!("nodeport-addrs-{sfx}"), ty, "", &npa);
-            let ranged = vip_elems(f, self.lb_source_ranges.keys());
-            set(&mut o, &format!("lb-ranged-{sfx}"), &vpt, "", &ranged);
-            let mut allowed = Vec::new();
-            for (vip, ranges) in self.lb_source_ranges.iter().filter(|(v, _)| f.has(&v.addr)) {
-                for n in nets(f, ranges) {
-                    allowed.push(format!("{vip} . {n}"));
-                }
-            }
-            set(
-                &mut o,
-                &format!("lb-allowed-{sfx}"),
-                &format!("{vpt} . {ty}"),
-                "interval",
-                &allowed,
-            );
-            let hp: Vec<String> = self
-                .hairpin
-                .iter()
-                .filter(|a| f.has(a))
-                .map(|a| format!("{a} . {a}"))
-                .collect();
-            set(
-                &mut o,
-                &format!("hairpin-{sfx}"),
-                &format!("{ty} . {ty}"),
-                "",
-                &hp,
-            );
-            let marks: Vec<String> = self
-                .pod_source_marks
-                .iter()
-                .filter(|(v, _)| f.has(&v.addr))
-                .map(|(v, m)| format!("{v} : {m:#x}"))
-                .collect();
-            map(&mut o, &format!("pod-marks-{sfx}"), &vpt, &marks);
+        for f in Family::BOTH {
+            self.render_sets(f, &mut o);
         }
 
         let bit = self.masquerade_bit;
-        let mark_masq = format!("ct mark set ct mark | {bit:#x}");
-        let has_cidrs = |f: Fam| !nets(f, &self.cluster_cidrs).is_empty();
+        let masq = format!("ct mark set ct mark | {bit:#x}");
 
         // prerouting: select firewall-mark services for pods, mark for SNAT.
         o.push_str(
             "\tchain mark-pre {\n\t\ttype filter hook prerouting priority mangle; policy accept;\n",
         );
-        for f in [Fam::V4, Fam::V6] {
+        for f in Family::BOTH {
             let (k, s) = (f.kw(), f.sfx());
             let key = format!("{k} daddr . meta l4proto . th dport");
-            if has_cidrs(f) {
+            let np = format!("{k} daddr @nodeport-addrs-{s} meta l4proto . th dport");
+            let local = self.local_exprs(f);
+            if let Some((is_local, _)) = &local {
+                let _ = writeln!(o, "\t\t{is_local} meta mark set {key} map @pod-marks-{s}");
                 let _ = writeln!(
                     o,
-                    "\t\t{k} saddr @cluster-cidrs-{s} meta mark set {key} map @pod-marks-{s}"
+                    "\t\t{is_local} {k} daddr @nodeport-addrs-{s} meta mark set meta l4proto . th dport map @nodeport-marks-{s}"
                 );
             }
-            if self.masquerade_all {
-                let _ = writeln!(o, "\t\tct state new {key} @service-ports-{s} {mark_masq}");
-                let _ = writeln!(o, "\t\tct state new {k} daddr @nodeport-addrs-{s} meta l4proto . th dport @nodeports {mark_masq}");
-                let _ = writeln!(o, "\t\tct state new {k} daddr @nodeport-addrs-{s} meta l4proto . th dport @nodeports-local {mark_masq}");
-            } else {
-                if has_cidrs(f) {
-                    let _ = writeln!(o, "\t\tct state new {key} @cluster-ports-{s} {k} saddr != @cluster-cidrs-{s} {mark_masq}");
-                }
-                let _ = writeln!(o, "\t\tct state new {key} @external-ports-{s} {mark_masq}");
-                let _ = writeln!(o, "\t\tct state new {k} daddr @nodeport-addrs-{s} meta l4proto . th dport @nodeports {mark_masq}");
-            }
+            let not_local = local.map(|(_, n)| format!("{n} ")).unwrap_or_default();
+            let _ = writeln!(o, "\t\tct state new {key} @masq-always-{s} {masq}");
+            let _ = writeln!(
+                o,
+                "\t\tct state new {not_local}{key} @masq-unless-pod-{s} {masq}"
+            );
+            let _ = writeln!(o, "\t\tct state new {np} @nodeports-always-{s} {masq}");
+            let _ = writeln!(
+                o,
+                "\t\tct state new {not_local}{np} @nodeports-unless-pod-{s} {masq}"
+            );
         }
         o.push_str("\t}\n");
 
-        // output: the node itself is "inside" (reaches every endpoint) and is
-        // always masqueraded: its source address may be the VIP itself.
+        // output: the node itself counts as inside (reaches every endpoint)
+        // and is always masqueraded: its source address may be the VIP.
         o.push_str(
             "\tchain mark-out {\n\t\ttype route hook output priority mangle; policy accept;\n",
         );
-        for f in [Fam::V4, Fam::V6] {
+        for f in Family::BOTH {
             let (k, s) = (f.kw(), f.sfx());
             let key = format!("{k} daddr . meta l4proto . th dport");
+            let np = format!("{k} daddr @nodeport-addrs-{s} meta l4proto . th dport");
+            let _ = writeln!(o, "\t\t{key} @lb-ranged-{s} jump lb-ranges-{s}");
             let _ = writeln!(o, "\t\tmeta mark set {key} map @pod-marks-{s}");
-            let _ = writeln!(o, "\t\tct state new {key} @service-ports-{s} {mark_masq}");
-            let _ = writeln!(o, "\t\tct state new {k} daddr @nodeport-addrs-{s} meta l4proto . th dport @nodeports {mark_masq}");
-            let _ = writeln!(o, "\t\tct state new {k} daddr @nodeport-addrs-{s} meta l4proto . th dport @nodeports-local {mark_masq}");
+            let _ = writeln!(
+                o,
+                "\t\t{k} daddr @nodeport-addrs-{s} meta mark set meta l4proto . th dport map @nodeport-marks-{s}"
+            );
+            let _ = writeln!(o, "\t\tct state new {key} @service-ports-{s} {masq}");
+            let _ = writeln!(o, "\t\tct state new {np} @nodeports-{s} {masq}");
         }
         o.push_str("\t}\n");
 
@@ -422,7 +412,7 @@ impl FilterSpec {
             "\tchain filter-in {\n\t\ttype filter hook input priority filter; policy accept;\n",
         );
         o.push_str("\t\tct state != new accept\n");
-        for f in [Fam::V4, Fam::V6] {
+        for f in Family::BOTH {
             let (k, s) = (f.kw(), f.sfx());
             let _ = writeln!(
                 o,
@@ -430,20 +420,21 @@ impl FilterSpec {
             );
         }
         o.push_str("\t\ttcp dport @health-check-nodeports accept\n");
-        for f in [Fam::V4, Fam::V6] {
+        for f in Family::BOTH {
             let (k, s) = (f.kw(), f.sfx());
             let _ = writeln!(o, "\t\t{k} daddr @service-ips-{s} jump service-guard-{s}");
         }
         o.push_str("\t}\n");
-        for f in [Fam::V4, Fam::V6] {
+        for f in Family::BOTH {
             let (k, s) = (f.kw(), f.sfx());
+            let key = format!("{k} daddr . meta l4proto . th dport");
             let _ = writeln!(
                 o,
-                "\tchain lb-ranges-{s} {{\n\t\t{k} daddr . meta l4proto . th dport . {k} saddr @lb-allowed-{s} return\n\t\tfib saddr type local return\n\t\tdrop\n\t}}"
+                "\tchain lb-ranges-{s} {{\n\t\t{key} . {k} saddr @lb-allowed-{s} return\n\t\tfib saddr type local {key} @lb-node-allowed-{s} return\n\t\tdrop\n\t}}"
             );
             let _ = writeln!(
                 o,
-                "\tchain service-guard-{s} {{\n\t\t{k} daddr . meta l4proto . th dport @service-ports-{s} return\n\t\tmeta l4proto tcp reject with tcp reset\n\t\treject\n\t}}"
+                "\tchain service-guard-{s} {{\n\t\t{key} @service-ports-{s} return\n\t\tmeta l4proto tcp reject with tcp reset\n\t\treject\n\t}}"
             );
         }
 
@@ -456,12 +447,146 @@ impl FilterSpec {
             "\tchain nat-post {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n",
         );
         let _ = writeln!(o, "\t\tct mark & {bit:#x} == {bit:#x} masquerade");
-        for f in [Fam::V4, Fam::V6] {
+        for f in Family::BOTH {
             let (k, s) = (f.kw(), f.sfx());
-            let _ = writeln!(o, "\t\t{k} saddr . {k} daddr @hairpin-{s} masquerade");
+            let _ = writeln!(
+                o,
+                "\t\t{k} saddr . {k} daddr . meta l4proto . th dport @hairpin-{s} masquerade"
+            );
         }
         o.push_str("\t}\n}\n");
         o
+    }
+
+    fn render_sets(&self, f: Family, o: &mut String) {
+        let (s, ty) = (f.sfx(), f.ty());
+        let vpt = format!("{ty} . inet_proto . inet_service");
+        let ports: Vec<(&VipPort, &PortRule)> =
+            self.ports.iter().filter(|(v, _)| f.has(&v.addr)).collect();
+        let pick = |pred: &dyn Fn(&PortRule) -> bool| -> Vec<String> {
+            ports
+                .iter()
+                .filter(|(_, r)| pred(r))
+                .map(|(v, _)| v.to_string())
+                .collect()
+        };
+        let local_cidrs: Vec<String> = match &self.local {
+            LocalMatch::Cidrs(c) => nets(f, c).iter().map(ToString::to_string).collect(),
+            _ => Vec::new(),
+        };
+        set(o, &format!("local-cidrs-{s}"), ty, "interval", &local_cidrs);
+        let ips: Vec<String> = self
+            .service_ips
+            .iter()
+            .chain(ports.iter().map(|(v, _)| &v.addr))
+            .filter(|a| f.has(a))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .map(ToString::to_string)
+            .collect();
+        set(o, &format!("service-ips-{s}"), ty, "", &ips);
+        set(o, &format!("service-ports-{s}"), &vpt, "", &pick(&|_| true));
+        set(
+            o,
+            &format!("masq-always-{s}"),
+            &vpt,
+            "",
+            &pick(&|r| self.eff(r.masq) == Masq::Always),
+        );
+        set(
+            o,
+            &format!("masq-unless-pod-{s}"),
+            &vpt,
+            "",
+            &pick(&|r| self.eff(r.masq) == Masq::UnlessFromPod),
+        );
+        let marks: Vec<String> = ports
+            .iter()
+            .filter_map(|(v, r)| r.pod_mark.map(|m| format!("{v} : {m:#x}")))
+            .collect();
+        map(o, &format!("pod-marks-{s}"), &vpt, &marks);
+        set(
+            o,
+            &format!("lb-ranged-{s}"),
+            &vpt,
+            "",
+            &pick(&|r| !r.source_ranges.is_empty()),
+        );
+        set(
+            o,
+            &format!("lb-node-allowed-{s}"),
+            &vpt,
+            "",
+            &pick(&|r| !r.source_ranges.is_empty() && r.allow_from_node),
+        );
+        let mut allowed = Vec::new();
+        for (v, r) in &ports {
+            for n in nets(f, &r.source_ranges) {
+                allowed.push(format!("{v} . {n}"));
+            }
+        }
+        set(
+            o,
+            &format!("lb-allowed-{s}"),
+            &format!("{vpt} . {ty}"),
+            "interval",
+            &allowed,
+        );
+
+        let npa: Vec<String> = self
+            .node_port_addrs
+            .iter()
+            .filter(|a| f.has(a))
+            .map(ToString::to_string)
+            .collect();
+        set(o, &format!("nodeport-addrs-{s}"), ty, "", &npa);
+        let nps: Vec<(L4, u16, &NodePortRule)> = self
+            .node_ports
+            .iter()
+            .filter(|((fam, _, _), _)| *fam == f)
+            .map(|((_, p, n), r)| (*p, *n, r))
+            .collect();
+        let np_pick = |pred: &dyn Fn(&NodePortRule) -> bool| -> Vec<String> {
+            nps.iter()
+                .filter(|(_, _, r)| pred(r))
+                .map(|(p, n, _)| format!("{} . {n}", p.as_str()))
+                .collect()
+        };
+        let npt = "inet_proto . inet_service";
+        set(o, &format!("nodeports-{s}"), npt, "", &np_pick(&|_| true));
+        set(
+            o,
+            &format!("nodeports-always-{s}"),
+            npt,
+            "",
+            &np_pick(&|r| self.eff(r.masq) == Masq::Always),
+        );
+        set(
+            o,
+            &format!("nodeports-unless-pod-{s}"),
+            npt,
+            "",
+            &np_pick(&|r| self.eff(r.masq) == Masq::UnlessFromPod),
+        );
+        let np_marks: Vec<String> = nps
+            .iter()
+            .filter_map(|(p, n, r)| r.pod_mark.map(|m| format!("{} . {n} : {m:#x}", p.as_str())))
+            .collect();
+        map(o, &format!("nodeport-marks-{s}"), npt, &np_marks);
+
+        let hp: Vec<String> = self
+            .hairpin
+            .iter()
+            .filter(|v| f.has(&v.addr))
+            .map(|v| format!("{} . {v}", v.addr))
+            .collect();
+        set(
+            o,
+            &format!("hairpin-{s}"),
+            &format!("{ty} . {vpt}"),
+            "",
+            &hp,
+        );
     }
 
     /// The full transaction that replaces our table atomically: create it if
@@ -517,6 +642,7 @@ impl Nft {
 
     /// Replaces our table with `spec`, in one transaction.
     pub fn apply(&self, spec: &FilterSpec) -> Result<()> {
+        self.validated(spec)?;
         let script = spec.render_replace(&self.table);
         self.run_script(
             &format!("replace table inet {}", self.table),
@@ -527,12 +653,21 @@ impl Nft {
 
     /// Has the kernel check `spec` without committing (`nft -c`).
     pub fn check(&self, spec: &FilterSpec) -> Result<()> {
+        self.validated(spec)?;
         let script = spec.render_replace(&self.table);
         self.run_script(
             &format!("check table inet {}", self.table),
             &["-c", "-f", "-"],
             &script,
         )
+    }
+
+    fn validated(&self, spec: &FilterSpec) -> Result<()> {
+        spec.validate().map_err(|stderr| Error::Nft {
+            op: format!("render table inet {}", self.table),
+            status: "not run".to_owned(),
+            stderr,
+        })
     }
 
     /// Deletes our table if it exists (and nothing else).
@@ -568,42 +703,79 @@ mod tests {
     fn net(s: &str) -> IpNet {
         s.parse().unwrap()
     }
+    fn vp(a: &str, p: L4, port: u16) -> VipPort {
+        VipPort::new(ip(a), p, port)
+    }
 
+    /// A ClusterIP (TCP+UDP, v4 and v6), an LB IP with source ranges, an
+    /// ETP-Local LB port with its pod mark, node ports, a hairpin endpoint.
     fn sample() -> FilterSpec {
         let mut s = FilterSpec {
-            cluster_cidrs: vec![net("10.244.0.0/16"), net("fd00:244::/56")],
+            local: LocalMatch::Cidrs(vec![net("10.244.0.0/16"), net("fd00:244::/56")]),
             ..FilterSpec::default()
         };
         s.service_ips
             .extend([ip("10.96.0.10"), ip("192.0.2.10"), ip("fd00:96::10")]);
-        s.cluster_ports
-            .insert(VipPort::new(ip("10.96.0.10"), L4::Tcp, 80));
-        s.cluster_ports
-            .insert(VipPort::new(ip("10.96.0.10"), L4::Udp, 53));
-        s.cluster_ports
-            .insert(VipPort::new(ip("fd00:96::10"), L4::Tcp, 80));
-        s.external_ports
-            .insert(VipPort::new(ip("192.0.2.10"), L4::Tcp, 80));
-        s.external_local_ports
-            .insert(VipPort::new(ip("192.0.2.10"), L4::Tcp, 443));
+        let unless = PortRule::masq(Masq::UnlessFromPod);
+        s.ports
+            .insert(vp("10.96.0.10", L4::Tcp, 80), unless.clone());
+        s.ports
+            .insert(vp("10.96.0.10", L4::Udp, 53), unless.clone());
+        s.ports.insert(vp("fd00:96::10", L4::Tcp, 80), unless);
+        s.ports.insert(
+            vp("192.0.2.10", L4::Tcp, 80),
+            PortRule {
+                source_ranges: vec![net("198.51.100.0/24"), net("198.51.100.7/32")],
+                allow_from_node: true,
+                ..PortRule::masq(Masq::Always)
+            },
+        );
+        s.ports.insert(
+            vp("192.0.2.10", L4::Tcp, 443),
+            PortRule {
+                pod_mark: Some(0x0101_0000 | 30443),
+                ..PortRule::masq(Masq::Never)
+            },
+        );
         s.node_port_addrs.insert(ip("172.18.0.2"));
-        s.node_ports.insert((L4::Tcp, 30080));
-        s.node_ports_local.insert((L4::Tcp, 30443));
+        s.node_ports.insert(
+            (Family::V4, L4::Tcp, 30080),
+            NodePortRule {
+                masq: Masq::Always,
+                pod_mark: None,
+            },
+        );
+        s.node_ports.insert(
+            (Family::V4, L4::Tcp, 30443),
+            NodePortRule {
+                masq: Masq::Never,
+                pod_mark: Some(0x0101_0000 | 30443),
+            },
+        );
         s.health_check_node_ports.insert(32000);
-        s.lb_source_ranges.insert(
-            VipPort::new(ip("192.0.2.10"), L4::Tcp, 80),
-            vec![net("198.51.100.0/24"), net("198.51.100.7/32")],
-        );
-        s.hairpin.insert(ip("10.244.0.5"));
-        s.pod_source_marks.insert(
-            VipPort::new(ip("192.0.2.10"), L4::Tcp, 443),
-            0x0101_0000 | 30443,
-        );
+        s.hairpin.insert(vp("10.244.0.5", L4::Tcp, 8080));
         s
     }
 
-    fn line_with<'a>(text: &'a str, needle: &str) -> Vec<&'a str> {
-        text.lines().filter(|l| l.contains(needle)).collect()
+    /// The `elements = { ... }` line of set/map `name`.
+    fn elements(text: &str, name: &str) -> String {
+        let head = text
+            .find(&format!("set {name} {{"))
+            .or_else(|| text.find(&format!("map {name} {{")))
+            .unwrap_or_else(|| panic!("no set {name}"));
+        let body = &text[head..];
+        let end = body.find("\t}").unwrap();
+        body[..end]
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("elements = "))
+            .unwrap_or("")
+            .to_owned()
+    }
+
+    fn chain<'a>(text: &'a str, name: &str) -> &'a str {
+        let head = text.find(&format!("chain {name} {{")).unwrap();
+        let body = &text[head..];
+        &body[..body.find("\t}").unwrap()]
     }
 
     #[test]
@@ -613,7 +785,6 @@ mod tests {
         assert_eq!(lines[0], "table inet ipvs-proxy {}");
         assert_eq!(lines[1], "delete table inet ipvs-proxy");
         assert_eq!(lines[2], "table inet ipvs-proxy {");
-        // Nothing outside our table: every table statement names ours.
         for l in t.lines().filter(|l| l.contains("table ")) {
             assert!(l.contains("table inet ipvs-proxy"), "{l}");
         }
@@ -623,68 +794,112 @@ mod tests {
     #[test]
     fn sets_hold_the_facts_per_family() {
         let t = sample().render_table("ipvs-proxy");
-        assert!(
-            t.contains("elements = { 10.96.0.10 . tcp . 80, 10.96.0.10 . udp . 53 }"),
-            "{t}"
+        assert_eq!(
+            elements(&t, "service-ports-v4"),
+            "{ 10.96.0.10 . tcp . 80, 10.96.0.10 . udp . 53, 192.0.2.10 . tcp . 80, 192.0.2.10 . tcp . 443 }"
         );
-        assert!(t.contains("elements = { fd00:96::10 . tcp . 80 }"));
-        // The guard allows every service port, local or not, incl. ranged ones.
-        let guard = line_with(&t, "10.96.0.10 . tcp . 80, 10.96.0.10 . udp . 53, 192.0.2.10 . tcp . 80, 192.0.2.10 . tcp . 443");
-        assert_eq!(guard.len(), 1, "{t}");
-        assert!(t.contains("elements = { tcp . 30080 }"));
-        assert!(t.contains("elements = { tcp . 30443 }"));
-        assert!(t.contains("elements = { 32000 }"));
-        assert!(t.contains("elements = { 10.244.0.5 . 10.244.0.5 }"));
-        assert!(
-            t.contains("elements = { 192.0.2.10 . tcp . 443 : 0x10176eb }"),
-            "{t}"
+        assert_eq!(
+            elements(&t, "service-ports-v6"),
+            "{ fd00:96::10 . tcp . 80 }"
         );
+        assert_eq!(
+            elements(&t, "masq-unless-pod-v4"),
+            "{ 10.96.0.10 . tcp . 80, 10.96.0.10 . udp . 53 }"
+        );
+        assert_eq!(elements(&t, "masq-always-v4"), "{ 192.0.2.10 . tcp . 80 }");
+        assert_eq!(elements(&t, "service-ips-v4"), "{ 10.96.0.10, 192.0.2.10 }");
+        assert_eq!(elements(&t, "local-cidrs-v4"), "{ 10.244.0.0/16 }");
+        assert_eq!(elements(&t, "local-cidrs-v6"), "{ fd00:244::/56 }");
+        assert_eq!(elements(&t, "nodeports-v4"), "{ tcp . 30080, tcp . 30443 }");
+        assert_eq!(elements(&t, "nodeports-always-v4"), "{ tcp . 30080 }");
+        assert_eq!(elements(&t, "nodeports-v6"), "");
+        assert_eq!(elements(&t, "health-check-nodeports"), "{ 32000 }");
+        assert_eq!(
+            elements(&t, "hairpin-v4"),
+            "{ 10.244.0.5 . 10.244.0.5 . tcp . 8080 }"
+        );
+        assert_eq!(
+            elements(&t, "pod-marks-v4"),
+            "{ 192.0.2.10 . tcp . 443 : 0x10176eb }"
+        );
+        assert_eq!(
+            elements(&t, "nodeport-marks-v4"),
+            "{ tcp . 30443 : 0x10176eb }"
+        );
+    }
+
+    #[test]
+    fn etp_local_ports_keep_the_source() {
+        let t = sample().render_table("ipvs-proxy");
+        for set in ["masq-always-v4", "masq-unless-pod-v4"] {
+            assert!(!elements(&t, set).contains(". 443"), "{set}");
+        }
+        assert!(!elements(&t, "nodeports-always-v4").contains("30443"));
+        assert!(!elements(&t, "nodeports-unless-pod-v4").contains("30443"));
+        // ...but the node's own connections are masqueraded (all ports).
+        let out = chain(&t, "mark-out");
+        assert!(out.contains("@service-ports-v4 ct mark set ct mark | 0x4000"));
+        assert!(out.contains("@nodeports-v4 ct mark set ct mark | 0x4000"));
     }
 
     #[test]
     fn overlapping_source_ranges_are_merged() {
         let t = sample().render_table("ipvs-proxy");
-        // 198.51.100.7/32 lies inside 198.51.100.0/24: one element only.
-        assert!(
-            t.contains("elements = { 192.0.2.10 . tcp . 80 . 198.51.100.0/24 }"),
-            "{t}"
+        assert_eq!(
+            elements(&t, "lb-allowed-v4"),
+            "{ 192.0.2.10 . tcp . 80 . 198.51.100.0/24 }"
         );
-        assert!(!t.contains("198.51.100.7"));
+        assert_eq!(
+            elements(&t, "lb-node-allowed-v4"),
+            "{ 192.0.2.10 . tcp . 80 }"
+        );
     }
 
     #[test]
-    fn cluster_ports_masquerade_only_outside_sources() {
+    fn pod_traffic_is_recognised_by_source_or_interface() {
         let t = sample().render_table("ipvs-proxy");
-        let l = line_with(&t, "@cluster-ports-v4");
-        assert_eq!(l.len(), 1);
-        assert!(l[0].contains("ip saddr != @cluster-cidrs-v4"));
-        assert!(l[0].contains("ct mark set ct mark | 0x4000"));
-        // ETP Local external ports are never in a masquerade rule of mark-pre.
-        let pre = t.split("chain mark-out").next().unwrap();
-        assert!(!pre.contains("external-local"));
-        assert!(!pre.contains("@nodeports-local"));
-    }
-
-    #[test]
-    fn without_cluster_cidrs_cluster_ips_are_not_masqueraded() {
+        let pre = chain(&t, "mark-pre");
+        assert!(pre.contains(
+            "ip saddr @local-cidrs-v4 meta mark set ip daddr . meta l4proto . th dport map @pod-marks-v4"
+        ));
+        assert!(pre.contains(
+            "ct state new ip saddr != @local-cidrs-v4 ip daddr . meta l4proto . th dport @masq-unless-pod-v4"
+        ));
         let mut s = sample();
-        s.cluster_cidrs.clear();
+        s.local = LocalMatch::InterfacePrefix("veth".into());
         let t = s.render_table("ipvs-proxy");
-        assert!(line_with(&t, "@cluster-ports-v4").is_empty());
-        // ...and no pod-source marking, since pods cannot be told apart.
-        let pre = t.split("chain mark-out").next().unwrap();
-        assert!(!pre.contains("@pod-marks-v4"));
+        let pre = chain(&t, "mark-pre");
+        assert!(pre.contains("iifname \"veth*\" meta mark set"));
+        assert!(pre.contains("ct state new iifname != \"veth*\" ip daddr"));
+        assert_eq!(elements(&t, "local-cidrs-v4"), "");
     }
 
     #[test]
-    fn masquerade_all_marks_every_service_port() {
+    fn without_local_detection_everything_is_masqueraded_and_unmarked() {
+        let mut s = sample();
+        s.local = LocalMatch::Nothing;
+        let t = s.render_table("ipvs-proxy");
+        let pre = chain(&t, "mark-pre");
+        assert!(!pre.contains("map @pod-marks-v4"));
+        assert!(pre.contains(
+            "\t\tct state new ip daddr . meta l4proto . th dport @masq-unless-pod-v4 ct mark set"
+        ));
+    }
+
+    #[test]
+    fn masquerade_all_marks_every_port_except_none() {
         let mut s = sample();
         s.masquerade_all = true;
         let t = s.render_table("ipvs-proxy");
-        let pre = t.split("chain mark-out").next().unwrap();
-        assert!(pre.contains("ct state new ip daddr . meta l4proto . th dport @service-ports-v4 ct mark set ct mark | 0x4000"));
-        assert!(pre.contains("@nodeports-local ct mark set"));
-        assert!(!pre.contains("ip saddr != @cluster-cidrs-v4"));
+        assert_eq!(elements(&t, "masq-unless-pod-v4"), "");
+        assert_eq!(
+            elements(&t, "masq-always-v4"),
+            elements(&t, "service-ports-v4")
+        );
+        assert_eq!(
+            elements(&t, "nodeports-always-v4"),
+            "{ tcp . 30080, tcp . 30443 }"
+        );
     }
 
     #[test]
@@ -697,6 +912,16 @@ mod tests {
     }
 
     #[test]
+    fn bad_interface_names_are_refused() {
+        let mut s = sample();
+        s.local = LocalMatch::Interface("br0\" accept; #".into());
+        assert!(s.validate().is_err());
+        assert!(!s.render_table("t").contains("accept; #"));
+        s.local = LocalMatch::Interface("cni0".into());
+        assert!(s.validate().is_ok());
+    }
+
+    #[test]
     fn empty_spec_renders_without_elements() {
         let t = FilterSpec::default().render_table("ipvs-proxy");
         assert!(!t.contains("elements"));
@@ -704,15 +929,15 @@ mod tests {
     }
 
     /// The host kernel has nftables: have it validate the rendered text.
-    /// Needs root (CAP_NET_ADMIN); `nft -c` commits nothing.
+    /// Needs CAP_NET_ADMIN (tests run as root); `nft -c` commits nothing.
     #[test]
     fn kernel_accepts_rendered_ruleset() {
         let nft = Nft::new("nft", "ipvs-proxy-unit-check");
-        for s in [sample(), FilterSpec::default(), {
-            let mut m = sample();
-            m.masquerade_all = true;
-            m
-        }] {
+        let mut all = sample();
+        all.masquerade_all = true;
+        let mut iface = sample();
+        iface.local = LocalMatch::Interface("cni0".into());
+        for s in [sample(), FilterSpec::default(), all, iface] {
             if let Err(e) = nft.check(&s) {
                 panic!(
                     "nft -c refused the ruleset: {e}\n{}",

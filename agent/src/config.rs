@@ -319,7 +319,7 @@ pub struct ProxyConfig {
 }
 
 /// Default `--drain-period`.
-pub const DEFAULT_DRAIN_PERIOD: Duration = Duration::from_secs(300);
+pub const DEFAULT_DRAIN_PERIOD: Duration = Duration::from_secs(15 * 60);
 
 impl Default for ProxyConfig {
     /// kube-proxy's v1alpha1 defaults, mode ipvs.

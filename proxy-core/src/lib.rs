@@ -26,6 +26,7 @@ pub mod model;
 mod parse;
 pub mod plan;
 pub mod reject;
+mod render;
 mod state;
 mod translate;
 
@@ -39,10 +40,11 @@ pub use parse::{
     SERVICE_PROXY_NAME_LABEL,
 };
 pub use plan::{
-    plan, plan_changes, Changes, DrainBook, FilterOp, Observed, ObservedVirtualServer, Plan,
-    PlanOp, PlanPolicy,
+    plan, plan_changes, Changes, DrainBook, FilterOp, ModelError, Observed, ObservedVirtualServer,
+    Plan, PlanOp, PlanPolicy,
 };
 pub use reject::{ObjectKind, ObjectRef, RejectReason, Rejection};
+pub use render::render_ipvsadm_save;
 pub use state::{desired_from_scratch, ProxyState};
 
 /// A configuration value the core cannot use.

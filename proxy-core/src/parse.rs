@@ -56,7 +56,8 @@ pub(crate) struct ParsedService {
     pub itp_local: bool,
     pub health_check_node_port: Option<u16>,
     pub affinity_timeout: Option<u32>,
-    pub scheduler: Scheduler,
+    /// The annotated scheduler; `None`: the node default.
+    pub scheduler: Option<Scheduler>,
     pub publish_not_ready: bool,
 }
 
@@ -181,12 +182,8 @@ pub(crate) fn parse_service(
             }
         }
     }
-    // The other family's addresses are dropped silently: a single-stack
-    // Service simply has nothing in that family.
-    cluster_ips.retain(|ip| config.families.contains(&IpFamily::of(ip)));
-    if cluster_ips.is_empty() {
-        return ServiceParse::Ignored;
-    }
+    // Families the node does not proxy are dropped at translation time, so
+    // a configuration change needs no re-parse.
     let families: BTreeSet<IpFamily> = cluster_ips.iter().map(IpFamily::of).collect();
     let limits = &config.limits;
 
@@ -389,22 +386,22 @@ pub(crate) fn parse_service(
     };
     let ann = svc.metadata.annotations.as_ref();
     let scheduler = match ann.and_then(|a| a.get(SCHEDULER_ANNOTATION)) {
-        None => config.scheduler.clone(),
+        None => None,
         Some(s) => {
             let flags = ann
                 .and_then(|a| a.get(SCHEDULER_FLAGS_ANNOTATION))
                 .map(String::as_str)
                 .unwrap_or("");
             match Scheduler::parse(s, flags) {
-                Ok(s) => s,
+                Ok(s) => Some(s),
                 Err(e) => {
                     rejections.push(reject(
                         &o,
                         RejectReason::InvalidSchedulerAnnotation,
                         false,
-                        format!("{e}; using the node default {}", config.scheduler.name),
+                        format!("{e}; using the node default scheduler"),
                     ));
-                    config.scheduler.clone()
+                    None
                 }
             }
         }

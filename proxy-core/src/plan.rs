@@ -331,7 +331,13 @@ pub fn plan_changes(
     keys.extend(drains.services());
     let mut out = Plan::default();
     plan_virtual_servers(desired, observed, policy, drains, now, &keys, &mut out);
-    plan_addresses(desired, observed, policy, &changes.addresses, &mut out);
+    // A Service whose last draining real server went away frees its VIP now.
+    let mut addrs = changes.addresses.clone();
+    addrs.extend(out.ipvs.iter().filter_map(|op| match op {
+        Op::DeleteService(ServiceKey::Addr { addr, .. }) => Some(*addr),
+        _ => None,
+    }));
+    plan_addresses(desired, observed, policy, &addrs, &mut out);
     match &observed.filter {
         None => plan_filter_fresh(&desired.filter, &mut out.filter),
         Some(f) => {
@@ -465,21 +471,28 @@ fn plan_virtual_servers(
     }
 }
 
-/// Addresses of observed, owned virtual servers that will still exist after
-/// the plan (draining deleted services keep their VIP bound).
-fn still_used(observed: &Observed, out: &Plan, addr: &IpAddr) -> bool {
-    let deleted: BTreeSet<&ServiceKey> = out
-        .ipvs
-        .iter()
-        .filter_map(|op| match op {
-            Op::DeleteService(k) => Some(k),
-            _ => None,
+/// True when an observed virtual server on `addr` survives the plan
+/// (draining deleted services keep their VIP bound). Range lookups keep this
+/// O(log n) per address.
+fn still_used(observed: &Observed, deleted: &BTreeSet<ServiceKey>, addr: &IpAddr) -> bool {
+    [Protocol::Tcp, Protocol::Udp, Protocol::Sctp]
+        .into_iter()
+        .any(|protocol| {
+            let lo = ServiceKey::Addr {
+                protocol,
+                addr: *addr,
+                port: 0,
+            };
+            let hi = ServiceKey::Addr {
+                protocol,
+                addr: *addr,
+                port: u16::MAX,
+            };
+            observed
+                .virtual_servers
+                .range(lo..=hi)
+                .any(|(k, _)| !deleted.contains(k))
         })
-        .collect();
-    observed.virtual_servers.keys().any(|k| match k {
-        ServiceKey::Addr { addr: a, .. } => a == addr && !deleted.contains(k),
-        ServiceKey::Fwmark { .. } => false,
-    })
 }
 
 fn plan_addresses(
@@ -489,13 +502,21 @@ fn plan_addresses(
     addrs: &BTreeSet<IpAddr>,
     out: &mut Plan,
 ) {
+    let deleted: BTreeSet<ServiceKey> = out
+        .ipvs
+        .iter()
+        .filter_map(|op| match op {
+            Op::DeleteService(k) => Some(*k),
+            _ => None,
+        })
+        .collect();
     for addr in addrs {
         match (
             desired.addresses.contains(addr),
             observed.addresses.contains(addr),
         ) {
             (true, false) => out.bind.push(*addr),
-            (false, true) if !policy.excluded(addr) && !still_used(observed, out, addr) => {
+            (false, true) if !policy.excluded(addr) && !still_used(observed, &deleted, addr) => {
                 out.unbind.push(*addr);
             }
             _ => {}
@@ -540,4 +561,170 @@ fn plan_filter_full(desired: &FilterFacts, observed: &FilterFacts, out: &mut Vec
             .cloned()
             .map(FilterOp::Add),
     );
+}
+
+/// A plan operation a kernel would refuse, found by [`Observed::apply`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ModelError {
+    /// `AddService` for a key that exists (kernel: EEXIST).
+    #[error("virtual server {0} already exists")]
+    ServiceExists(ServiceKey),
+    /// An operation on a virtual server that does not exist (kernel: ESRCH).
+    #[error("virtual server {0} does not exist")]
+    NoSuchService(ServiceKey),
+    /// `AddRealServer` for a real server that exists (kernel: EEXIST).
+    #[error("real server {1:?} of {0} already exists")]
+    RealServerExists(ServiceKey, RealServerKey),
+    /// An operation on a real server that does not exist (kernel: ENOENT).
+    #[error("real server {1:?} of {0} does not exist")]
+    NoSuchRealServer(ServiceKey, RealServerKey),
+    /// Binding a bound address or unbinding an unbound one.
+    #[error("address {0} is already in that state")]
+    Address(IpAddr),
+    /// Adding a present filter entry or removing an absent one.
+    #[error("filter entry {0:?} is already in that state")]
+    Filter(Box<FilterEntry>),
+    /// An operation the planner never emits.
+    #[error("unexpected operation {0:?}")]
+    Unexpected(Box<Op>),
+}
+
+impl Observed {
+    /// Applies a plan to this model of the node, refusing what the kernel
+    /// would refuse. Used by tests and by fakes of the kernel side.
+    pub fn apply(&mut self, plan: &Plan) -> Result<(), ModelError> {
+        for a in &plan.bind {
+            if !self.addresses.insert(*a) {
+                return Err(ModelError::Address(*a));
+            }
+        }
+        for op in &plan.ipvs {
+            self.apply_ipvs(op)?;
+        }
+        for f in &plan.filter {
+            let facts = self.filter.get_or_insert_with(FilterFacts::default);
+            match f {
+                FilterOp::SetGlobals {
+                    local_detect,
+                    masquerade_all,
+                    node_port_addresses,
+                } => {
+                    facts.local_detect = local_detect.clone();
+                    facts.masquerade_all = *masquerade_all;
+                    facts.node_port_addresses = node_port_addresses.clone();
+                }
+                FilterOp::Add(e) => {
+                    if !facts.entries.insert(e.clone()) {
+                        return Err(ModelError::Filter(Box::new(e.clone())));
+                    }
+                }
+                FilterOp::Remove(e) => {
+                    if !facts.entries.remove(e) {
+                        return Err(ModelError::Filter(Box::new(e.clone())));
+                    }
+                }
+            }
+        }
+        for a in &plan.unbind {
+            if !self.addresses.remove(a) {
+                return Err(ModelError::Address(*a));
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_ipvs(&mut self, op: &Op) -> Result<(), ModelError> {
+        match op {
+            Op::AddService(vs) => {
+                if self.virtual_servers.contains_key(&vs.key) {
+                    return Err(ModelError::ServiceExists(vs.key));
+                }
+                self.virtual_servers.insert(
+                    vs.key,
+                    ObservedVirtualServer {
+                        server: vs.clone(),
+                        real_servers: BTreeMap::new(),
+                    },
+                );
+            }
+            Op::EditService(vs) => {
+                let o = self
+                    .virtual_servers
+                    .get_mut(&vs.key)
+                    .ok_or(ModelError::NoSuchService(vs.key))?;
+                o.server = vs.clone();
+            }
+            Op::DeleteService(k) => {
+                self.virtual_servers
+                    .remove(k)
+                    .ok_or(ModelError::NoSuchService(*k))?;
+            }
+            Op::AddRealServer(k, rs) => {
+                let o = self
+                    .virtual_servers
+                    .get_mut(k)
+                    .ok_or(ModelError::NoSuchService(*k))?;
+                if o.real_servers.insert(rs.key, rs.clone()).is_some() {
+                    return Err(ModelError::RealServerExists(*k, rs.key));
+                }
+            }
+            Op::EditRealServer(k, rs) => {
+                let o = self
+                    .virtual_servers
+                    .get_mut(k)
+                    .ok_or(ModelError::NoSuchService(*k))?;
+                let cur = o
+                    .real_servers
+                    .get_mut(&rs.key)
+                    .ok_or(ModelError::NoSuchRealServer(*k, rs.key))?;
+                // The kernel keeps counters across edits.
+                let conns = cur.conns;
+                *cur = rs.clone();
+                cur.conns = conns;
+            }
+            Op::DeleteRealServer(k, r) => {
+                let o = self
+                    .virtual_servers
+                    .get_mut(k)
+                    .ok_or(ModelError::NoSuchService(*k))?;
+                o.real_servers
+                    .remove(r)
+                    .ok_or(ModelError::NoSuchRealServer(*k, *r))?;
+            }
+            other => return Err(ModelError::Unexpected(Box::new(other.clone()))),
+        }
+        Ok(())
+    }
+
+    /// True when what is ours equals `desired`: every desired virtual server
+    /// and real server present with the same configuration (read-only
+    /// fields ignored), no other virtual server or real server of ours, the
+    /// same addresses and filter facts.
+    pub fn converged(&self, desired: &DesiredState, policy: &PlanPolicy) -> bool {
+        for (k, d) in &desired.virtual_servers {
+            let Some(o) = self.virtual_servers.get(k) else {
+                return false;
+            };
+            if !d.server.same_config(&o.server) || d.real_servers.len() != o.real_servers.len() {
+                return false;
+            }
+            for (rk, rs) in &d.real_servers {
+                match o.real_servers.get(rk) {
+                    Some(ors) if rs.same_config(ors) => {}
+                    _ => return false,
+                }
+            }
+        }
+        let extra = self
+            .virtual_servers
+            .keys()
+            .any(|k| !desired.virtual_servers.contains_key(k) && policy.owns(k, self));
+        let addrs_ok = self
+            .addresses
+            .iter()
+            .filter(|a| !policy.excluded(a))
+            .eq(desired.addresses.iter().filter(|a| !policy.excluded(a)));
+        !extra && addrs_ok && self.filter.as_ref() == Some(&desired.filter)
+    }
 }

@@ -164,14 +164,14 @@ impl ProxyState {
         self.recompute_all();
     }
 
-    /// Replaces the configuration; re-parses and recomputes every Service.
+    /// Replaces the configuration and recomputes every Service (changed
+    /// [`crate::Limits`] apply to objects received afterwards).
     pub fn set_config(&mut self, config: Config) {
         if config == self.ctx.config {
             return;
         }
-        // Parsing depends on the config (families, limits, scheduler): the
-        // caller must re-feed objects for exactness; we keep parsed forms
-        // and only recompute, which covers everything but those fields.
+        // Parsed objects do not depend on the configuration except for
+        // `limits`: new limits apply to objects received from now on.
         self.ctx = Ctx::new(config, self.ctx.node.clone());
         self.recompute_all();
     }

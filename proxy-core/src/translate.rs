@@ -224,7 +224,14 @@ pub(crate) fn compute(
     let has_external =
         svc.node_ports_enabled || !svc.external_ips.is_empty() || !svc.lb_ips.is_empty();
 
-    for &cip in &svc.cluster_ips {
+    let scheduler = svc.scheduler.as_ref().unwrap_or(&ctx.config.scheduler);
+    // The other family's addresses are dropped silently: the node does not
+    // proxy that family.
+    for &cip in svc
+        .cluster_ips
+        .iter()
+        .filter(|ip| ctx.config.families.contains(&IpFamily::of(ip)))
+    {
         let family = IpFamily::of(&cip);
         for port in &svc.ports {
             let eps = merged_endpoints(svc, port, family, slices, ctx);
@@ -236,8 +243,8 @@ pub(crate) fn compute(
                 protocol: port.protocol,
             };
             let base = |k: ServiceKey| {
-                let mut vs = VirtualServer::new(k).scheduler(svc.scheduler.name.clone());
-                vs.flags |= svc.scheduler.flags;
+                let mut vs = VirtualServer::new(k).scheduler(scheduler.name.clone());
+                vs.flags |= scheduler.flags;
                 if let Some(t) = svc.affinity_timeout {
                     vs = vs.persistent(t);
                 }

@@ -24,7 +24,9 @@ poweroff_now() {
   sleep 30
 }
 
-mountpoint -q /proc || mount -t proc proc /proc
+# Always mount our own proc/sys/dev: over 9p the host's mounted /proc is
+# visible, and a "mountpoint" check would take it for ours.
+mount -t proc proc /proc
 read -r uptime _ </proc/uptime
 
 if [ -z "${vmjob:-}" ] || [ ! -r "$vmjob" ]; then
@@ -46,8 +48,9 @@ setup_fail() {
 }
 
 # --- filesystems -----------------------------------------------------------
-mountpoint -q /sys || mount -t sysfs sys /sys
-mountpoint -q /dev || mount -t devtmpfs dev /dev 2>&3
+mount -t sysfs sys /sys || setup_fail "mount sysfs /sys"
+# UML auto-mounts devtmpfs; qemu's initramfs moved its devtmpfs here. Make sure.
+grep -q '^[^ ]* /dev devtmpfs' /proc/mounts || mount -t devtmpfs dev /dev 2>&3
 mount -t tmpfs -o mode=1777 tmp /tmp || setup_fail "mount tmpfs /tmp"
 mount -t tmpfs -o mode=0755 run /run || setup_fail "mount tmpfs /run"
 if [ -d /dev/shm ]; then mount -t tmpfs -o mode=1777 shm /dev/shm 2>&3; fi
@@ -83,19 +86,30 @@ optional_modules="ip_vs_twos ip_vs_pe_sip ip_vs_ftp fou sit ip6_tunnel ip6_gre
   nft_ct nft_reject_inet nft_fib_inet nft_fib_ipv4 nft_fib_ipv6 nft_limit
   nf_nat nf_conntrack_netlink"
 : >"$VM_OUT/modules.txt"
-for m in $required_modules; do
-  if modprobe "$m" 2>&3; then
-    echo "loaded $m" >>"$VM_OUT/modules.txt"
-  else
-    echo "MISSING $m (required)" >>"$VM_OUT/modules.txt"
-    setup_fail "required kernel module $m could not be loaded"
-  fi
-done
+# One modprobe run per list: every exec is slow under qemu's emulation.
+has_module() { # built in, or a module file the kernel can load
+  grep -q -e "/$1.ko" -e "/${1//_/-}.ko" "$VM_MODULES/$kver/modules.builtin" \
+    "$VM_MODULES/$kver/modules.dep" 2>/dev/null
+}
+present=""
 for m in $optional_modules; do
-  if modprobe "$m" 2>&3; then
+  if has_module "$m"; then present="$present $m"; else echo "absent $m (optional)" >>"$VM_OUT/modules.txt"; fi
+done
+# shellcheck disable=SC2086
+if ! modprobe -a $required_modules 2>&3; then
+  for m in $required_modules; do
+    modprobe "$m" 2>&3 || setup_fail "required kernel module $m could not be loaded"
+  done
+fi
+# shellcheck disable=SC2086
+modprobe -a $present 2>&3 || true
+for m in $required_modules $present; do
+  if grep -q "/$m.ko" "$VM_MODULES/$kver/modules.builtin" 2>/dev/null; then
+    echo "builtin $m" >>"$VM_OUT/modules.txt"
+  elif [ -d "/sys/module/$m" ]; then
     echo "loaded $m" >>"$VM_OUT/modules.txt"
   else
-    echo "absent $m (optional)" >>"$VM_OUT/modules.txt"
+    echo "NOT LOADED $m" >>"$VM_OUT/modules.txt"
   fi
 done
 
@@ -113,9 +127,11 @@ done
 } 2>&3 || setup_fail "network setup (lo, uplink0, default routes)"
 
 exec 3>&-
+read -r t_ready _ </proc/uptime
+echo "$t_ready" >"$VM_OUT/ready_uptime"
 
 # --- payload -----------------------------------------------------------------
-echo "guest-init: $VM_KIND kernel $kver up after ${uptime}s, running $VM_PAYLOAD"
+echo "guest-init: $VM_KIND kernel $kver: init after ${uptime}s, set up after ${t_ready}s, running $VM_PAYLOAD"
 # shellcheck disable=SC2086
 bash "$VM_PAYLOAD" ${VM_PAYLOAD_ARGS:-}
 echo "$?" >"$VM_OUT/payload.rc"

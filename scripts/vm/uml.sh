@@ -47,7 +47,9 @@ setsid "$uml" mem="${UML_MEM:-2048M}" root=/dev/root rootfstype=hostfs rootflags
   init="$REPO/scripts/vm/guest-init.sh" vmjob="$out/job.env" \
   con=null con0=fd:0,fd:1 </dev/null >"$console" 2>&1 &
 pid=$!
-tail -n +1 -f "$console" --pid="$pid" 2>/dev/null | tr -d '\r' &
+# Show the console live, without carriage returns and terminal escapes.
+tail -n +1 -f "$console" --pid="$pid" 2>/dev/null |
+  sed -u -e 's/\r//g' -e 's/\x1b\[[0-9;?]*[a-zA-Z]//g' -e 's/\x1bc//g' &
 tailpid=$!
 
 timed_out=0

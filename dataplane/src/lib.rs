@@ -3,16 +3,23 @@
 //! - [`link`]: the dummy interface holding service addresses (rtnetlink);
 //! - [`sysctl`]: the kernel settings IPVS proxying needs;
 //! - [`preflight`]: is IPVS, are the schedulers, is nftables there;
-//! - [`nft`]: our one nftables table, replaced atomically.
+//! - [`nft`]: our one nftables table, replaced atomically;
+//! - [`facts`]: proxy-core's packet-filter facts -> the table's spec;
+//! - [`Dataplane`]: applies proxy-core plans, reads state back, cleans up.
 //!
 //! Everything acts on the network namespace of the calling thread.
 #![warn(missing_docs)]
 
 mod cmd;
+mod dataplane;
 pub mod error;
+pub mod facts;
 pub mod link;
 pub mod nft;
 pub mod preflight;
 pub mod sysctl;
 
+pub use dataplane::{
+    apply_filter_op, ApplyReport, CleanupReport, Dataplane, DataplaneConfig, SetupReport,
+};
 pub use error::{Error, Result};

@@ -1,0 +1,308 @@
+//! [`Dataplane`]: applies proxy-core plans to the node and reads back what
+//! the node holds.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use ipvs::{AsyncHandle, Op, ServiceKey};
+use proxy_core::model::FilterFacts;
+use proxy_core::plan::{FilterOp, Observed, Plan, PlanPolicy};
+
+use crate::error::{Error, Result};
+use crate::facts::filter_spec;
+use crate::link::{DummyLink, DEFAULT_INTERFACE};
+use crate::nft::{FilterSpec, Nft, DEFAULT_MASQUERADE_BIT, DEFAULT_TABLE};
+use crate::sysctl::{self, KernelVersion, SysctlConfig};
+
+/// How the dataplane is set up.
+#[derive(Debug, Clone)]
+pub struct DataplaneConfig {
+    /// The dummy interface holding service addresses.
+    pub interface: String,
+    /// The `nft` program.
+    pub nft: PathBuf,
+    /// Our nftables table (family `inet`).
+    pub table: String,
+    /// The conntrack-mark bit meaning "masquerade".
+    pub masquerade_bit: u32,
+    /// Kernel settings.
+    pub sysctl: SysctlConfig,
+    /// Write sysctls in [`Dataplane::setup`] (off when another component
+    /// owns them).
+    pub manage_sysctls: bool,
+}
+
+impl Default for DataplaneConfig {
+    fn default() -> Self {
+        DataplaneConfig {
+            interface: DEFAULT_INTERFACE.to_owned(),
+            nft: PathBuf::from("nft"),
+            table: DEFAULT_TABLE.to_owned(),
+            masquerade_bit: DEFAULT_MASQUERADE_BIT,
+            sysctl: SysctlConfig::default(),
+            manage_sysctls: true,
+        }
+    }
+}
+
+/// What [`Dataplane::setup`] did.
+#[derive(Debug, Clone, Default)]
+pub struct SetupReport {
+    /// The dummy interface's index.
+    pub interface_index: u32,
+    /// Sysctls changed.
+    pub sysctls_changed: Vec<sysctl::Changed>,
+}
+
+/// The outcome of applying a plan: every failure, per operation. A failed
+/// operation does not stop the others; the next sync's plan retries it.
+#[derive(Debug, Default)]
+pub struct ApplyReport {
+    /// Addresses bound.
+    pub bound: usize,
+    /// IPVS operations that succeeded.
+    pub ipvs_ok: usize,
+    /// Addresses unbound.
+    pub unbound: usize,
+    /// Whether the nftables table was rewritten.
+    pub filter_replaced: bool,
+    /// Addresses that could not be bound.
+    pub bind_failures: Vec<(IpAddr, Error)>,
+    /// IPVS operations the kernel refused, with why.
+    pub ipvs_failures: Vec<(Op, ipvs::Error)>,
+    /// The table replacement failure, if any.
+    pub filter_failure: Option<Error>,
+    /// Addresses that could not be unbound.
+    pub unbind_failures: Vec<(IpAddr, Error)>,
+}
+
+impl ApplyReport {
+    /// True when every operation succeeded.
+    pub fn is_ok(&self) -> bool {
+        self.bind_failures.is_empty()
+            && self.ipvs_failures.is_empty()
+            && self.filter_failure.is_none()
+            && self.unbind_failures.is_empty()
+    }
+
+    /// Number of failed operations.
+    pub fn failure_count(&self) -> usize {
+        self.bind_failures.len()
+            + self.ipvs_failures.len()
+            + usize::from(self.filter_failure.is_some())
+            + self.unbind_failures.len()
+    }
+}
+
+/// What [`Dataplane::cleanup`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CleanupReport {
+    /// IPVS virtual servers deleted (ours by the ownership rule).
+    pub virtual_servers: Vec<ServiceKey>,
+    /// Whether our nftables table existed and was deleted.
+    pub table_deleted: bool,
+    /// Whether our dummy interface existed and was deleted.
+    pub interface_deleted: bool,
+}
+
+/// The node's dataplane: IPVS, the dummy interface, our nftables table.
+/// All of it in the network namespace of the thread that called
+/// [`Dataplane::new`] (and for `nft`/sysctls, of the calling thread).
+#[derive(Debug)]
+pub struct Dataplane {
+    cfg: DataplaneConfig,
+    ipvs: AsyncHandle,
+    link: DummyLink,
+    nft: Nft,
+    /// Filter facts as last applied (None before the first apply).
+    filter: Option<FilterFacts>,
+    /// The spec last written to the kernel.
+    applied_spec: Option<FilterSpec>,
+}
+
+impl Dataplane {
+    /// Opens the IPVS and rtnetlink connections. Changes nothing.
+    pub async fn new(cfg: DataplaneConfig) -> Result<Self> {
+        let ipvs = AsyncHandle::new().await?;
+        let link = DummyLink::connect(cfg.interface.clone())?;
+        let nft = Nft::new(&cfg.nft, cfg.table.clone());
+        Ok(Dataplane {
+            cfg,
+            ipvs,
+            link,
+            nft,
+            filter: None,
+            applied_spec: None,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DataplaneConfig {
+        &self.cfg
+    }
+
+    /// The dummy interface.
+    pub fn link(&self) -> &DummyLink {
+        &self.link
+    }
+
+    /// The nftables runner for our table.
+    pub fn nft(&self) -> &Nft {
+        &self.nft
+    }
+
+    /// The IPVS handle (for reads such as `dump` or `info`).
+    pub fn ipvs(&mut self) -> &mut AsyncHandle {
+        &mut self.ipvs
+    }
+
+    /// Creates the dummy interface if needed, sets it up, writes sysctls.
+    pub async fn setup(&mut self) -> Result<SetupReport> {
+        let interface_index = self.link.ensure().await?;
+        let sysctls_changed = if self.cfg.manage_sysctls {
+            let kernel = KernelVersion::running()?;
+            sysctl::apply(&sysctl::desired(&self.cfg.sysctl, kernel))?
+        } else {
+            Vec::new()
+        };
+        Ok(SetupReport {
+            interface_index,
+            sysctls_changed,
+        })
+    }
+
+    /// Reads the node's state for planning: every IPVS virtual server (ours
+    /// or not; the plan decides), the addresses on our interface, and the
+    /// filter facts this process last applied (`None` after a start, so the
+    /// first plan rewrites the table: that is how an existing table is
+    /// adopted).
+    pub async fn observe(&mut self) -> Result<Observed> {
+        let dump = self.ipvs.dump().await?;
+        let addresses = self.link.addresses().await?;
+        Ok(Observed::from_dump(dump, addresses, self.filter.clone()))
+    }
+
+    /// Applies a plan in its four phases: bind addresses, IPVS operations
+    /// (batched), the packet filter (one atomic table replacement, only
+    /// when the rendered table changes), unbind addresses. Failures are
+    /// collected per operation; an error is returned only when a phase
+    /// could not run at all (e.g. the IPVS socket failed).
+    pub async fn apply(&mut self, plan: &Plan) -> Result<ApplyReport> {
+        let mut report = ApplyReport::default();
+        if !plan.bind.is_empty() {
+            self.link.ensure().await?;
+        }
+        for addr in &plan.bind {
+            match self.link.add_address(*addr).await {
+                Ok(()) => report.bound += 1,
+                Err(e) => report.bind_failures.push((*addr, e)),
+            }
+        }
+        if !plan.ipvs.is_empty() {
+            let batch = self.ipvs.apply(&plan.ipvs).await?;
+            for (op, res) in plan.ipvs.iter().zip(batch.results) {
+                match res {
+                    Ok(()) => report.ipvs_ok += 1,
+                    Err(e) => report.ipvs_failures.push((op.clone(), e)),
+                }
+            }
+        }
+        let mut facts = self.filter.clone().unwrap_or_default();
+        for op in &plan.filter {
+            apply_filter_op(&mut facts, op);
+        }
+        // Addresses after this plan, for the service-IP guard.
+        let mut bound: BTreeSet<IpAddr> = self.link.addresses().await?;
+        for a in &plan.unbind {
+            bound.remove(a);
+        }
+        let spec = filter_spec(&facts, &bound, self.cfg.masquerade_bit);
+        if self.applied_spec.as_ref() != Some(&spec) {
+            match self.nft.apply(&spec) {
+                Ok(()) => {
+                    report.filter_replaced = true;
+                    self.applied_spec = Some(spec);
+                    self.filter = Some(facts);
+                }
+                Err(e) => {
+                    // Keep the old facts: the next plan re-sends the change.
+                    report.filter_failure = Some(e);
+                }
+            }
+        } else {
+            self.filter = Some(facts);
+        }
+        for addr in &plan.unbind {
+            match self.link.remove_address(*addr).await {
+                Ok(()) => report.unbound += 1,
+                Err(e) => report.unbind_failures.push((*addr, e)),
+            }
+        }
+        Ok(report)
+    }
+
+    /// Forgets the filter state applied by this process, so the next plan
+    /// re-sends every filter fact (use after an nft failure that left the
+    /// table unknown).
+    pub fn forget_filter(&mut self) {
+        self.filter = None;
+        self.applied_spec = None;
+    }
+
+    /// Removes everything of ours and nothing else: the IPVS virtual
+    /// servers `policy` says are ours (address on our interface, node
+    /// address with a port in the NodePort range, or firewall mark with our
+    /// base; never inside excludeCIDRs), our nftables table, our dummy
+    /// interface (and with it its addresses). Sysctls are left as they are.
+    pub async fn cleanup(&mut self, policy: &PlanPolicy) -> Result<CleanupReport> {
+        let observed =
+            Observed::from_dump(self.ipvs.dump().await?, self.link.addresses().await?, None);
+        let ours: Vec<ServiceKey> = observed
+            .virtual_servers
+            .keys()
+            .filter(|k| policy.owns(k, &observed))
+            .copied()
+            .collect();
+        let ops: Vec<Op> = ours.iter().map(|k| Op::DeleteService(*k)).collect();
+        let mut report = CleanupReport::default();
+        if !ops.is_empty() {
+            let res = self.ipvs.apply(&ops).await?;
+            for (k, r) in ours.iter().zip(res.results) {
+                match r {
+                    Ok(()) => report.virtual_servers.push(*k),
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(Error::Ipvs(e)),
+                }
+            }
+        }
+        report.table_deleted = self.nft.exists()?;
+        if report.table_deleted {
+            self.nft.delete()?;
+        }
+        report.interface_deleted = self.link.delete().await?;
+        self.forget_filter();
+        Ok(report)
+    }
+}
+
+/// Applies one filter change to the facts.
+pub fn apply_filter_op(facts: &mut FilterFacts, op: &FilterOp) {
+    match op {
+        FilterOp::SetGlobals {
+            local_detect,
+            masquerade_all,
+            node_port_addresses,
+        } => {
+            facts.local_detect = local_detect.clone();
+            facts.masquerade_all = *masquerade_all;
+            facts.node_port_addresses = node_port_addresses.clone();
+        }
+        FilterOp::Add(e) => {
+            facts.entries.insert(e.clone());
+        }
+        FilterOp::Remove(e) => {
+            facts.entries.remove(e);
+        }
+    }
+}

@@ -6,6 +6,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export REPO
 
 # Host packages the test command and the demo need (Debian/Ubuntu names).
+# shellcheck disable=SC2034 # used by the scripts that source this file
 HOST_PACKAGES=(
   user-mode-linux ipvsadm iproute2 kmod nftables strace
   qemu-system-x86 busybox-static cpio python3 curl ca-certificates
@@ -92,4 +93,79 @@ sum_libtest() {
          }
        }
        END { printf "%d %d\n", p, f }' "$@" /dev/null
+}
+
+# --- VM runs (scripts/vm/uml.sh, qemu.sh) -------------------------------------
+
+# vm_check_outdir OUT: OUT must be absolute and visible inside the guest.
+vm_check_outdir() {
+  case "$1" in
+    /tmp | /tmp/* | /run | /run/*) die "OUTDIR $1 is hidden inside the guest (tmpfs)" ;;
+    /*) ;;
+    *) die "OUTDIR must be absolute: $1" ;;
+  esac
+}
+
+# vm_write_job KIND OUT MODULES PAYLOAD PAYLOAD_ARGS: the file guest-init.sh
+# reads (vmjob= on the kernel command line); clears the previous results.
+vm_write_job() {
+  local out="$2"
+  mkdir -p "$out"
+  rm -f "$out"/{status,payload.rc,boot_uptime,ready_uptime,modules.txt,setup.log,wall_seconds}
+  cat >"$out/job.env" <<EOF
+VM_KIND=$1
+VM_OUT=$out
+VM_MODULES=$3
+VM_PAYLOAD=$4
+VM_PAYLOAD_ARGS="$5"
+VM_TEST_TIMEOUT=${VM_TEST_TIMEOUT:-1200}
+EOF
+}
+
+# vm_boot NAME OUT TIMEOUT COMMAND...: run the VM COMMAND in its own session
+# (so a hung VM and all its helper processes can be killed), console to
+# OUT/console.log and, live, to stdout. Returns 0 when the guest wrote
+# OUT/status "done"; otherwise says why on stderr and returns 1.
+vm_boot() {
+  local name="$1" out="$2" timeout_s="$3" console="$2/console.log" start pid tailpid
+  shift 3
+  start=$(now)
+  setsid "$@" </dev/null >"$console" 2>&1 &
+  pid=$!
+  # The console without carriage returns and terminal escapes.
+  tail -n +1 -f "$console" --pid="$pid" 2>/dev/null |
+    sed -u -e 's/\r//g' -e 's/\x1b\[[0-9;?]*[a-zA-Z]//g' -e 's/\x1bc//g' &
+  tailpid=$!
+  local timed_out=0 deadline=$(($(date +%s) + timeout_s))
+  while kill -0 "$pid" 2>/dev/null; do
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      timed_out=1
+      warn "$name still running after ${timeout_s}s: killing it"
+      kill -TERM -- "-$pid" 2>/dev/null || true
+      sleep 5
+      break
+    fi
+    sleep 1
+  done
+  # Also reaps helper processes a crashed VM left in its session.
+  kill -KILL -- "-$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  wait "$tailpid" 2>/dev/null || true
+  elapsed "$start" >"$out/wall_seconds"
+
+  if [ "$timed_out" -eq 1 ]; then
+    warn "$name timed out after ${timeout_s}s (console: $console)"
+    return 1
+  fi
+  if [ ! -f "$out/status" ]; then
+    tail -n 30 "$console" >&2 || true
+    warn "$name did not start, or died before the guest finished (no $out/status; console: $console)"
+    return 1
+  fi
+  if [ "$(cat "$out/status")" != "done" ]; then
+    cat "$out/setup.log" >&2 || true
+    warn "$name guest set-up failed: $(cat "$out/status") (see $out/setup.log, $out/modules.txt)"
+    return 1
+  fi
+  return 0
 }

@@ -135,5 +135,5 @@ echo "guest-init: $VM_KIND kernel $kver: init after ${uptime}s, set up after ${t
 # shellcheck disable=SC2086
 bash "$VM_PAYLOAD" ${VM_PAYLOAD_ARGS:-}
 echo "$?" >"$VM_OUT/payload.rc"
-echo done >"$VM_OUT/status"
+echo "done" >"$VM_OUT/status"
 poweroff_now

@@ -16,12 +16,8 @@ set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 
 [ $# -ge 2 ] || die "usage: $0 OUTDIR PAYLOAD [PAYLOAD_ARGS]"
-out="$1" payload="$2" payload_args="${3:-}"
-case "$out" in
-  /tmp | /tmp/* | /run | /run/*) die "OUTDIR $out is hidden inside the guest (tmpfs)" ;;
-  /*) ;;
-  *) die "OUTDIR must be absolute: $out" ;;
-esac
+out="$1"
+vm_check_outdir "$out"
 command -v qemu-system-x86_64 >/dev/null ||
   die "qemu-system-x86_64 not found (apt-get install qemu-system-x86)"
 busybox=/bin/busybox
@@ -133,65 +129,16 @@ EOF
 fi
 
 # --- boot ------------------------------------------------------------------------
-mkdir -p "$out"
-rm -f "$out/status" "$out/payload.rc" "$out/boot_uptime" "$out/modules.txt" "$out/setup.log"
-cat >"$out/job.env" <<EOF
-VM_KIND=qemu
-VM_OUT=$out
-VM_MODULES=$modules
-VM_PAYLOAD=$payload
-VM_PAYLOAD_ARGS="$payload_args"
-VM_TEST_TIMEOUT=${VM_TEST_TIMEOUT:-1200}
-EOF
-
+vm_write_job qemu "$out" "$modules" "$2" "${3:-}"
 # passthrough keeps the guest's file ownership real; it needs host root.
 security=passthrough
 [ "$(id -u)" -eq 0 ] || security=none
 accel="${QEMU_ACCEL:-tcg}"
 [ "$accel" = tcg ] && accel="tcg,thread=multi"
-
-timeout_s="${VM_TIMEOUT:-2700}"
-console="$out/console.log"
-start=$(now)
 log "booting qemu ($kver, ${QEMU_SMP:-2} CPUs, $accel)"
-setsid qemu-system-x86_64 -m "${QEMU_MEM:-2048}" -smp "${QEMU_SMP:-2}" \
+vm_boot qemu "$out" "${VM_TIMEOUT:-2700}" \
+  qemu-system-x86_64 -m "${QEMU_MEM:-2048}" -smp "${QEMU_SMP:-2}" \
   -accel "$accel" -cpu max -nographic -no-reboot -nic none \
   -kernel "$vmlinuz" -initrd "$initrd" \
   -append "console=ttyS0 quiet panic=-1 vmjob=$out/job.env vminit=$REPO/scripts/vm/guest-init.sh" \
-  -virtfs "local,path=/,mount_tag=host0,security_model=$security,multidevs=remap,id=host0" \
-  </dev/null >"$console" 2>&1 &
-pid=$!
-# Show the console live, without carriage returns and terminal escapes.
-tail -n +1 -f "$console" --pid="$pid" 2>/dev/null |
-  sed -u -e 's/\r//g' -e 's/\x1b\[[0-9;?]*[a-zA-Z]//g' -e 's/\x1bc//g' &
-tailpid=$!
-
-timed_out=0
-deadline=$(($(date +%s) + timeout_s))
-while kill -0 "$pid" 2>/dev/null; do
-  if [ "$(date +%s)" -ge "$deadline" ]; then
-    timed_out=1
-    warn "qemu still running after ${timeout_s}s: killing it"
-    kill -TERM -- "-$pid" 2>/dev/null || true
-    sleep 5
-    kill -KILL -- "-$pid" 2>/dev/null || true
-    break
-  fi
-  sleep 1
-done
-wait "$pid" 2>/dev/null || true
-wait "$tailpid" 2>/dev/null || true
-echo "$(elapsed "$start")" >"$out/wall_seconds"
-
-if [ "$timed_out" -eq 1 ]; then
-  die "qemu timed out after ${timeout_s}s (console: $console)"
-fi
-if [ ! -f "$out/status" ]; then
-  tail -n 30 "$console" >&2 || true
-  die "qemu did not start or crashed before the guest finished (no $out/status; console: $console)"
-fi
-if [ "$(cat "$out/status")" != done ]; then
-  cat "$out/setup.log" >&2 || true
-  die "qemu guest setup failed: $(cat "$out/status") (see $out/setup.log, $out/modules.txt)"
-fi
-exit 0
+  -virtfs "local,path=/,mount_tag=host0,security_model=$security,multidevs=remap,id=host0"

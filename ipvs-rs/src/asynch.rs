@@ -100,6 +100,22 @@ impl AsyncHandle {
         };
         let Self { fd, core } = self;
         let raw = fd.get_ref().as_raw_fd();
+        if core.dirty {
+            // See `Core::dirty`; each read lets an abandoned dump go on.
+            loop {
+                match recv(raw, &mut core.rx, MsgFlags::MSG_DONTWAIT) {
+                    Ok(_) | Err(Errno::EINTR) | Err(Errno::ENOBUFS) => {
+                        if Instant::now() >= deadline {
+                            return Err(timed_out());
+                        }
+                    }
+                    Err(Errno::EAGAIN) => break,
+                    Err(e) => return Err(Error::Io(e.into())),
+                }
+            }
+        }
+        // Stays set if this future is dropped or fails before the end.
+        core.dirty = true;
         loop {
             match send(raw, &core.tx, MsgFlags::MSG_DONTWAIT) {
                 Ok(_) => break,
@@ -134,6 +150,7 @@ impl AsyncHandle {
                 Err(e) => return Err(Error::Io(e.into())),
             }
         }
+        core.dirty = false;
         Ok(ex)
     }
 

@@ -32,6 +32,11 @@ pub(crate) struct Core {
     pub rx: Vec<u8>,
     pub timeout: Duration,
     pub limits: ChunkLimits,
+    /// An exchange was abandoned (timeout, error, dropped future): its late
+    /// answers, or the rest of its dump, may still be queued. The next
+    /// exchange drains them first, so that a dump left running in the
+    /// kernel cannot make the next dump fail with `EBUSY`.
+    pub dirty: bool,
 }
 
 impl Core {
@@ -42,6 +47,7 @@ impl Core {
             rx: vec![0; RX_BUFFER],
             timeout: DEFAULT_TIMEOUT,
             limits,
+            dirty: false,
         }
     }
 }
@@ -394,11 +400,16 @@ macro_rules! ipvs_methods {
         }
 
         $($async)? fn run_one(&mut self, op: Op) -> Result<()> {
-            let report = self.run_ops(std::slice::from_ref(&op), false)$(.$await)?;
-            match report?.results.pop() {
-                Some(r) => r,
-                None => Ok(()),
+            let msg = $crate::client::encode_op(&op)?;
+            let what = $crate::client::describe(&op);
+            self.core.tx.clear();
+            let seq = self.core.engine.push_request(&mut self.core.tx, msg, $crate::engine::Expect::Ack);
+            let ex = self.exchange(seq, seq, $crate::engine::Payload::Ipvs, &what)$(.$await)?;
+            let ex = ex?;
+            if let Some((_, e)) = ex.errors.first() {
+                return Err($crate::client::op_error(&op, e));
             }
+            $crate::client::check_exchange(&ex, &what)
         }
 
         $($async)? fn run_ops(&mut self, ops: &[Op], batched: bool) -> Result<BatchReport> {

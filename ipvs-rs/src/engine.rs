@@ -307,7 +307,7 @@ fn parse_error(payload: &[u8], flags: u16) -> Option<KernelError> {
             for nla in NlasIterator::new(tlvs).flatten() {
                 if nla.kind() == NLMSGERR_ATTR_MSG {
                     let v = nla.value();
-                    let v = v.strip_suffix(&[0]).unwrap_or(v);
+                    let v = v.split(|b| *b == 0).next().unwrap_or(v);
                     extack = Some(String::from_utf8_lossy(v).into_owned());
                 }
             }
@@ -317,4 +317,99 @@ fn parse_error(payload: &[u8], flags: u16) -> Option<KernelError> {
         errno: code.saturating_neg(),
         extack,
     })
+}
+
+#[cfg(all(test, target_endian = "little"))]
+mod tests {
+    use super::*;
+    use crate::codec::IpvsAttribute;
+
+    fn nlmsg(kind: u16, flags: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
+        let mut m = Vec::new();
+        m.extend_from_slice(&((16 + payload.len()) as u32).to_ne_bytes());
+        m.extend_from_slice(&kind.to_ne_bytes());
+        m.extend_from_slice(&flags.to_ne_bytes());
+        m.extend_from_slice(&seq.to_ne_bytes());
+        m.extend_from_slice(&0u32.to_ne_bytes());
+        m.extend_from_slice(payload);
+        while !m.len().is_multiple_of(4) {
+            m.push(0);
+        }
+        m
+    }
+
+    #[test]
+    fn dump_answer_then_done_in_one_datagram_stale_ignored() {
+        let mut ex = Exchange::new(7, 7, Payload::Ipvs);
+        // A config answer: genl IPVS_CMD_SET_CONFIG + IPVS_CMD_ATTR_TIMEOUT_TCP 900.
+        let data = [12u8, 1, 0, 0, 8, 0, 4, 0, 0x84, 3, 0, 0];
+        let mut dgram = nlmsg(0x42, 2 /* MULTI */, 6, &data); // stale seq 6
+        dgram.extend(nlmsg(0x42, 2, 7, &data));
+        dgram.extend(nlmsg(NLMSG_DONE, 2, 7, &0i32.to_ne_bytes()));
+        ex.feed(&dgram);
+        assert!(ex.is_done());
+        assert_eq!(ex.messages.len(), 1);
+        assert_eq!(
+            ex.messages[0].attributes,
+            vec![IpvsAttribute::TimeoutTcp(900)]
+        );
+        assert!(ex.errors.is_empty());
+    }
+
+    #[test]
+    fn error_with_extended_ack_text_and_dump_error() {
+        let mut ex = Exchange::new(1, 3, Payload::Ipvs);
+        let mut err = Vec::new();
+        err.extend_from_slice(&(-22i32).to_ne_bytes()); // -EINVAL
+        err.extend_from_slice(&[16, 0, 0, 0, 0x42, 0, 5, 0, 2, 0, 0, 0, 0, 0, 0, 0]); // request header
+        err.extend_from_slice(&[12, 0, 1, 0]); // NLMSGERR_ATTR_MSG, len 12
+        err.extend_from_slice(b"bad\0pad\0");
+        ex.feed(&nlmsg(NLMSG_ERROR, NLM_F_CAPPED | NLM_F_ACK_TLVS, 2, &err));
+        assert!(!ex.is_done());
+        ex.feed(&nlmsg(NLMSG_DONE, 0, 3, &(-16i32).to_ne_bytes())); // dump ended with EBUSY
+        assert!(ex.is_done());
+        assert_eq!(
+            ex.errors,
+            vec![
+                (
+                    1,
+                    KernelError {
+                        errno: 22,
+                        extack: Some("bad".into())
+                    }
+                ),
+                (
+                    2,
+                    KernelError {
+                        errno: 16,
+                        extack: None
+                    }
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut ex = Exchange::new(1, 1, Payload::Ipvs);
+        for len in 0..64u32 {
+            let mut g = vec![0xffu8; 40];
+            g[..4].copy_from_slice(&len.to_ne_bytes());
+            g[8..12].copy_from_slice(&1u32.to_ne_bytes());
+            ex.feed(&g);
+            ex.feed(&g[..(len as usize).min(40)]);
+        }
+        // A data message too short for a genl header.
+        ex.feed(&nlmsg(0x42, 0, 1, &[1, 2]));
+        assert!(ex.decode_error.is_some());
+    }
+
+    #[test]
+    fn sequence_numbers_wrap() {
+        let mut ex = Exchange::new(u32::MAX, 1, Payload::Ipvs);
+        ex.feed(&nlmsg(NLMSG_ERROR, 0, 0, &(-3i32).to_ne_bytes().repeat(5)));
+        ex.feed(&nlmsg(NLMSG_ERROR, 0, 1, &0i32.to_ne_bytes().repeat(5)));
+        assert!(ex.is_done());
+        assert_eq!(ex.errors[0].0, 1);
+    }
 }

@@ -13,6 +13,9 @@ HOST_PACKAGES=(
   gcc libc6-dev pkg-config procps xz-utils zstd
 )
 
+# depmod, modprobe, ip live in sbin, which a non-root PATH may lack.
+PATH="$PATH:/usr/sbin:/sbin"
+
 log() { printf '==> %s\n' "$*" >&2; }
 warn() { printf 'WARNING: %s\n' "$*" >&2; }
 die() {

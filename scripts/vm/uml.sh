@@ -23,7 +23,27 @@ uml=/usr/bin/linux.uml
 modules=/usr/lib/uml/modules
 [ -d "$modules" ] || die "UML modules $modules not found (user-mode-linux package)"
 
+# UML's memory is a sparse file in $TMPDIR; in containers /dev/shm is often
+# tiny (64M), and touching memory past its end kills the VM. Pick a place
+# with room for all of it.
+mem="${UML_MEM:-2048M}"
+case "$mem" in
+  *[gG]) mem_mb=$((${mem%?} * 1024)) ;;
+  *[mM]) mem_mb=${mem%?} ;;
+  *) die "UML_MEM must look like 2048M or 2G (got $mem)" ;;
+esac
+uml_tmp=""
+for d in "${TMPDIR:-}" /dev/shm /tmp "$REPO/.vm"; do
+  if [ -z "$d" ] || [ ! -d "$d" ] || [ ! -w "$d" ]; then continue; fi
+  avail_mb=$(($(df -Pk "$d" | awk 'NR == 2 { print $4 }') / 1024))
+  if [ "$avail_mb" -ge $((mem_mb + 256)) ]; then
+    uml_tmp="$d"
+    break
+  fi
+done
+[ -n "$uml_tmp" ] || die "no directory with ${mem_mb} MiB free for UML's memory (tried TMPDIR, /dev/shm, /tmp, .vm)"
+
 vm_write_job uml "$out" "$modules" "$2" "${3:-}"
 vm_boot UML "$out" "${VM_TIMEOUT:-1800}" \
-  "$uml" mem="${UML_MEM:-2048M}" root=/dev/root rootfstype=hostfs rootflags=/ rw quiet \
+  env TMPDIR="$uml_tmp" "$uml" mem="$mem" root=/dev/root rootfstype=hostfs rootflags=/ rw quiet \
   init="$REPO/scripts/vm/guest-init.sh" vmjob="$out/job.env" con=null con0=fd:0,fd:1

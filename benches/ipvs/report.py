@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Print the IPVS benchmark table from a results directory (see run.sh)."""
+import os
+import sys
+
+
+def load(out):
+    res = {}
+    with open(os.path.join(out, "results.txt")) as f:
+        for line in f:
+            key, _, val = line.rstrip("\n").partition(" ")
+            res.setdefault(key, []).append(val)
+    with open(os.path.join(out, "bench.env")) as f:
+        env = dict(l.strip().split("=", 1) for l in f if "=" in l)
+    return res, env
+
+
+def strace_summary(out, key):
+    """(total calls, [(syscall, calls), ...] top 4) from a strace -c table."""
+    path = os.path.join(out, "strace", key + ".txt")
+    if not os.path.exists(path):
+        return None
+    rows, total = [], None
+    for line in open(path):
+        f = line.split()
+        if len(f) < 5 or not f[0].replace(".", "").isdigit():
+            continue
+        name = f[-1]
+        try:
+            calls = int(f[3])
+        except ValueError:
+            continue
+        if name == "total":
+            total = calls
+        else:
+            rows.append((name, calls))
+    rows.sort(key=lambda r: -r[1])
+    return total, rows[:4]
+
+
+def fmt_strace(s):
+    if s is None:
+        return "-"
+    total, top = s
+    return f"{total:,} ({', '.join(f'{n} {c:,}' for n, c in top)})"
+
+
+def main():
+    out = sys.argv[1]
+    res, env = load(out)
+    reals = int(env.get("REALS", "10"))
+    us = lambda k: [int(v) for v in res.get(k, [])]
+    print()
+    print(f"IPVS benchmark, kernel {res.get('kernel', ['?'])[0]} (UML), "
+          f"N services x {reals} real servers, fresh ip_vs module per restore")
+    for n in env.get("SIZES", "").strip('"').split():
+        n_i = int(n)
+        adds = n_i * (reals + 1)
+        print(f"\n== {n_i:,} x {reals} ({adds:,} adds) ==")
+        print(f"{'operation':<34} {'time (s)':>10} {'per add (us)':>13}  syscalls (strace -c -f: total, top)")
+        rows = [
+            ("restore: ipvsctl restore (batched)", "restore_batched"),
+            ("restore: ipvsctl restore --no-batch", "restore_unbatched"),
+            ("restore: ipvsadm -R", "restore_ipvsadm"),
+        ]
+        t = {}
+        for label, key in rows:
+            v = us(f"{key}_{n}")
+            if not v:
+                continue
+            t[key] = v[0]
+            print(f"{label:<34} {v[0] / 1e6:>10.3f} {v[0] / adds:>13.1f}  "
+                  f"{fmt_strace(strace_summary(out, f'{key}_{n}'))}")
+        for label, keys, skey in [
+            ("save: ipvsctl save", ["save_ipvsctl", "save2_ipvsctl"], "save_ipvsctl"),
+            ("save: ipvsadm -Sn", ["save_ipvsadm", "save2_ipvsadm"], "save_ipvsadm"),
+            ("flush: ipvsctl flush", ["flush_ipvsctl", "flush2_ipvsctl"], "flush_ipvsctl"),
+            ("flush: ipvsadm -C", ["flush_ipvsadm"], "flush_ipvsadm"),
+        ]:
+            v = [x for k in keys for x in us(f"{k}_{n}")]
+            if not v:
+                continue
+            t[skey] = min(v)
+            samples = " / ".join(f"{x / 1e6:.3f}" for x in v)
+            print(f"{label:<34} {samples:>10}  {'':>12} "
+                  f"{fmt_strace(strace_summary(out, f'{skey}_{n}'))}")
+        def ratio(a, b):
+            return f"{t[a] / t[b]:.1f}x" if a in t and b in t and t[b] else "-"
+        print(f"ratios: ipvsadm -R / batched restore = {ratio('restore_ipvsadm', 'restore_batched')}"
+              f" (target >= 10x); ipvsadm -R / --no-batch = {ratio('restore_ipvsadm', 'restore_unbatched')};"
+              f" --no-batch / batched = {ratio('restore_unbatched', 'restore_batched')}")
+        print(f"        ipvsadm -Sn / ipvsctl save = {ratio('save_ipvsadm', 'save_ipvsctl')} (target >= 1.5x, best of samples);"
+              f" ipvsadm -C / ipvsctl flush = {ratio('flush_ipvsadm', 'flush_ipvsctl')}")
+        checks = {k: v for k, v in res.items() if k.endswith(f"_{n}") and
+                  (k.startswith("state_ok") or k.startswith("empty_ok") or k.startswith("save_identical"))}
+        good = all(v == ["1"] for v in checks.values())
+        print(f"state checks: {'all identical' if good and checks else 'MISMATCH: ' + str(checks)}"
+              f" ({len(checks)} checks: kernel state == rules after each restore, "
+              f"ipvsctl save == ipvsadm -Sn byte for byte, empty after each flush)")
+    if "fail" in res:
+        print("\nFAILURES:\n  " + "\n  ".join(res["fail"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::Instant;
+
 use common::{a, TestNs};
 use ipvs::*;
 
@@ -146,4 +148,520 @@ fn batch_with_failures() {
     let dump = h.dump().unwrap();
     assert_eq!(dump.len(), 300);
     assert!(dump.iter().all(|(_, rs)| rs.len() == 3));
+}
+
+/// `ipvsadm -Sn` output as sorted lines.
+fn saved(ns: &TestNs) -> Vec<String> {
+    let mut v: Vec<String> = ns
+        .exec(&["ipvsadm", "-Sn"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn protocols_families_and_fwmarks() {
+    let ns = TestNs::new();
+    let mut h = ns.handle();
+    let keys = [
+        ServiceKey::tcp(a("10.96.0.1"), 80),
+        ServiceKey::udp(a("10.96.0.1"), 53),
+        ServiceKey::sctp(a("10.96.0.1"), 3868),
+        ServiceKey::tcp(a("fd00:96::1"), 443),
+        ServiceKey::udp(a("fd00:96::1"), 53),
+        ServiceKey::sctp(a("fd00:96::1"), 3868),
+        ServiceKey::fwmark(AddressFamily::Inet, 7),
+        ServiceKey::fwmark(AddressFamily::Inet6, 7),
+    ];
+    for k in &keys {
+        h.add_service(&VirtualServer::new(*k)).unwrap();
+    }
+    let mut got: Vec<ServiceKey> = h.services().unwrap().iter().map(|v| v.key).collect();
+    got.sort();
+    let mut want = keys.to_vec();
+    want.sort();
+    assert_eq!(got, want);
+    for k in &keys {
+        let vs = h.service(k).unwrap();
+        assert!(vs.same_config(&VirtualServer::new(*k)), "{vs:?}");
+    }
+    let mut want = vec![
+        "-A -f 7 -6 -s rr",
+        "-A -f 7 -s rr",
+        "-A -t 10.96.0.1:80 -s rr",
+        "-A -t [fd00:96::1]:443 -s rr",
+        "-A -u 10.96.0.1:53 -s rr",
+        "-A -u [fd00:96::1]:53 -s rr",
+        "-A --sctp-service 10.96.0.1:3868 -s rr",
+        "-A --sctp-service [fd00:96::1]:3868 -s rr",
+    ];
+    want.sort();
+    assert_eq!(saved(&ns), want);
+    for k in &keys {
+        h.delete_service(k).unwrap();
+    }
+    assert!(h.services().unwrap().is_empty());
+}
+
+#[test]
+fn scheduler_flags_persistence_one_packet_pe() {
+    let ns = TestNs::new();
+    let mut h = ns.handle();
+    let sh = VirtualServer::new(ServiceKey::tcp(a("10.96.0.1"), 80))
+        .scheduler("sh")
+        .sched_flag(SchedFlag::ShFallback)
+        .sched_flag(SchedFlag::ShPort);
+    let mh = VirtualServer::new(ServiceKey::tcp(a("10.96.0.2"), 80))
+        .scheduler("mh")
+        .sched_flag(SchedFlag::MhPort);
+    let persist6 = VirtualServer::new(ServiceKey::tcp(a("fd00:96::1"), 80))
+        .persistent(600)
+        .netmask(64);
+    let onepacket = VirtualServer::new(ServiceKey::udp(a("10.96.0.3"), 53)).one_packet();
+    let sip = VirtualServer::new(ServiceKey::udp(a("10.96.0.4"), 5060))
+        .persistent(60)
+        .pe_name("sip");
+    for vs in [&sh, &mh, &persist6, &onepacket, &sip] {
+        h.add_service(vs).unwrap();
+        let got = h.service(&vs.key).unwrap();
+        assert!(got.same_config(vs), "sent {vs:?}\ngot {got:?}");
+    }
+    assert_eq!(
+        saved(&ns),
+        vec![
+            "-A -t 10.96.0.1:80 -s sh -b sh-fallback,sh-port",
+            "-A -t 10.96.0.2:80 -s mh -b mh-port",
+            "-A -t [fd00:96::1]:80 -s rr -p 600 -M 64",
+            "-A -u 10.96.0.3:53 -s rr -o",
+            "-A -u 10.96.0.4:5060 -s rr -p 60 --pe sip",
+        ]
+    );
+    // Edit: drop the flags and the engine.
+    let plain = VirtualServer::new(sip.key).scheduler("wrr");
+    h.edit_service(&plain).unwrap();
+    assert!(h.service(&sip.key).unwrap().same_config(&plain));
+}
+
+#[test]
+fn forwarding_methods_thresholds_tunnels() {
+    let ns = TestNs::new();
+    let mut h = ns.handle();
+    let k = ServiceKey::tcp(a("10.96.0.1"), 80);
+    h.add_service(&VirtualServer::new(k)).unwrap();
+    let servers = vec![
+        RealServer::new(a("10.244.1.1"), 8080)
+            .weight(5)
+            .thresholds(1000, 100),
+        RealServer::new(a("10.244.1.2"), 80).forward(ForwardMethod::Route),
+        RealServer::new(a("10.244.1.3"), 80).tunnel(Tunnel::default()),
+        RealServer::new(a("10.244.1.4"), 80).tunnel(Tunnel {
+            kind: TunnelType::Gue,
+            port: 6080,
+            flags: TunnelFlags::CSUM,
+        }),
+        RealServer::new(a("10.244.1.5"), 80).tunnel(Tunnel {
+            kind: TunnelType::Gue,
+            port: 6081,
+            flags: TunnelFlags::REMCSUM,
+        }),
+        RealServer::new(a("10.244.1.6"), 80).tunnel(Tunnel {
+            kind: TunnelType::Gre,
+            port: 0,
+            flags: TunnelFlags::CSUM,
+        }),
+    ];
+    for rs in &servers {
+        h.add_real_server(&k, rs).unwrap();
+    }
+    let mut got = h.real_servers(&k).unwrap();
+    got.sort_by_key(|r| r.key);
+    assert_eq!(got.len(), servers.len());
+    for (g, w) in got.iter().zip(&servers) {
+        assert!(g.same_config(w), "sent {w:?}\ngot {g:?}");
+        assert_eq!(g.conns, ConnCounters::default());
+    }
+    let lines = saved(&ns);
+    assert!(
+        lines.contains(&"-a -t 10.96.0.1:80 -r 10.244.1.1:8080 -m -w 5".to_owned()),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.contains(&"-a -t 10.96.0.1:80 -r 10.244.1.2:80 -g -w 1".to_owned()),
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("-a -t 10.96.0.1:80 -r 10.244.1.4:80 -i")
+                && l.contains("--tun-type gue")
+                && l.contains("--tun-port 6080")
+                && l.contains("--tun-csum")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("-a -t 10.96.0.1:80 -r 10.244.1.6:80 -i")
+                && l.contains("--tun-type gre")
+                && l.contains("--tun-csum")),
+        "{lines:#?}"
+    );
+    // Thresholds are not in -Sn; -Ln shows them.
+    let ln = ns.exec(&["ipvsadm", "-Ln", "--thresholds"]);
+    assert!(
+        ln.lines()
+            .any(|l| l.contains("10.244.1.1:8080") && l.contains("1000") && l.contains("100")),
+        "{ln}"
+    );
+
+    // A local address becomes the Local method; bypass is stored as sent.
+    let local = RealServer::new(a("10.0.2.15"), 80).forward(ForwardMethod::Masquerade);
+    h.add_real_server(&k, &local).unwrap();
+    let got = h.real_servers(&k).unwrap();
+    let l = got.iter().find(|r| r.key == local.key).unwrap();
+    let ln = ns.exec(&["ipvsadm", "-Ln"]);
+    let ipvsadm_says = ln
+        .lines()
+        .find(|x| x.contains("10.0.2.15:80"))
+        .unwrap()
+        .to_owned();
+    match l.forward {
+        ForwardMethod::Local => assert!(ipvsadm_says.contains("Local"), "{ipvsadm_says}"),
+        ForwardMethod::Masquerade => assert!(ipvsadm_says.contains("Masq"), "{ipvsadm_says}"),
+        other => panic!("unexpected {other:?}: {ipvsadm_says}"),
+    }
+}
+
+#[test]
+fn real_server_of_other_family() {
+    let ns = TestNs::new();
+    let mut h = ns.handle();
+    let k6 = ServiceKey::tcp(a("fd00:96::1"), 80);
+    h.add_service(&VirtualServer::new(k6)).unwrap();
+    // The kernel forwards to another family only through a tunnel.
+    let tun4 = RealServer::new(a("10.244.1.2"), 80).tunnel(Tunnel::default());
+    h.add_real_server(&k6, &tun4).unwrap();
+    let got = h.real_servers(&k6).unwrap();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].same_config(&tun4), "{:?}", got[0]);
+    let err = h
+        .add_real_server(&k6, &RealServer::new(a("10.244.1.3"), 80))
+        .unwrap_err();
+    assert!(err.is_invalid(), "{err}");
+    h.delete_real_server(&k6, &tun4.key).unwrap();
+    assert!(h.real_servers(&k6).unwrap().is_empty());
+}
+
+/// Sends `n` UDP datagrams to `to` from inside `ns`.
+fn send_udp(ns: &TestNs, to: std::net::SocketAddr, n: usize) {
+    let path = ns.path();
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(path).unwrap();
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        for _ in 0..n {
+            s.send_to(b"hello", to).unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn stats_and_zero() {
+    let ns = TestNs::new();
+    let mut h = ns.handle();
+    let k = ServiceKey::udp(a("10.96.0.10"), 53);
+    let k2 = ServiceKey::udp(a("10.96.0.11"), 53);
+    for key in [k, k2] {
+        h.add_service(&VirtualServer::new(key)).unwrap();
+        h.add_real_server(&key, &RealServer::new(a("10.244.1.2"), 5353))
+            .unwrap();
+    }
+    send_udp(&ns, "10.96.0.10:53".parse().unwrap(), 5);
+    send_udp(&ns, "10.96.0.11:53".parse().unwrap(), 3);
+    // The kernel folds its per-CPU counters into what it reports every 2 s.
+    let settled = |h: &mut Handle, key: &ServiceKey, pkts: u64| {
+        let until = Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let s = h.service(key).unwrap().stats.expect("stats");
+            if s.inpkts >= pkts || Instant::now() > until {
+                return s;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    let s = settled(&mut h, &k, 5);
+    assert_eq!(settled(&mut h, &k2, 3).inpkts, 3);
+    assert_eq!((s.conns, s.inpkts), (1, 5), "{s:?}");
+    assert_eq!(s.inbytes, 5 * (20 + 8 + 5), "{s:?}");
+    let rs = h.real_servers(&k).unwrap();
+    let rstats = rs[0].stats.expect("dest stats");
+    assert_eq!((rstats.conns, rstats.inpkts), (1, 5));
+    assert_eq!(
+        rs[0].conns.active + rs[0].conns.inactive,
+        1,
+        "{:?}",
+        rs[0].conns
+    );
+    // ipvsadm agrees.
+    let ln = ns.exec(&[
+        "ipvsadm",
+        "-Ln",
+        "--stats",
+        "--exact",
+        "-u",
+        "10.96.0.10:53",
+    ]);
+    assert!(
+        ln.lines().any(|l| l.starts_with("UDP")
+            && l.split_whitespace().nth(2) == Some("1")
+            && l.split_whitespace().nth(3) == Some("5")),
+        "{ln}"
+    );
+
+    h.zero(Some(&k)).unwrap();
+    let s = h.service(&k).unwrap().stats.unwrap();
+    assert_eq!((s.conns, s.inpkts, s.inbytes), (0, 0, 0));
+    assert_eq!(h.service(&k2).unwrap().stats.unwrap().inpkts, 3);
+    h.zero(None).unwrap();
+    assert_eq!(h.service(&k2).unwrap().stats.unwrap().inpkts, 0);
+}
+
+#[test]
+fn flush_timeouts_info() {
+    let ns = TestNs::new();
+    let mut h = ns.handle();
+    for p in 1..=20 {
+        h.add_service(&VirtualServer::new(ServiceKey::tcp(a("10.96.0.1"), p)))
+            .unwrap();
+    }
+    assert_eq!(h.services().unwrap().len(), 20);
+    h.flush().unwrap();
+    assert!(h.services().unwrap().is_empty());
+
+    let t0 = h.timeouts().unwrap();
+    assert_eq!(
+        t0,
+        Timeouts {
+            tcp: 900,
+            tcp_fin: 120,
+            udp: 300
+        }
+    );
+    h.set_timeouts(&Timeouts {
+        tcp: 3600,
+        tcp_fin: 30,
+        udp: 60,
+    })
+    .unwrap();
+    assert_eq!(
+        h.timeouts().unwrap(),
+        Timeouts {
+            tcp: 3600,
+            tcp_fin: 30,
+            udp: 60
+        }
+    );
+    // 0 leaves a value unchanged.
+    h.set_timeouts(&Timeouts {
+        tcp: 0,
+        tcp_fin: 0,
+        udp: 90,
+    })
+    .unwrap();
+    assert_eq!(
+        h.timeouts().unwrap(),
+        Timeouts {
+            tcp: 3600,
+            tcp_fin: 30,
+            udp: 90
+        }
+    );
+    let out = ns.exec(&["ipvsadm", "-L", "--timeout"]);
+    assert!(out.contains("3600 30 90"), "{out}");
+
+    let info = h.info().unwrap();
+    let out = ns.exec(&["ipvsadm", "-Ln"]);
+    assert!(
+        out.contains(&format!("(size={})", info.conn_table_size)),
+        "{out} vs {info:?}"
+    );
+}
+
+#[test]
+fn sync_daemons() {
+    let ns = TestNs::new();
+    let mut h = ns.handle();
+    assert!(h.daemons().unwrap().is_empty());
+    let mut master = SyncDaemon::new(DaemonState::Master, "up0", 7);
+    master.mcast_group = Some(a("239.1.2.3"));
+    master.mcast_port = Some(8850);
+    master.mcast_ttl = Some(2);
+    master.max_len = Some(1400);
+    h.start_daemon(&master).unwrap();
+    let backup = SyncDaemon::new(DaemonState::Backup, "up0", 9);
+    h.start_daemon(&backup).unwrap();
+    let ds = h.daemons().unwrap();
+    assert_eq!(ds.len(), 2, "{ds:?}");
+    let m = ds.iter().find(|d| d.state == DaemonState::Master).unwrap();
+    assert_eq!((m.interface.as_str(), m.sync_id), ("up0", 7));
+    assert_eq!(m.mcast_group, Some(a("239.1.2.3")));
+    assert_eq!(m.mcast_port, Some(8850));
+    assert_eq!(m.mcast_ttl, Some(2));
+    assert_eq!(m.max_len, Some(1400));
+    let b = ds.iter().find(|d| d.state == DaemonState::Backup).unwrap();
+    assert_eq!((b.interface.as_str(), b.sync_id), ("up0", 9));
+    // The kernel's defaults for what we left out.
+    assert_eq!(b.mcast_group, Some(a("224.0.0.81")));
+    assert_eq!(b.mcast_port, Some(8848));
+    let out = ns.exec(&["ipvsadm", "-L", "--daemon"]);
+    assert!(
+        out.contains("master sync daemon (mcast=up0, syncid=7"),
+        "{out}"
+    );
+    // A second master is refused.
+    let err = h.start_daemon(&master).unwrap_err();
+    assert!(err.is_already_exists(), "{err}");
+    h.stop_daemon(DaemonState::Master).unwrap();
+    let ds = h.daemons().unwrap();
+    assert_eq!(ds.len(), 1);
+    assert_eq!(ds[0].state, DaemonState::Backup);
+    h.stop_daemon(DaemonState::Backup).unwrap();
+    assert!(h.daemons().unwrap().is_empty());
+}
+
+#[test]
+fn unbatched_apply_matches_batched() {
+    let ns = TestNs::new();
+    let mut h = ns.handle();
+    let k = ServiceKey::tcp(a("10.96.0.1"), 80);
+    let mut ops = vec![Op::AddService(VirtualServer::new(k))];
+    for i in 1..=20 {
+        ops.push(Op::AddRealServer(
+            k,
+            RealServer::new(a(&format!("10.244.0.{i}")), 80),
+        ));
+    }
+    ops.push(Op::AddService(VirtualServer::new(k))); // exists
+    ops.push(Op::EditRealServer(
+        k,
+        RealServer::new(a("10.244.0.1"), 80).weight(9),
+    ));
+    ops.push(Op::DeleteRealServer(
+        k,
+        RealServerKey {
+            addr: a("10.244.9.9"),
+            port: 80,
+        },
+    )); // missing
+    ops.push(Op::SetTimeouts(Timeouts {
+        tcp: 100,
+        tcp_fin: 0,
+        udp: 0,
+    }));
+    let report = h.apply_unbatched(&ops).unwrap();
+    let failed: Vec<usize> = report.failures().map(|(i, _)| i).collect();
+    assert_eq!(failed, vec![21, 23]);
+    let state = h.dump().unwrap();
+    h.flush().unwrap();
+    let report2 = h.apply(&ops).unwrap();
+    let failed2: Vec<usize> = report2.failures().map(|(i, _)| i).collect();
+    assert_eq!(failed2, failed);
+    let state2 = h.dump().unwrap();
+    assert_eq!(state.len(), 1);
+    assert_eq!(state2[0].1.len(), 20);
+    let norm = |s: &Vec<(VirtualServer, Vec<RealServer>)>| {
+        let mut rs: Vec<(RealServerKey, u32)> = s[0].1.iter().map(|r| (r.key, r.weight)).collect();
+        rs.sort();
+        rs
+    };
+    assert_eq!(norm(&state), norm(&state2));
+    assert_eq!(h.timeouts().unwrap().tcp, 100);
+}
+
+#[test]
+fn namespaces_are_isolated() {
+    let ns1 = TestNs::new();
+    let ns2 = TestNs::new();
+    let mut h1 = ns1.handle();
+    let f = std::fs::File::open(ns2.path()).unwrap();
+    let mut h2 = Handle::new_in_netns_fd(std::os::fd::AsFd::as_fd(&f)).unwrap();
+    h1.add_service(&VirtualServer::new(vip4())).unwrap();
+    assert_eq!(h1.services().unwrap().len(), 1);
+    assert!(h2.services().unwrap().is_empty());
+    // The test process itself stayed in its own namespace.
+    let mut root = Handle::new().unwrap();
+    assert!(root.services().unwrap().iter().all(|v| v.key != vip4()));
+    assert_eq!(ns2.exec(&["ipvsadm", "-Sn"]).trim(), "");
+    let err = Handle::new_in_netns("/run/netns/does-not-exist").unwrap_err();
+    assert!(matches!(err, Error::Netns { .. }), "{err}");
+}
+
+#[test]
+fn async_handle() {
+    let ns = TestNs::new();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut h = AsyncHandle::new_in_netns(ns.path()).await.unwrap();
+        let k = ServiceKey::udp(a("fd00:96::53"), 53);
+        h.add_service(&VirtualServer::new(k).scheduler("lc"))
+            .await
+            .unwrap();
+        let ops: Vec<Op> = (1..=50)
+            .map(|i| Op::AddRealServer(k, RealServer::new(a(&format!("fd00:244::{i:x}")), 53)))
+            .collect();
+        let report = h.apply(&ops).await.unwrap();
+        assert!(report.is_ok());
+        let dump = h.dump().await.unwrap();
+        assert_eq!(dump.len(), 1);
+        assert_eq!(dump[0].0.scheduler, "lc");
+        assert_eq!(dump[0].1.len(), 50);
+        let err = h.add_service(&VirtualServer::new(k)).await.unwrap_err();
+        assert!(err.is_exists());
+        assert_eq!(h.info().await.unwrap().version_triple(), (1, 2, 1));
+        h.flush().await.unwrap();
+        assert!(h.services().await.unwrap().is_empty());
+    });
+}
+
+#[test]
+fn large_dump_and_batch() {
+    let ns = TestNs::new();
+    let mut h = ns.handle();
+    let mut ops = Vec::new();
+    for i in 0..2000u32 {
+        let k = ServiceKey::tcp(
+            a(&format!(
+                "10.{}.{}.{}",
+                100 + i / 65536,
+                (i / 256) % 256,
+                i % 256
+            )),
+            80,
+        );
+        ops.push(Op::AddService(VirtualServer::new(k)));
+        for j in 1..=5u32 {
+            ops.push(Op::AddRealServer(
+                k,
+                RealServer::new(a(&format!("10.244.{}.{j}", i % 250)), 8080),
+            ));
+        }
+    }
+    let t = Instant::now();
+    let report = h.apply(&ops).unwrap();
+    let took = t.elapsed();
+    assert!(report.is_ok(), "{:?}", report.failures().next());
+    let t = Instant::now();
+    let dump = h.dump().unwrap();
+    let dump_took = t.elapsed();
+    eprintln!("12000 ops: apply {took:?}, dump {dump_took:?}");
+    assert_eq!(dump.len(), 2000);
+    assert!(dump.iter().all(|(_, rs)| rs.len() == 5));
+    assert_eq!(saved(&ns).len(), 12000);
 }

@@ -10,5 +10,6 @@ pub mod duration;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod proxier;
 pub mod source;
 pub mod sync;

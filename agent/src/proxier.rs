@@ -1,0 +1,783 @@
+//! The [`Proxier`] that programs the node: proxy-core decides, a [`Kernel`]
+//! (the dataplane, or a fake in tests) applies.
+//!
+//! A full sync reads the kernel once ([`Kernel::observe`]) and plans
+//! everything; a partial sync plans only what changed against a shadow of
+//! the kernel state kept from the last dump and the plans applied since,
+//! refreshing the counters of draining real servers only. Any doubt about
+//! the shadow (a refused operation, a model error) makes the next sync full.
+//! Every forwarding change is logged as one structured line.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ipvs::{Op, RealServerKey, ServiceKey};
+use k8s_openapi::api::core::v1::Node;
+use proxy_core::{
+    DesiredState, DrainBook, LocalDetect, NodeFacts, NodePortAddresses, Observed,
+    ObservedVirtualServer, Plan, ProxyState, Scheduler,
+};
+
+use crate::config::{DetectLocal, NodePortAddress, ProxyConfig};
+use crate::http::{ServiceHealthServers, ServiceRef};
+use crate::metrics::Metrics;
+use crate::source::{Change, Kind, Object};
+use crate::sync::{Proxier, SyncError, SyncKind, SyncOutcome};
+
+/// One kernel operation that failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedOp {
+    /// Operation label (`add_virtual_server`, `bind_address`, ...).
+    pub op: &'static str,
+    /// Error kind label (`exists`, `not_found`, `invalid`, ...).
+    pub kind: String,
+    /// Human-readable detail.
+    pub detail: String,
+}
+
+/// The kernel side, behind a seam.
+pub trait Kernel: Send {
+    /// One read of the node: the IPVS table, our dummy interface's
+    /// addresses, the filter facts last applied.
+    fn observe(&mut self) -> impl Future<Output = Result<Observed, String>> + Send;
+    /// Applies a plan operation by operation; a failure does not stop the
+    /// others.
+    fn apply(&mut self, plan: &Plan) -> impl Future<Output = Vec<FailedOp>> + Send;
+    /// Fresh state (with connection counters) of these virtual servers;
+    /// absent ones are left out.
+    fn refresh(
+        &mut self,
+        keys: &[ServiceKey],
+    ) -> impl Future<Output = Result<Vec<ObservedVirtualServer>, String>> + Send;
+}
+
+/// Label of an IPVS operation for metrics.
+pub fn op_label(op: &Op) -> &'static str {
+    match op {
+        Op::AddService(_) => "add_virtual_server",
+        Op::EditService(_) => "edit_virtual_server",
+        Op::DeleteService(_) => "delete_virtual_server",
+        Op::AddRealServer(..) => "add_real_server",
+        Op::EditRealServer(..) => "edit_real_server",
+        Op::DeleteRealServer(..) => "delete_real_server",
+        Op::Flush => "flush",
+        Op::Zero(_) => "zero",
+        Op::SetTimeouts(_) => "set_timeouts",
+        _ => "other",
+    }
+}
+
+/// Translates the agent's configuration for proxy-core.
+pub fn core_config(cfg: &ProxyConfig) -> Result<proxy_core::Config, String> {
+    let scheduler = Scheduler::parse(&cfg.ipvs.scheduler, "").map_err(|e| e.to_string())?;
+    let mut npa = NodePortAddresses::default();
+    for a in &cfg.node_port_addresses {
+        match a {
+            NodePortAddress::Primary => npa.primary = true,
+            NodePortAddress::Cidr(c) => npa.cidrs.push(*c),
+        }
+    }
+    let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+    Ok(proxy_core::Config {
+        scheduler,
+        local_detect: local_detect(cfg, None),
+        node_port_addresses: npa,
+        masquerade_all: cfg.masquerade_all,
+        exclude_cidrs: cfg.ipvs.exclude_cidrs.clone(),
+        strict_arp: cfg.ipvs.strict_arp,
+        timeouts: ipvs::Timeouts {
+            tcp: secs(cfg.ipvs.tcp_timeout),
+            tcp_fin: secs(cfg.ipvs.tcp_fin_timeout),
+            udp: secs(cfg.ipvs.udp_timeout),
+        },
+        drain_period: cfg.drain_period,
+        ..proxy_core::Config::default()
+    })
+}
+
+fn local_detect(cfg: &ProxyConfig, node: Option<&Node>) -> LocalDetect {
+    match &cfg.detect_local {
+        DetectLocal::ClusterCidr if cfg.cluster_cidrs.is_empty() => LocalDetect::None,
+        DetectLocal::ClusterCidr => LocalDetect::ClusterCidr(cfg.cluster_cidrs.clone()),
+        DetectLocal::NodeCidr => {
+            let cidrs: Vec<ipnet::IpNet> = node
+                .and_then(|n| n.spec.as_ref())
+                .and_then(|s| s.pod_cidrs.clone())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|c| c.parse().ok())
+                .collect();
+            if cidrs.is_empty() {
+                LocalDetect::None
+            } else {
+                LocalDetect::NodeCidr(cidrs)
+            }
+        }
+        DetectLocal::BridgeInterface(b) => LocalDetect::BridgeInterface(b.clone()),
+        DetectLocal::InterfaceNamePrefix(p) => LocalDetect::InterfaceNamePrefix(p.clone()),
+    }
+}
+
+/// The node's primary IPs from its status (InternalIP first, then
+/// ExternalIP), one per family, unless `bind_address` overrides.
+pub fn primary_ips(node: Option<&Node>, bind_address: IpAddr) -> Vec<IpAddr> {
+    if !bind_address.is_unspecified() {
+        return vec![bind_address];
+    }
+    let mut out: Vec<IpAddr> = Vec::new();
+    let addrs = node
+        .and_then(|n| n.status.as_ref())
+        .and_then(|s| s.addresses.clone())
+        .unwrap_or_default();
+    for ty in ["InternalIP", "ExternalIP"] {
+        for a in addrs.iter().filter(|a| a.type_ == ty) {
+            if let Ok(ip) = a.address.parse::<IpAddr>() {
+                if !out.iter().any(|o| o.is_ipv4() == ip.is_ipv4()) {
+                    out.push(ip);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn fmt_rs(k: &RealServerKey) -> String {
+    match k.addr {
+        IpAddr::V4(a) => format!("{a}:{}", k.port),
+        IpAddr::V6(a) => format!("[{a}]:{}", k.port),
+    }
+}
+
+/// proxy-core + a kernel.
+pub struct CoreProxier<K> {
+    cfg: ProxyConfig,
+    state: ProxyState,
+    kernel: K,
+    drains: DrainBook,
+    shadow: Option<Observed>,
+    node_name: String,
+    node: Option<Node>,
+    local_addresses: BTreeSet<IpAddr>,
+    owners: HashMap<ServiceKey, String>,
+    seen_rejections: BTreeSet<String>,
+    metrics: Metrics,
+    health_checks: Option<Arc<ServiceHealthServers>>,
+}
+
+impl<K> std::fmt::Debug for CoreProxier<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoreProxier")
+            .field("node_name", &self.node_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: Kernel> CoreProxier<K> {
+    /// A proxier for node `node_name` with these local interface addresses.
+    pub fn new(
+        cfg: ProxyConfig,
+        node_name: String,
+        local_addresses: BTreeSet<IpAddr>,
+        kernel: K,
+        metrics: Metrics,
+        health_checks: Option<Arc<ServiceHealthServers>>,
+    ) -> Result<Self, String> {
+        let core = core_config(&cfg)?;
+        let facts = NodeFacts {
+            name: node_name.clone(),
+            labels: BTreeMap::new(),
+            addresses: local_addresses.clone(),
+            primary_ips: primary_ips(None, cfg.bind_address),
+        };
+        Ok(Self {
+            state: ProxyState::new(core, facts),
+            cfg,
+            kernel,
+            drains: DrainBook::new(),
+            shadow: None,
+            node_name,
+            node: None,
+            local_addresses,
+            owners: HashMap::new(),
+            seen_rejections: BTreeSet::new(),
+            metrics,
+            health_checks,
+        })
+    }
+
+    /// The desired state as it stands.
+    pub fn desired(&self) -> &DesiredState {
+        self.state.desired()
+    }
+
+    /// The kernel (for tests and `show`).
+    pub fn kernel(&self) -> &K {
+        &self.kernel
+    }
+
+    fn refresh_node(&mut self) {
+        let labels = self
+            .node
+            .as_ref()
+            .and_then(|n| n.metadata.labels.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let facts = NodeFacts {
+            name: self.node_name.clone(),
+            labels,
+            addresses: self.local_addresses.clone(),
+            primary_ips: primary_ips(self.node.as_ref(), self.cfg.bind_address),
+        };
+        if &facts != self.state.node() {
+            self.state.set_node(facts);
+        }
+        if matches!(self.cfg.detect_local, DetectLocal::NodeCidr) {
+            let ld = local_detect(&self.cfg, self.node.as_ref());
+            if ld != self.state.config().local_detect {
+                let mut c = self.state.config().clone();
+                c.local_detect = ld;
+                self.state.set_config(c);
+            }
+        }
+    }
+
+    fn owner(&self, key: &ServiceKey) -> String {
+        self.state
+            .owner_of(key)
+            .map(|o| o.to_string())
+            .or_else(|| self.owners.get(key).cloned())
+            .unwrap_or_else(|| "-".to_string())
+    }
+
+    /// One info line per forwarding change; the whole plan at debug.
+    fn log_plan(&self, plan: &Plan, kind: SyncKind) {
+        if plan.is_empty() {
+            return;
+        }
+        tracing::debug!(?kind, ?plan, "plan");
+        let draining: BTreeSet<(ServiceKey, RealServerKey)> =
+            plan.drains_started.iter().copied().collect();
+        for a in &plan.bind {
+            tracing::info!(address = %a, "address bound");
+        }
+        for op in &plan.ipvs {
+            match op {
+                Op::AddService(vs) => tracing::info!(
+                    service = %self.owner(&vs.key), virtual_server = %vs.key,
+                    scheduler = %vs.scheduler, "virtual server added"),
+                Op::EditService(vs) => tracing::info!(
+                    service = %self.owner(&vs.key), virtual_server = %vs.key,
+                    scheduler = %vs.scheduler, "virtual server updated"),
+                Op::DeleteService(k) => tracing::info!(
+                    service = %self.owner(k), virtual_server = %k, "virtual server removed"),
+                Op::AddRealServer(k, rs) => tracing::info!(
+                    service = %self.owner(k), virtual_server = %k,
+                    real_server = %fmt_rs(&rs.key), weight = rs.weight, "real server added"),
+                Op::EditRealServer(k, rs) if draining.contains(&(*k, rs.key)) => tracing::info!(
+                    service = %self.owner(k), virtual_server = %k,
+                    real_server = %fmt_rs(&rs.key), "real server draining"),
+                Op::EditRealServer(k, rs) => tracing::info!(
+                    service = %self.owner(k), virtual_server = %k,
+                    real_server = %fmt_rs(&rs.key), weight = rs.weight, "real server updated"),
+                Op::DeleteRealServer(k, rs) => tracing::info!(
+                    service = %self.owner(k), virtual_server = %k,
+                    real_server = %fmt_rs(rs), "real server removed"),
+                other => tracing::info!(op = ?other, "ipvs operation"),
+            }
+        }
+        if !plan.filter.is_empty() {
+            tracing::info!(changes = plan.filter.len(), "packet filter updated");
+        }
+        for a in &plan.unbind {
+            tracing::info!(address = %a, "address unbound");
+        }
+    }
+
+    fn count_ops(&self, plan: &Plan) {
+        let m = &self.metrics.netlink_operations_total;
+        for op in &plan.ipvs {
+            m.with_label_values(&[op_label(op)]).inc();
+        }
+        if !plan.bind.is_empty() {
+            m.with_label_values(&["bind_address"])
+                .inc_by(plan.bind.len() as u64);
+        }
+        if !plan.unbind.is_empty() {
+            m.with_label_values(&["unbind_address"])
+                .inc_by(plan.unbind.len() as u64);
+        }
+        if !plan.filter.is_empty() {
+            m.with_label_values(&["replace_filter"]).inc();
+        }
+    }
+
+    fn note_rejections(&mut self) {
+        let mut now = BTreeSet::new();
+        for r in self.state.rejections() {
+            let id = format!("{} {} {}", r.object, r.reason.as_str(), r.detail);
+            if !self.seen_rejections.contains(&id) {
+                tracing::warn!(object = %r.object, reason = r.reason.as_str(), detail = %r.detail, "object rejected");
+                self.metrics
+                    .rejected_objects_total
+                    .with_label_values(&[r.object.kind.as_str(), r.reason.as_str()])
+                    .inc();
+            }
+            now.insert(id);
+        }
+        self.seen_rejections = now;
+    }
+
+    fn sync_health_checks(&self) {
+        let Some(hc) = &self.health_checks else {
+            return;
+        };
+        let mut ports = BTreeMap::new();
+        let mut counts = BTreeMap::new();
+        for f in self.state.desired().filter.health_checks() {
+            let r = ServiceRef {
+                namespace: f.service.namespace.clone(),
+                name: f.service.name.clone(),
+            };
+            ports.insert(r.clone(), f.port);
+            counts.insert(r, f.local_endpoints as usize);
+        }
+        for e in hc.sync_services(&ports) {
+            tracing::warn!(error = %e, "health check port not opened; retrying on the next sync");
+        }
+        hc.sync_endpoints(&counts);
+    }
+
+    fn outcome(&self, failed: usize) -> SyncOutcome {
+        let desired = self.state.desired();
+        SyncOutcome {
+            failed_ops: failed,
+            virtual_servers: self
+                .shadow
+                .as_ref()
+                .map_or(desired.virtual_servers.len(), |s| s.virtual_servers.len()),
+            real_servers: self
+                .shadow
+                .as_ref()
+                .map_or(desired.real_server_count(), |s| {
+                    s.virtual_servers
+                        .values()
+                        .map(|v| v.real_servers.len())
+                        .sum()
+                }),
+            draining: self.drains.len(),
+            no_local_endpoints_internal: 0,
+            no_local_endpoints_external: desired
+                .filter
+                .health_checks()
+                .filter(|h| h.local_endpoints == 0)
+                .count(),
+        }
+    }
+
+    async fn do_sync(&mut self, kind: SyncKind) -> Result<SyncOutcome, SyncError> {
+        let now = Instant::now();
+        let full = kind == SyncKind::Full || self.shadow.is_none();
+        let plan = if full {
+            let observed = self.kernel.observe().await.map_err(SyncError)?;
+            self.state.take_changes();
+            let plan = proxy_core::plan(
+                self.state.desired(),
+                &observed,
+                &self.state.policy(),
+                &mut self.drains,
+                now,
+            );
+            self.shadow = Some(observed);
+            plan
+        } else {
+            let changes = self.state.take_changes();
+            let shadow = self.shadow.as_mut().expect("checked above");
+            // Fresh counters for what the plan may drain or delete: the
+            // changed virtual servers we hold and the draining ones. A stale
+            // counter would delete a real server that still has connections.
+            let draining: Vec<ServiceKey> = {
+                let mut v: BTreeSet<ServiceKey> = self.drains.iter().map(|(s, _, _)| *s).collect();
+                v.extend(
+                    changes
+                        .virtual_servers
+                        .iter()
+                        .filter(|k| shadow.virtual_servers.contains_key(*k))
+                        .copied(),
+                );
+                v.into_iter().collect()
+            };
+            if !draining.is_empty() {
+                let fresh = self.kernel.refresh(&draining).await.map_err(SyncError)?;
+                let mut present = BTreeSet::new();
+                for vs in fresh {
+                    present.insert(vs.server.key);
+                    shadow.virtual_servers.insert(vs.server.key, vs);
+                }
+                for k in &draining {
+                    if !present.contains(k) {
+                        shadow.virtual_servers.remove(k);
+                    }
+                }
+            }
+            proxy_core::plan_changes(
+                self.state.desired(),
+                shadow,
+                &changes,
+                &self.state.policy(),
+                &mut self.drains,
+                now,
+            )
+        };
+        self.log_plan(&plan, kind);
+        // Remember owners of what this plan deletes, for later log lines.
+        for (k, v) in &self.state.desired().virtual_servers {
+            self.owners.entry(*k).or_insert_with(|| v.owner.to_string());
+        }
+        self.count_ops(&plan);
+        let failures = if plan.is_empty() {
+            Vec::new()
+        } else {
+            self.kernel.apply(&plan).await
+        };
+        for f in &failures {
+            tracing::warn!(op = f.op, kind = %f.kind, detail = %f.detail, "kernel refused an operation");
+            self.metrics
+                .netlink_errors_total
+                .with_label_values(&[f.op, &f.kind])
+                .inc();
+        }
+        if failures.is_empty() {
+            if let Some(s) = self.shadow.as_mut() {
+                if let Err(e) = s.apply(&plan) {
+                    tracing::warn!(error = %e, "kernel model out of step; next sync is full");
+                    self.shadow = None;
+                }
+            }
+        } else {
+            // Part of the plan is not in the kernel: re-read it next time.
+            self.shadow = None;
+        }
+        // Forget owners of virtual servers that are gone.
+        if let Some(s) = &self.shadow {
+            let desired = &self.state.desired().virtual_servers;
+            self.owners
+                .retain(|k, _| desired.contains_key(k) || s.virtual_servers.contains_key(k));
+        }
+        self.note_rejections();
+        self.sync_health_checks();
+        Ok(self.outcome(failures.len()))
+    }
+}
+
+impl<K: Kernel> Proxier for CoreProxier<K> {
+    fn apply_change(&mut self, change: Change) {
+        match change {
+            Change::Applied(Object::Service(s)) => self.state.apply_service(&s),
+            Change::Applied(Object::EndpointSlice(s)) => self.state.apply_slice(&s),
+            Change::Applied(Object::Node(n)) => {
+                if n.metadata.name.as_deref() == Some(self.node_name.as_str()) {
+                    self.node = Some(*n);
+                    self.refresh_node();
+                }
+            }
+            Change::Deleted(Kind::Service, k) => self.state.delete_service(&k.namespace, &k.name),
+            Change::Deleted(Kind::EndpointSlice, k) => {
+                self.state.delete_slice(&k.namespace, &k.name)
+            }
+            Change::Deleted(Kind::Node, _) => {
+                self.node = None;
+                self.refresh_node();
+            }
+            Change::Listed(_) => {}
+        }
+    }
+
+    fn sync(
+        &mut self,
+        kind: SyncKind,
+    ) -> impl Future<Output = Result<SyncOutcome, SyncError>> + Send {
+        self.do_sync(kind)
+    }
+}
+
+/// An in-memory kernel: applies plans to a [`proxy_core::Observed`] model.
+/// For tests, dry runs and benchmarks of the agent without a kernel.
+#[derive(Debug, Default, Clone)]
+pub struct ModelKernel {
+    /// The modelled node.
+    pub node: Observed,
+    /// Operations to refuse: (op label, error kind), consumed once each.
+    pub refuse: Vec<(&'static str, String)>,
+    /// Number of `observe` calls (full dumps).
+    pub dumps: usize,
+}
+
+impl Kernel for ModelKernel {
+    fn observe(&mut self) -> impl Future<Output = Result<Observed, String>> + Send {
+        self.dumps += 1;
+        let o = self.node.clone();
+        async move { Ok(o) }
+    }
+
+    fn apply(&mut self, plan: &Plan) -> impl Future<Output = Vec<FailedOp>> + Send {
+        let mut failed = Vec::new();
+        let mut accepted = plan.clone();
+        if !self.refuse.is_empty() {
+            accepted.ipvs.clear();
+            for op in &plan.ipvs {
+                let label = op_label(op);
+                if let Some(i) = self.refuse.iter().position(|(l, _)| *l == label) {
+                    let (_, kind) = self.refuse.remove(i);
+                    failed.push(FailedOp {
+                        op: label,
+                        kind,
+                        detail: format!("{op:?}"),
+                    });
+                } else {
+                    accepted.ipvs.push(op.clone());
+                }
+            }
+        }
+        if let Err(e) = self.node.apply(&accepted) {
+            failed.push(FailedOp {
+                op: "model",
+                kind: "invalid".into(),
+                detail: e.to_string(),
+            });
+        }
+        async move { failed }
+    }
+
+    fn refresh(
+        &mut self,
+        keys: &[ServiceKey],
+    ) -> impl Future<Output = Result<Vec<ObservedVirtualServer>, String>> + Send {
+        let out: Vec<ObservedVirtualServer> = keys
+            .iter()
+            .filter_map(|k| self.node.virtual_servers.get(k).cloned())
+            .collect();
+        async move { Ok(out) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::ObjectKey;
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+    fn service(yaml: &str) -> Change {
+        let s: Service = serde_yaml::from_str(yaml).expect("service yaml");
+        Change::Applied(Object::Service(Box::new(s)))
+    }
+
+    fn slice(name: &str, svc: &str, addrs: &[&str]) -> Change {
+        let eps: Vec<String> = addrs
+            .iter()
+            .map(|a| {
+                format!("- addresses: [\"{a}\"]\n  conditions: {{ready: true}}\n  nodeName: other")
+            })
+            .collect();
+        let yaml = format!(
+            "metadata:\n  namespace: default\n  name: {name}\n  labels:\n    kubernetes.io/service-name: {svc}\naddressType: IPv4\nports:\n- port: 8080\n  protocol: TCP\n  name: http\nendpoints:\n{}\n",
+            eps.join("\n")
+        );
+        let s: EndpointSlice = serde_yaml::from_str(&yaml).expect("slice yaml");
+        Change::Applied(Object::EndpointSlice(Box::new(s)))
+    }
+
+    const WEB: &str = "metadata: {namespace: default, name: web}\nspec:\n  clusterIP: 10.96.0.10\n  clusterIPs: [10.96.0.10]\n  ipFamilies: [IPv4]\n  type: ClusterIP\n  ports:\n  - {name: http, port: 80, protocol: TCP, targetPort: 8080}\n";
+
+    fn proxier() -> CoreProxier<ModelKernel> {
+        let cfg = ProxyConfig {
+            drain_period: Duration::from_secs(60),
+            ..ProxyConfig::default()
+        };
+        CoreProxier::new(
+            cfg,
+            "node-a".into(),
+            ["192.168.0.10".parse().unwrap()].into_iter().collect(),
+            ModelKernel::default(),
+            Metrics::new(),
+            None,
+        )
+        .expect("proxier")
+    }
+
+    fn real_servers(p: &CoreProxier<ModelKernel>) -> Vec<(String, u32)> {
+        let mut v: Vec<(String, u32)> = p
+            .kernel()
+            .node
+            .virtual_servers
+            .values()
+            .flat_map(|vs| vs.real_servers.values().map(|r| (fmt_rs(&r.key), r.weight)))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn programs_converges_and_drains() {
+        let mut p = proxier();
+        p.apply_change(service(WEB));
+        p.apply_change(slice("web-1", "web", &["10.244.1.2", "10.244.1.3"]));
+        let out = p.sync(SyncKind::Full).await.expect("sync");
+        assert_eq!(out.failed_ops, 0);
+        assert_eq!(out.virtual_servers, 1);
+        assert_eq!(out.real_servers, 2);
+        let node = &p.kernel().node;
+        assert!(node.addresses.contains(&"10.96.0.10".parse().unwrap()));
+        assert_eq!(
+            real_servers(&p),
+            vec![("10.244.1.2:8080".into(), 1), ("10.244.1.3:8080".into(), 1)]
+        );
+        assert_eq!(p.kernel().dumps, 1);
+
+        // Converged: a partial sync changes nothing and reads nothing.
+        let before = p.kernel().node.clone();
+        p.sync(SyncKind::Partial).await.unwrap();
+        assert_eq!(p.kernel().node, before);
+        assert_eq!(p.kernel().dumps, 1, "partial syncs use the shadow");
+
+        // One endpoint with an open connection is replaced: it drains (TCP),
+        // the new one is added.
+        let key = *p.kernel().node.virtual_servers.keys().next().unwrap();
+        let set_conns = |p: &mut CoreProxier<ModelKernel>, active: u32| {
+            let vs = p.kernel.node.virtual_servers.get_mut(&key).unwrap();
+            for rs in vs.real_servers.values_mut() {
+                if rs.key.addr == "10.244.1.3".parse::<IpAddr>().unwrap() {
+                    rs.conns.active = active;
+                }
+            }
+        };
+        set_conns(&mut p, 1);
+        p.apply_change(slice("web-1", "web", &["10.244.1.2", "10.244.1.4"]));
+        let out = p.sync(SyncKind::Partial).await.unwrap();
+        assert_eq!(out.draining, 1);
+        assert_eq!(
+            real_servers(&p),
+            vec![
+                ("10.244.1.2:8080".into(), 1),
+                ("10.244.1.3:8080".into(), 0),
+                ("10.244.1.4:8080".into(), 1)
+            ]
+        );
+        // Still connected: the drain check keeps it.
+        let out = p.sync(SyncKind::Partial).await.unwrap();
+        assert_eq!(out.draining, 1);
+        // Its connection ends: the next drain check (refreshing counters,
+        // no full dump) deletes it.
+        set_conns(&mut p, 0);
+        let out = p.sync(SyncKind::Partial).await.unwrap();
+        assert_eq!(out.draining, 0);
+        assert_eq!(
+            real_servers(&p),
+            vec![("10.244.1.2:8080".into(), 1), ("10.244.1.4:8080".into(), 1)]
+        );
+        assert!(p.kernel().node.virtual_servers.contains_key(&key));
+        assert_eq!(p.kernel().dumps, 1);
+
+        // The Service goes: drained and removed, address unbound.
+        p.apply_change(Change::Deleted(
+            Kind::Service,
+            ObjectKey {
+                namespace: "default".into(),
+                name: "web".into(),
+            },
+        ));
+        p.sync(SyncKind::Partial).await.unwrap();
+        p.sync(SyncKind::Partial).await.unwrap();
+        assert!(p.kernel().node.virtual_servers.is_empty());
+        assert!(!p
+            .kernel()
+            .node
+            .addresses
+            .contains(&"10.96.0.10".parse().unwrap()));
+    }
+
+    #[tokio::test]
+    async fn refused_operations_are_counted_and_retried_from_a_fresh_dump() {
+        let mut p = proxier();
+        p.kernel.refuse.push(("add_real_server", "no_route".into()));
+        p.apply_change(service(WEB));
+        p.apply_change(slice("web-1", "web", &["10.244.1.2", "10.244.1.3"]));
+        let out = p.sync(SyncKind::Full).await.unwrap();
+        assert_eq!(out.failed_ops, 1);
+        assert_eq!(
+            real_servers(&p).len(),
+            1,
+            "the other real server is programmed"
+        );
+        let text = p.metrics.render();
+        assert!(
+            text.contains(
+                "ipvs_proxy_netlink_errors_total{kind=\"no_route\",op=\"add_real_server\"} 1"
+            ),
+            "{text}"
+        );
+        // The retry (a partial sync by the loop) re-reads the kernel and fixes it.
+        let out = p.sync(SyncKind::Partial).await.unwrap();
+        assert_eq!(out.failed_ops, 0);
+        assert_eq!(real_servers(&p).len(), 2);
+        assert_eq!(p.kernel().dumps, 2);
+    }
+
+    #[tokio::test]
+    async fn drift_is_repaired_by_the_full_sync() {
+        let mut p = proxier();
+        p.apply_change(service(WEB));
+        p.apply_change(slice("web-1", "web", &["10.244.1.2"]));
+        p.sync(SyncKind::Full).await.unwrap();
+        // Someone deletes our virtual server behind our back.
+        p.kernel.node.virtual_servers.clear();
+        p.sync(SyncKind::Partial).await.unwrap();
+        assert!(
+            p.kernel().node.virtual_servers.is_empty(),
+            "partial trusts the shadow"
+        );
+        p.sync(SyncKind::Full).await.unwrap();
+        assert_eq!(real_servers(&p), vec![("10.244.1.2:8080".into(), 1)]);
+    }
+
+    #[tokio::test]
+    async fn rejections_are_counted_once() {
+        let mut p = proxier();
+        p.apply_change(service(
+            "metadata: {namespace: default, name: bad}\nspec:\n  clusterIP: 10.96.0.999\n  ports:\n  - {port: 80}\n",
+        ));
+        p.sync(SyncKind::Full).await.unwrap();
+        p.sync(SyncKind::Partial).await.unwrap();
+        let text = p.metrics.render();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("ipvs_proxy_rejected_objects_total{"))
+            .unwrap_or_else(|| panic!("no rejection counted:\n{text}"));
+        assert!(line.contains("kind=\"Service\""), "{line}");
+        assert!(line.ends_with(" 1"), "{line}");
+    }
+
+    #[test]
+    fn primary_ips_prefer_internal_one_per_family() {
+        let node: Node = serde_yaml::from_str(
+            "metadata: {name: n}\nstatus:\n  addresses:\n  - {type: Hostname, address: n}\n  - {type: ExternalIP, address: 203.0.113.5}\n  - {type: InternalIP, address: 10.0.0.5}\n  - {type: InternalIP, address: 10.0.0.6}\n  - {type: InternalIP, address: fd00::5}\n",
+        )
+        .unwrap();
+        let ips = primary_ips(Some(&node), "0.0.0.0".parse().unwrap());
+        assert_eq!(
+            ips,
+            vec![
+                "10.0.0.5".parse::<IpAddr>().unwrap(),
+                "fd00::5".parse().unwrap()
+            ]
+        );
+        assert_eq!(
+            primary_ips(Some(&node), "10.9.9.9".parse().unwrap()),
+            vec!["10.9.9.9".parse::<IpAddr>().unwrap()]
+        );
+    }
+}

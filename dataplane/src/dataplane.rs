@@ -31,6 +31,10 @@ pub struct DataplaneConfig {
     /// Write sysctls in [`Dataplane::setup`] (off when another component
     /// owns them).
     pub manage_sysctls: bool,
+    /// Maintain our nftables table. Off only where the kernel has no
+    /// nftables and the packet filter is not needed (kernel tests of the
+    /// IPVS and address paths).
+    pub packet_filter: bool,
 }
 
 impl Default for DataplaneConfig {
@@ -42,6 +46,7 @@ impl Default for DataplaneConfig {
             masquerade_bit: DEFAULT_MASQUERADE_BIT,
             sysctl: SysctlConfig::default(),
             manage_sysctls: true,
+            packet_filter: true,
         }
     }
 }
@@ -218,7 +223,9 @@ impl Dataplane {
             bound.remove(a);
         }
         let spec = filter_spec(&facts, &bound, self.cfg.masquerade_bit);
-        if self.applied_spec.as_ref() != Some(&spec) {
+        if !self.cfg.packet_filter {
+            self.filter = Some(facts);
+        } else if self.applied_spec.as_ref() != Some(&spec) {
             match self.nft.apply(&spec) {
                 Ok(()) => {
                     report.filter_replaced = true;
@@ -276,7 +283,7 @@ impl Dataplane {
                 }
             }
         }
-        report.table_deleted = self.nft.exists()?;
+        report.table_deleted = self.cfg.packet_filter && self.nft.exists()?;
         if report.table_deleted {
             self.nft.delete()?;
         }

@@ -93,7 +93,7 @@ def main():
               f" ipvsadm -C / ipvsctl flush = {ratio('flush_ipvsadm', 'flush_ipvsctl')}")
         checks = {k: v for k, v in res.items() if k.endswith(f"_{n}") and
                   (k.startswith("state_ok") or k.startswith("empty_ok") or k.startswith("save_identical"))}
-        good = all(v == ["1"] for v in checks.values())
+        good = all(x == "1" for v in checks.values() for x in v)
         print(f"state checks: {'all identical' if good and checks else 'MISMATCH: ' + str(checks)}"
               f" ({len(checks)} checks: kernel state == rules after each restore, "
               f"ipvsctl save == ipvsadm -Sn byte for byte, empty after each flush)")

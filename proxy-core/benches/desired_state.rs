@@ -1,1 +1,121 @@
-fn main() {}
+//! Criterion benchmarks (issue 3 item 8): full desired state for 10,000
+//! Services x 10 endpoints; one endpoint change at 1,000 / 10,000 / 30,000
+//! Services (engine update, and engine update + partial plan).
+
+use std::hint::black_box;
+use std::net::Ipv4Addr;
+use std::time::Instant;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use proxy_core::{plan, plan_changes, DrainBook, Observed, ProxyState};
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::{config, node, Slice, Svc};
+
+fn svc(i: u32) -> Service {
+    let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 0)) + i);
+    Svc::new("bench", &format!("svc-{i}"), &ip.to_string())
+        .port("http", "TCP", 80)
+        .build()
+}
+
+fn slice(i: u32, eps: u32, shift: u32) -> EndpointSlice {
+    let mut s =
+        Slice::new("bench", &format!("svc-{i}-abc"), &format!("svc-{i}")).port("http", "TCP", 8080);
+    for j in 0..eps {
+        let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 0)) + i * 16 + j + shift);
+        s = s.ep(
+            &ip.to_string(),
+            if j % 3 == 0 { "node-a" } else { "node-b" },
+        );
+    }
+    s.build()
+}
+
+fn cluster(n: u32) -> (Vec<Service>, Vec<EndpointSlice>) {
+    (
+        (0..n).map(svc).collect(),
+        (0..n).map(|i| slice(i, 10, 0)).collect(),
+    )
+}
+
+fn full_state(c: &mut Criterion) {
+    let (svcs, slices) = cluster(10_000);
+    let mut g = c.benchmark_group("full_state");
+    g.sample_size(10);
+    // A cold start: one relist of everything. Dropping the state is not
+    // part of building it, so it is kept out of the measurement.
+    g.bench_function("10k_services_x_10_endpoints", |b| {
+        b.iter_with_large_drop(|| {
+            let mut s = ProxyState::new(config(), node());
+            s.replace_all(&svcs, &slices);
+            s
+        })
+    });
+    g.bench_function("10k_services_x_10_endpoints_full_plan_from_empty", |b| {
+        let mut s = ProxyState::new(config(), node());
+        s.replace_all(&svcs, &slices);
+        let policy = s.policy();
+        let obs = Observed::default();
+        b.iter(|| {
+            let mut drains = DrainBook::new();
+            black_box(
+                plan(s.desired(), &obs, &policy, &mut drains, Instant::now())
+                    .ipvs
+                    .len(),
+            )
+        })
+    });
+    g.finish();
+}
+
+fn one_endpoint_change(c: &mut Criterion) {
+    let mut g = c.benchmark_group("one_endpoint_change");
+    for n in [1_000u32, 10_000, 30_000] {
+        let (svcs, slices) = cluster(n);
+        let mut s = ProxyState::new(config(), node());
+        s.replace_all(&svcs, &slices);
+        let policy = s.policy();
+        let mut obs = Observed::default();
+        let mut drains = DrainBook::new();
+        let p = plan(s.desired(), &obs, &policy, &mut drains, Instant::now());
+        obs.apply(&p).expect("initial plan applies");
+        s.take_changes();
+        // One Service in the middle flips one endpoint back and forth.
+        let target = n / 2;
+        let a = slice(target, 10, 0);
+        let mut b2 = slice(target, 10, 0);
+        b2.endpoints[9].addresses = vec!["10.250.0.1".into()];
+        g.bench_with_input(BenchmarkId::new("engine", n), &n, |b, _| {
+            let mut flip = false;
+            b.iter(|| {
+                flip = !flip;
+                s.apply_slice(if flip { &b2 } else { &a });
+                black_box(s.take_changes())
+            })
+        });
+        g.bench_with_input(BenchmarkId::new("engine_and_plan", n), &n, |b, _| {
+            let mut flip = false;
+            b.iter(|| {
+                flip = !flip;
+                s.apply_slice(if flip { &b2 } else { &a });
+                let ch = s.take_changes();
+                black_box(plan_changes(
+                    s.desired(),
+                    &obs,
+                    &ch,
+                    &policy,
+                    &mut drains,
+                    Instant::now(),
+                ))
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, full_state, one_endpoint_change);
+criterion_main!(benches);

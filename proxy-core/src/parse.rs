@@ -444,9 +444,12 @@ pub(crate) struct ParsedEndpoint {
     pub ready: bool,
     pub serving: bool,
     pub terminating: bool,
-    pub node_name: Option<String>,
+    /// `nodeName` is this node (the node name is fixed for a `ProxyState`).
+    pub local: bool,
     /// `hints.forZones` names; `None` when the endpoint has no zone hints.
     pub zone_hints: Option<Vec<String>>,
+    /// `hints.forNodes` names; `None` when the endpoint has no node hints.
+    pub node_hints: Option<Vec<String>>,
 }
 
 /// An EndpointSlice, validated.
@@ -462,6 +465,7 @@ pub(crate) struct ParsedSlice {
 pub(crate) fn parse_slice(
     slice: &EndpointSlice,
     config: &Config,
+    node_name: &str,
     rejections: &mut Vec<Rejection>,
 ) -> Option<ParsedSlice> {
     let ns = slice.metadata.namespace.as_deref().unwrap_or("");
@@ -587,12 +591,19 @@ pub(crate) fn parse_slice(
             .and_then(|h| h.for_zones.as_ref())
             .filter(|z| !z.is_empty())
             .map(|z| z.iter().map(|z| z.name.clone()).collect());
+        let node_hints = ep
+            .hints
+            .as_ref()
+            .and_then(|h| h.for_nodes.as_ref())
+            .filter(|n| !n.is_empty())
+            .map(|n| n.iter().map(|n| n.name.clone()).collect());
         endpoints.push(ParsedEndpoint {
+            node_hints,
             addr,
             ready,
             serving,
             terminating,
-            node_name: ep.node_name.clone(),
+            local: !node_name.is_empty() && ep.node_name.as_deref() == Some(node_name),
             zone_hints,
         });
     }

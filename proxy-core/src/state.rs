@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipvs::ServiceKey;
 use k8s_openapi::api::core::v1::Service;
@@ -78,7 +79,7 @@ pub struct ProxyState {
     slice_service: HashMap<SliceId, ServiceName>,
     slice_rejections: HashMap<SliceId, Vec<Rejection>>,
     contributions: HashMap<ServiceName, (Rank, Contribution)>,
-    vs_claims: Claims<ServiceKey, PortClaim>,
+    vs_claims: Claims<ServiceKey, Arc<PortClaim>>,
     hc_claims: Claims<u16, HealthCheckFact>,
     address_refs: HashMap<IpAddr, u32>,
     filter_refs: HashMap<FilterEntry, u32>,
@@ -156,7 +157,9 @@ impl ProxyState {
     }
 
     /// Replaces the node facts (labels, addresses); recomputes every Service.
-    pub fn set_node(&mut self, node: NodeFacts) {
+    /// The node name is fixed at construction: a different `name` is ignored.
+    pub fn set_node(&mut self, mut node: NodeFacts) {
+        node.name.clone_from(&self.ctx.node.name);
         if node == self.ctx.node {
             return;
         }
@@ -233,7 +236,12 @@ impl ProxyState {
     /// Adds or updates an EndpointSlice.
     pub fn apply_slice(&mut self, slice: &EndpointSlice) {
         let mut rejections = Vec::new();
-        let parsed = parse_slice(slice, &self.ctx.config, &mut rejections);
+        let parsed = parse_slice(
+            slice,
+            &self.ctx.config,
+            &self.ctx.node.name,
+            &mut rejections,
+        );
         let id: SliceId = (
             slice.metadata.namespace.clone().unwrap_or_default(),
             slice.metadata.name.clone().unwrap_or_default(),
@@ -288,29 +296,13 @@ impl ProxyState {
     }
 
     /// Replaces everything with these objects (after a relist). Only the
-    /// Services whose inputs changed are recomputed.
+    /// Services whose inputs changed are recomputed; slices are taken before
+    /// Services so that a cold start computes each Service once.
     pub fn replace_all<'a>(
         &mut self,
         services: impl IntoIterator<Item = &'a Service>,
         slices: impl IntoIterator<Item = &'a EndpointSlice>,
     ) {
-        let mut seen_svc = std::collections::HashSet::new();
-        for s in services {
-            if let (Some(ns), Some(n)) = (&s.metadata.namespace, &s.metadata.name) {
-                seen_svc.insert(ServiceName::new(ns.as_str(), n.as_str()));
-            }
-            self.apply_service(s);
-        }
-        let gone: Vec<ServiceName> = self
-            .services
-            .keys()
-            .chain(self.service_rejections.keys())
-            .filter(|n| !seen_svc.contains(*n))
-            .cloned()
-            .collect();
-        for n in gone {
-            self.delete_service(&n.namespace, &n.name);
-        }
         let mut seen_slices = std::collections::HashSet::new();
         for s in slices {
             seen_slices.insert((
@@ -328,6 +320,23 @@ impl ProxyState {
             .collect();
         for id in gone {
             self.delete_slice(&id.0, &id.1);
+        }
+        let mut seen_svc = std::collections::HashSet::new();
+        for s in services {
+            if let (Some(ns), Some(n)) = (&s.metadata.namespace, &s.metadata.name) {
+                seen_svc.insert(ServiceName::new(ns.as_str(), n.as_str()));
+            }
+            self.apply_service(s);
+        }
+        let gone: Vec<ServiceName> = self
+            .services
+            .keys()
+            .chain(self.service_rejections.keys())
+            .filter(|n| !seen_svc.contains(*n))
+            .cloned()
+            .collect();
+        for n in gone {
+            self.delete_service(&n.namespace, &n.name);
         }
     }
 
@@ -429,13 +438,18 @@ impl ProxyState {
         }
     }
 
-    fn swap_winner(&mut self, k: ServiceKey, before: Option<PortClaim>, after: Option<PortClaim>) {
+    fn swap_winner(
+        &mut self,
+        k: ServiceKey,
+        before: Option<Arc<PortClaim>>,
+        after: Option<Arc<PortClaim>>,
+    ) {
         self.changes.virtual_servers.insert(k);
         if let Some(b) = before {
             if let Some(a) = b.bind {
                 self.unref_address(a);
             }
-            for e in b.filter {
+            for e in &b.filter {
                 self.unref_filter(e);
             }
         }
@@ -444,10 +458,10 @@ impl ProxyState {
                 if let Some(ip) = a.bind {
                     self.ref_address(ip);
                 }
-                for e in a.filter.iter().cloned() {
+                for e in &a.filter {
                     self.ref_filter(e);
                 }
-                self.desired.virtual_servers.insert(k, a.vs);
+                self.desired.virtual_servers.insert(k, a.vs.clone());
             }
             None => {
                 self.desired.virtual_servers.remove(&k);
@@ -457,10 +471,10 @@ impl ProxyState {
 
     fn swap_hc(&mut self, before: Option<HealthCheckFact>, after: Option<HealthCheckFact>) {
         if let Some(b) = before {
-            self.unref_filter(FilterEntry::HealthCheck(b));
+            self.unref_filter(&FilterEntry::HealthCheck(b));
         }
         if let Some(a) = after {
-            self.ref_filter(FilterEntry::HealthCheck(a));
+            self.ref_filter(&FilterEntry::HealthCheck(a));
         }
     }
 
@@ -484,22 +498,23 @@ impl ProxyState {
         }
     }
 
-    fn ref_filter(&mut self, e: FilterEntry) {
-        let n = self.filter_refs.entry(e.clone()).or_insert(0);
-        *n += 1;
-        if *n == 1 {
-            self.desired.filter.entries.insert(e.clone());
-            self.changes.filter_entries.insert(e);
+    fn ref_filter(&mut self, e: &FilterEntry) {
+        if let Some(n) = self.filter_refs.get_mut(e) {
+            *n += 1;
+            return;
         }
+        self.filter_refs.insert(e.clone(), 1);
+        self.desired.filter.entries.insert(e.clone());
+        self.changes.filter_entries.insert(e.clone());
     }
 
-    fn unref_filter(&mut self, e: FilterEntry) {
-        if let Some(n) = self.filter_refs.get_mut(&e) {
+    fn unref_filter(&mut self, e: &FilterEntry) {
+        if let Some(n) = self.filter_refs.get_mut(e) {
             *n -= 1;
             if *n == 0 {
-                self.filter_refs.remove(&e);
-                self.desired.filter.entries.remove(&e);
-                self.changes.filter_entries.insert(e);
+                self.filter_refs.remove(e);
+                self.desired.filter.entries.remove(e);
+                self.changes.filter_entries.insert(e.clone());
             }
         }
     }
@@ -534,7 +549,7 @@ pub fn desired_from_scratch<'a>(
             s.metadata.namespace.clone().unwrap_or_default(),
             s.metadata.name.clone().unwrap_or_default(),
         );
-        by_id.insert(id, parse_slice(s, config, &mut Vec::new()));
+        by_id.insert(id, parse_slice(s, config, &node.name, &mut Vec::new()));
     }
     let mut grouped: HashMap<ServiceName, BTreeMap<String, ParsedSlice>> = HashMap::new();
     for ((_, name), p) in by_id {
@@ -545,7 +560,7 @@ pub fn desired_from_scratch<'a>(
                 .insert(name, p);
         }
     }
-    let mut vs: BTreeMap<ServiceKey, (Rank, PortClaim)> = BTreeMap::new();
+    let mut vs: BTreeMap<ServiceKey, (Rank, Arc<PortClaim>)> = BTreeMap::new();
     let mut hc: BTreeMap<u16, (Rank, HealthCheckFact)> = BTreeMap::new();
     for p in parsed.values().flatten() {
         let c = compute(p, grouped.get(&p.name), &ctx);
@@ -571,6 +586,7 @@ pub fn desired_from_scratch<'a>(
     out.filter.masquerade_all = config.masquerade_all;
     out.filter.node_port_addresses = ctx.node_port_addrs.clone();
     for (k, (_, claim)) in vs {
+        let claim = Arc::unwrap_or_clone(claim);
         out.addresses.extend(claim.bind);
         out.filter.entries.extend(claim.filter);
         out.virtual_servers.insert(k, claim.vs);

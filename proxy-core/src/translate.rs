@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipvs::{Protocol, RealServer, RealServerKey, ServiceKey, VirtualServer};
 
@@ -62,7 +63,8 @@ pub(crate) struct PortClaim {
 /// A Service's share of the desired state.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct Contribution {
-    pub claims: BTreeMap<ServiceKey, PortClaim>,
+    /// Shared with the claim index: one copy per claim.
+    pub claims: BTreeMap<ServiceKey, Arc<PortClaim>>,
     pub health_check: Option<HealthCheckFact>,
     pub rejections: Vec<Rejection>,
 }
@@ -76,6 +78,7 @@ struct Ep {
     terminating: bool,
     local: bool,
     zone_hints: Option<Vec<String>>,
+    node_hints: Option<Vec<String>>,
 }
 
 impl Ep {
@@ -121,9 +124,9 @@ fn merged_endpoints(
                 ready,
                 serving,
                 terminating: e.terminating,
-                local: !ctx.node.name.is_empty()
-                    && e.node_name.as_deref() == Some(ctx.node.name.as_str()),
+                local: e.local,
                 zone_hints: e.zone_hints.clone(),
+                node_hints: e.node_hints.clone(),
             };
             match eps.get(&(cand.addr, cand.port)) {
                 Some(old) if old.score() >= cand.score() => {}
@@ -138,35 +141,49 @@ fn merged_endpoints(
         .collect()
 }
 
-/// Zone-hint filtering is used when every ready endpoint carries zone hints
-/// and at least one names this node's zone (kube-proxy's rule; the
-/// EndpointSlice controller sets hints for `trafficDistribution:
-/// PreferClose` and the topology-mode annotation).
-fn use_zone_hints(eps: &[Ep], zone: Option<&str>) -> bool {
-    let Some(zone) = zone else {
-        return false;
-    };
-    let mut any_for_zone = false;
-    for e in eps.iter().filter(|e| e.ready) {
-        match &e.zone_hints {
-            None => return false,
-            Some(z) => any_for_zone |= z.iter().any(|z| z == zone),
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Topology {
+    None,
+    SameNode,
+    SameZone,
+}
+
+fn hinted(h: &Option<Vec<String>>, name: &str) -> bool {
+    h.as_ref().is_some_and(|h| h.iter().any(|x| x == name))
+}
+
+/// kube-proxy's `topologyModeFromHints`: node hints are used when every
+/// ready endpoint has them and one names this node (`trafficDistribution:
+/// PreferSameNode`); else zone hints when every ready endpoint has them and
+/// one names this node's zone (`PreferClose`/`PreferSameZone`, the
+/// topology-mode annotation). Hints are only set by the EndpointSlice
+/// controller when the Service asks for them, so the Service is not checked.
+fn topology(eps: &[Ep], node: &str, zone: Option<&str>) -> Topology {
+    let ready = || eps.iter().filter(|e| e.ready);
+    if !node.is_empty()
+        && ready().all(|e| e.node_hints.is_some())
+        && ready().any(|e| hinted(&e.node_hints, node))
+    {
+        return Topology::SameNode;
+    }
+    if let Some(zone) = zone {
+        if ready().all(|e| e.zone_hints.is_some()) && ready().any(|e| hinted(&e.zone_hints, zone)) {
+            return Topology::SameZone;
         }
     }
-    any_for_zone
+    Topology::None
 }
 
 /// kube-proxy's `CategorizeEndpoints`: (cluster endpoints, local endpoints).
-fn categorize<'a>(eps: &'a [Ep], zone: Option<&str>) -> (Vec<&'a Ep>, Vec<&'a Ep>) {
-    let topo = use_zone_hints(eps, zone);
+fn categorize<'a>(eps: &'a [Ep], node: &str, zone: Option<&str>) -> (Vec<&'a Ep>, Vec<&'a Ep>) {
+    let topo = topology(eps, node, zone);
     let mut cluster: Vec<&Ep> = eps
         .iter()
         .filter(|e| e.ready)
-        .filter(|e| {
-            !topo
-                || e.zone_hints
-                    .as_ref()
-                    .is_some_and(|z| z.iter().any(|z| Some(z.as_str()) == zone))
+        .filter(|e| match topo {
+            Topology::None => true,
+            Topology::SameNode => hinted(&e.node_hints, node),
+            Topology::SameZone => zone.is_some_and(|z| hinted(&e.zone_hints, z)),
         })
         .collect();
     if cluster.is_empty() {
@@ -236,7 +253,7 @@ pub(crate) fn compute(
         for port in &svc.ports {
             let eps = merged_endpoints(svc, port, family, slices, ctx);
             local_ready.extend(eps.iter().filter(|e| e.local && e.ready).map(|e| e.addr));
-            let (cluster, local) = categorize(&eps, zone);
+            let (cluster, local) = categorize(&eps, &ctx.node.name, zone);
             let owner = ServicePortName {
                 service: svc.name.clone(),
                 port: port.name.clone(),
@@ -305,7 +322,7 @@ pub(crate) fn compute(
                 filter.extend(fact);
                 out.claims.insert(
                     vs.key,
-                    PortClaim {
+                    Arc::new(PortClaim {
                         vs: DesiredVirtualServer {
                             server: vs,
                             owner: owner.clone(),
@@ -314,7 +331,7 @@ pub(crate) fn compute(
                         },
                         bind,
                         filter,
-                    },
+                    }),
                 );
             };
 

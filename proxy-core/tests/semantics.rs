@@ -659,3 +659,28 @@ fn filter_entries_cover_every_served_vip_port() {
         .iter()
         .all(|e| !matches!(e, FilterEntry::HealthCheck(_))));
 }
+
+#[test]
+fn node_hints_prefer_same_node_when_all_hinted() {
+    let s = web_slice()
+        .ep("10.0.1.1", "node-b")
+        .node_hints(&["node-b"])
+        .hints(&["zone-a"])
+        .ep("10.0.2.1", NODE)
+        .node_hints(&[NODE])
+        .hints(&["zone-a"]);
+    let d = desired(&[web().build()], &[s.build()]);
+    assert_eq!(table(&d), ["TCP 10.96.0.10:80 -> [10.0.2.1:8080]"]);
+    // Not every endpoint has node hints: zone hints apply instead.
+    let s = web_slice()
+        .ep("10.0.1.1", "node-b")
+        .hints(&["zone-a"])
+        .ep("10.0.2.1", NODE)
+        .node_hints(&[NODE])
+        .hints(&["zone-a"]);
+    let d = desired(&[web().build()], &[s.build()]);
+    assert_eq!(
+        table(&d),
+        ["TCP 10.96.0.10:80 -> [10.0.1.1:8080 10.0.2.1:8080]"]
+    );
+}

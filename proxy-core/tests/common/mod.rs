@@ -209,17 +209,30 @@ impl Slice {
     /// Zone hints on the last endpoint.
     pub fn hints(mut self, zones: &[&str]) -> Self {
         if let Some(e) = self.0.endpoints.last_mut() {
-            e.hints = Some(EndpointHints {
-                for_zones: Some(
-                    zones
-                        .iter()
-                        .map(|z| ForZone {
-                            name: z.to_string(),
-                        })
-                        .collect(),
-                ),
-                for_nodes: None,
-            });
+            let h = e.hints.get_or_insert_with(EndpointHints::default);
+            h.for_zones = Some(
+                zones
+                    .iter()
+                    .map(|z| ForZone {
+                        name: z.to_string(),
+                    })
+                    .collect(),
+            );
+        }
+        self
+    }
+    /// Node hints on the last endpoint.
+    pub fn node_hints(mut self, nodes: &[&str]) -> Self {
+        if let Some(e) = self.0.endpoints.last_mut() {
+            let h = e.hints.get_or_insert_with(Default::default);
+            h.for_nodes = Some(
+                nodes
+                    .iter()
+                    .map(|n| k8s_openapi::api::discovery::v1::ForNode {
+                        name: n.to_string(),
+                    })
+                    .collect(),
+            );
         }
         self
     }

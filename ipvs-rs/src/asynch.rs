@@ -156,3 +156,62 @@ impl AsyncHandle {
 
     ipvs_methods!(async await);
 }
+
+/// The async transport against the fake kernel of the blocking tests.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blocking::tests::{ack, fake_pair, take_requests};
+    use std::time::Duration;
+
+    async fn fake_handle() -> (AsyncHandle, Socket) {
+        let (sock, limits, peer) = fake_pair();
+        #[allow(deprecated)]
+        let fd = AsyncFd::with_interest(sock, Interest::READABLE | Interest::WRITABLE).unwrap();
+        let mut h = AsyncHandle {
+            fd,
+            core: Core::new(limits),
+        };
+        h.core.engine.family = 0x42;
+        (h, peer)
+    }
+
+    #[tokio::test]
+    async fn timeout_then_dropped_future_then_success() {
+        let (mut h, peer) = fake_handle().await;
+        h.set_timeout(Duration::from_millis(100));
+        let start = std::time::Instant::now();
+        let err = h.flush().await.unwrap_err();
+        assert!(err.is_timeout(), "{err}");
+        assert!(start.elapsed() >= Duration::from_millis(100));
+
+        // A call whose future is dropped while it waits.
+        let dropped = tokio::time::timeout(Duration::from_millis(20), h.zero(None)).await;
+        assert!(dropped.is_err(), "the fake kernel has not answered yet");
+
+        // The fake kernel answers both abandoned requests late, then the
+        // next one (with an error, to see it is the one matched).
+        let t = std::thread::spawn(move || {
+            let (first, from) = take_requests(&peer);
+            let (second, _) = take_requests(&peer);
+            let mut late = ack(first[0].0, 0);
+            late.extend(ack(second[0].0, 0));
+            peer.send_to(&late, &from, 0).unwrap();
+            let (third, from) = take_requests(&peer);
+            peer.send_to(&ack(third[0].0, 3), &from, 0).unwrap();
+        });
+        // Give the late answers time to be queued before the next call.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        h.set_timeout(Duration::from_secs(5));
+        let err = h
+            .delete_service(&ServiceKey::fwmark(AddressFamily::Inet, 1))
+            .await
+            .unwrap_err();
+        assert!(err.is_not_found(), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "delete service FWM 1: No such process (errno 3)"
+        );
+        t.join().unwrap();
+    }
+}

@@ -32,3 +32,8 @@ pub use blocking::Handle;
 pub use client::DEFAULT_TIMEOUT;
 pub use error::{Error, Result};
 pub use types::*;
+
+/// The README's example, compiled as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

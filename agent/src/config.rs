@@ -212,6 +212,9 @@ pub struct Flags {
     /// (ours) Read Services and EndpointSlices from YAML files in this directory instead of the API server.
     #[arg(long, value_name = "DIR")]
     pub manifests: Option<PathBuf>,
+    /// (ours) Program an in-memory model instead of the kernel: logs every change it would make, touches nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// How traffic from pods on this node is recognised (`detectLocalMode`).

@@ -5,9 +5,11 @@
 //! metrics and health are read from the side.
 #![warn(missing_docs)]
 
+pub mod app;
 pub mod config;
 pub mod duration;
 pub mod http;
+pub mod kernel;
 pub mod logging;
 pub mod metrics;
 pub mod proxier;

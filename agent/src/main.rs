@@ -1,48 +1,131 @@
-//! `ipvs-proxy`: wires flags, sources, the sync loop and the HTTP servers.
+//! `ipvs-proxy`: parses the command line and runs a command from
+//! [`ipvs_proxy::app`].
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use ipvs_proxy::config::{self, Flags};
+use clap::{Parser, Subcommand};
+use ipvs_proxy::app::{self, PlanArgs, ShowArgs};
+use ipvs_proxy::config::{self, Flags, ProxyConfig};
 
-/// kube-proxy's IPVS mode, in Rust.
+/// kube-proxy's IPVS mode, in Rust. Without a command, runs the agent.
 #[derive(Debug, Parser)]
 #[command(name = "ipvs-proxy", version, about)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     #[command(flatten)]
     flags: Flags,
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Dry run: print the desired IPVS state (ipvsadm -Sn format) and the
+    /// addresses to bind, from --manifests DIR or the cluster. Touches nothing.
+    Plan {
+        #[command(flatten)]
+        args: PlanArgs,
+        #[command(flatten)]
+        flags: Flags,
+    },
+    /// Print what is programmed in IPVS on this node, mapped back to Services.
+    Show {
+        #[command(flatten)]
+        args: ShowArgs,
+        #[command(flatten)]
+        flags: Flags,
+    },
+}
+
+fn setup(flags: &Flags) -> Result<ProxyConfig, ExitCode> {
     let node_env = std::env::var("NODE_NAME").ok();
-    let resolved = match config::resolve(&cli.flags, node_env.as_deref()) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("ipvs-proxy: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let cfg = resolved.config;
-    if let Err(e) = ipvs_proxy::logging::init(cfg.verbosity, cfg.log_format) {
+    let resolved = config::resolve(flags, node_env.as_deref()).map_err(|e| {
+        eprintln!("ipvs-proxy: {e}");
+        ExitCode::from(2)
+    })?;
+    if let Err(e) = ipvs_proxy::logging::init(resolved.config.verbosity, resolved.config.log_format)
+    {
         eprintln!("ipvs-proxy: cannot set up logging: {e}");
-        return ExitCode::from(2);
+        return Err(ExitCode::from(2));
     }
     for w in &resolved.warnings {
         tracing::warn!("{w}");
     }
-    if let Some(path) = &cli.flags.write_config_to {
-        return match config::write_config(&cfg, path) {
-            Ok(()) => {
-                tracing::info!(file = %path.display(), "Wrote configuration");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                tracing::error!("{e}");
-                ExitCode::FAILURE
-            }
-        };
+    Ok(resolved.config)
+}
+
+fn finish(r: Result<String, app::AppError>) -> ExitCode {
+    match r {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ipvs-proxy: {e}");
+            ExitCode::FAILURE
+        }
     }
-    tracing::error!("the agent loop is not wired yet");
-    ExitCode::FAILURE
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ipvs-proxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Some(Command::Plan { args, flags }) => {
+            let cfg = match setup(&flags) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let node = args.node_name.unwrap_or_else(|| app::node_name(&cfg));
+            finish(rt.block_on(app::plan(&flags, &cfg, &node, &args.node_ips)))
+        }
+        Some(Command::Show { args, flags }) => {
+            let cfg = match setup(&flags) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let node = args.node_name.unwrap_or_else(|| app::node_name(&cfg));
+            finish(rt.block_on(app::show(&flags, &cfg, &node, args.service.as_deref())))
+        }
+        None => {
+            let flags = cli.flags;
+            let cfg = match setup(&flags) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            if let Some(path) = &flags.write_config_to {
+                return match config::write_config(&cfg, path) {
+                    Ok(()) => {
+                        tracing::info!(file = %path.display(), "Wrote configuration");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("ipvs-proxy: {e}");
+                        ExitCode::FAILURE
+                    }
+                };
+            }
+            if flags.cleanup == Some(true) {
+                return finish(rt.block_on(app::cleanup(&cfg)).map(|s| s + "\n"));
+            }
+            app::set_oom_score_adj(cfg.oom_score_adj);
+            match rt.block_on(app::run(&flags, cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("ipvs-proxy: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
 }

@@ -1,0 +1,586 @@
+//! The commands: run the agent, `plan` (dry run), `show` (what is
+//! programmed, mapped back to Services), `--cleanup`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::ListParams;
+use kube::{Api, Client};
+use proxy_core::{NodeFacts, ProxyState};
+use tokio::sync::mpsc;
+
+use crate::config::{Flags, ProxyConfig};
+use crate::http::{self, HealthState, ServiceHealthServers};
+use crate::metrics::Metrics;
+use crate::proxier::{core_config, primary_ips, CoreProxier, ModelKernel};
+use crate::source::{self, LABEL_SELECTOR};
+use crate::sync::{self, LoopConfig};
+
+/// Name of our dummy interface (the dataplane's default).
+pub const DUMMY_INTERFACE: &str = "kube-ipvs0";
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The API server connection could not be configured.
+    #[error("cannot configure the API client: {0}")]
+    Client(String),
+    /// Listing objects failed.
+    #[error("cannot list {what}: {source}")]
+    List {
+        /// What was listed.
+        what: &'static str,
+        /// The error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Reading manifests failed.
+    #[error(transparent)]
+    Manifests(#[from] source::ManifestError),
+    /// proxy-core refused the configuration.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// Binding a server port failed with bindAddressHardFail.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The kernel side failed.
+    #[error("dataplane: {0}")]
+    Dataplane(String),
+    /// Reading IPVS failed.
+    #[error("ipvs: {0}")]
+    Ipvs(#[from] ipvs::Error),
+}
+
+/// The node name: `hostnameOverride`/`NODE_NAME`, else the hostname.
+pub fn node_name(cfg: &ProxyConfig) -> String {
+    cfg.hostname_override.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_lowercase())
+            .unwrap_or_default()
+    })
+}
+
+/// Addresses on this host's interfaces, except `skip_interface`.
+pub fn local_addresses(skip_interface: &str) -> BTreeSet<IpAddr> {
+    let mut out = BTreeSet::new();
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return out;
+    };
+    for ifa in addrs {
+        if ifa.interface_name == skip_interface {
+            continue;
+        }
+        let Some(a) = ifa.address else { continue };
+        if let Some(v4) = a.as_sockaddr_in() {
+            out.insert(IpAddr::V4(v4.ip()));
+        } else if let Some(v6) = a.as_sockaddr_in6() {
+            out.insert(IpAddr::V6(v6.ip()));
+        }
+    }
+    out
+}
+
+/// A client for the API server from the configuration and `--master`.
+pub async fn kube_client(cfg: &ProxyConfig, master: Option<&str>) -> Result<Client, AppError> {
+    let err = |e: &dyn std::fmt::Display| AppError::Client(e.to_string());
+    let mut kcfg = match (&cfg.client.kubeconfig, master) {
+        (Some(path), _) => {
+            let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| err(&e))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| err(&e))?
+        }
+        (None, Some(m)) => kube::Config::new(m.parse().map_err(|e| err(&e))?),
+        (None, None) => kube::Config::infer().await.map_err(|e| err(&e))?,
+    };
+    if let Some(m) = master {
+        kcfg.cluster_url = m.parse().map_err(|e| err(&e))?;
+    }
+    Client::try_from(kcfg).map_err(|e| err(&e))
+}
+
+/// Services, EndpointSlices and the Node, read once.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Services.
+    pub services: Vec<Service>,
+    /// EndpointSlices.
+    pub slices: Vec<EndpointSlice>,
+    /// Our Node, when known.
+    pub node: Option<Node>,
+}
+
+/// Reads the sources once: `--manifests DIR`, else the cluster.
+pub async fn snapshot(
+    flags: &Flags,
+    cfg: &ProxyConfig,
+    node_name: &str,
+) -> Result<Snapshot, AppError> {
+    if let Some(dir) = &flags.manifests {
+        let m = source::read_manifests(dir)?;
+        let keep = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+            source::selected(meta)
+        };
+        return Ok(Snapshot {
+            services: m
+                .services
+                .into_iter()
+                .filter(|s| keep(&s.metadata))
+                .collect(),
+            slices: m.slices.into_iter().filter(|s| keep(&s.metadata)).collect(),
+            node: None,
+        });
+    }
+    let client = kube_client(cfg, flags.master.as_deref()).await?;
+    let lp = ListParams::default().labels(LABEL_SELECTOR);
+    let services = Api::<Service>::all(client.clone())
+        .list(&lp)
+        .await
+        .map_err(|source| AppError::List {
+            what: "services",
+            source,
+        })?
+        .items;
+    let slices = Api::<EndpointSlice>::all(client.clone())
+        .list(&lp)
+        .await
+        .map_err(|source| AppError::List {
+            what: "endpointslices",
+            source,
+        })?
+        .items;
+    let node = Api::<Node>::all(client)
+        .get_opt(node_name)
+        .await
+        .map_err(|source| AppError::List {
+            what: "nodes",
+            source,
+        })?;
+    Ok(Snapshot {
+        services,
+        slices,
+        node,
+    })
+}
+
+/// The desired state for a snapshot, node name and node addresses.
+pub fn desired_for(
+    cfg: &ProxyConfig,
+    snap: &Snapshot,
+    node_name: &str,
+    node_ips: &[IpAddr],
+) -> Result<ProxyState, AppError> {
+    let core = core_config(cfg).map_err(AppError::Config)?;
+    let mut primary = primary_ips(snap.node.as_ref(), cfg.bind_address);
+    if primary.is_empty() {
+        for ip in node_ips {
+            if !primary.iter().any(|p| p.is_ipv4() == ip.is_ipv4()) {
+                primary.push(*ip);
+            }
+        }
+    }
+    let facts = NodeFacts {
+        name: node_name.to_string(),
+        labels: snap
+            .node
+            .as_ref()
+            .and_then(|n| n.metadata.labels.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        addresses: node_ips.iter().copied().collect(),
+        primary_ips: primary,
+    };
+    let mut state = ProxyState::new(core, facts);
+    state.replace_all(&snap.services, &snap.slices);
+    Ok(state)
+}
+
+/// `ipvs-proxy plan`: the desired IPVS state in `ipvsadm -Sn` format, then
+/// the addresses to bind as comments. Touches nothing.
+pub async fn plan(
+    flags: &Flags,
+    cfg: &ProxyConfig,
+    node_name: &str,
+    node_ips: &[IpAddr],
+) -> Result<String, AppError> {
+    let snap = snapshot(flags, cfg, node_name).await?;
+    let state = desired_for(cfg, &snap, node_name, node_ips)?;
+    for r in state.rejections() {
+        eprintln!(
+            "# rejected {}: {} ({})",
+            r.object,
+            r.reason.as_str(),
+            r.detail
+        );
+    }
+    let mut out = proxy_core::render_ipvsadm_save(state.desired());
+    for a in &state.desired().addresses {
+        out.push_str(&format!("# bind {a} dev {DUMMY_INTERFACE}\n"));
+    }
+    Ok(out)
+}
+
+fn fmt_rs(k: &ipvs::RealServerKey) -> String {
+    match k.addr {
+        IpAddr::V4(a) => format!("{a}:{}", k.port),
+        IpAddr::V6(a) => format!("[{a}]:{}", k.port),
+    }
+}
+
+/// Renders a kernel dump mapped back to Services; `only` keeps one Service
+/// (`namespace/name`).
+pub fn render_show(
+    dump: &[(ipvs::VirtualServer, Vec<ipvs::RealServer>)],
+    owners: &BTreeMap<ipvs::ServiceKey, String>,
+    only: Option<&str>,
+) -> String {
+    let mut rows: Vec<(String, &ipvs::VirtualServer, &Vec<ipvs::RealServer>)> = dump
+        .iter()
+        .map(|(vs, rs)| {
+            (
+                owners.get(&vs.key).cloned().unwrap_or_else(|| "-".into()),
+                vs,
+                rs,
+            )
+        })
+        .filter(|(owner, _, _)| {
+            only.is_none_or(|o| owner == o || owner.starts_with(&format!("{o}:")))
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.key.cmp(&b.1.key)));
+    let mut out = String::new();
+    for (owner, vs, rs) in rows {
+        let mut line = format!("{owner}  {}  {}", vs.key, vs.scheduler);
+        if vs.flags.contains(ipvs::ServiceFlags::PERSISTENT) {
+            line.push_str(&format!("  persistent {}", vs.timeout));
+        }
+        out.push_str(&line);
+        out.push('\n');
+        let mut rs: Vec<&ipvs::RealServer> = rs.iter().collect();
+        rs.sort_by_key(|r| r.key);
+        for r in rs {
+            out.push_str(&format!(
+                "  -> {}  weight {}  active {}  inactive {}{}\n",
+                fmt_rs(&r.key),
+                r.weight,
+                r.conns.active,
+                r.conns.inactive,
+                if r.weight == 0 { "  draining" } else { "" }
+            ));
+        }
+    }
+    out
+}
+
+/// `ipvs-proxy show [NAMESPACE/NAME]`: the kernel's IPVS table, each virtual
+/// server named after the Service port it belongs to (from the same sources
+/// as the agent; `-` when unknown).
+pub async fn show(
+    flags: &Flags,
+    cfg: &ProxyConfig,
+    node_name: &str,
+    only: Option<&str>,
+) -> Result<String, AppError> {
+    let mut handle = ipvs::AsyncHandle::new().await?;
+    let dump = handle.dump().await?;
+    let node_ips: Vec<IpAddr> = local_addresses(DUMMY_INTERFACE).into_iter().collect();
+    let owners = match snapshot(flags, cfg, node_name).await {
+        Ok(snap) => {
+            let state = desired_for(cfg, &snap, node_name, &node_ips)?;
+            state
+                .desired()
+                .virtual_servers
+                .iter()
+                .map(|(k, v)| (*k, v.owner.to_string()))
+                .collect()
+        }
+        Err(e) => {
+            eprintln!("# cannot map virtual servers to Services: {e}");
+            BTreeMap::new()
+        }
+    };
+    Ok(render_show(&dump, &owners, only))
+}
+
+/// `--cleanup`: removes our IPVS services, nftables table and dummy
+/// interface; nothing else.
+pub async fn cleanup(cfg: &ProxyConfig) -> Result<String, AppError> {
+    let core = core_config(cfg).map_err(AppError::Config)?;
+    let facts = NodeFacts {
+        addresses: local_addresses(DUMMY_INTERFACE),
+        ..NodeFacts::default()
+    };
+    let policy = proxy_core::PlanPolicy::new(&core, &facts);
+    let mut dp = dataplane::Dataplane::new(dataplane::DataplaneConfig::default())
+        .await
+        .map_err(|e| AppError::Dataplane(e.to_string()))?;
+    let report = dp
+        .cleanup(&policy)
+        .await
+        .map_err(|e| AppError::Dataplane(e.to_string()))?;
+    Ok(format!(
+        "removed {} IPVS virtual servers; nftables table deleted: {}; interface deleted: {}",
+        report.virtual_servers.len(),
+        report.table_deleted,
+        report.interface_deleted
+    ))
+}
+
+async fn start_server(
+    addr: Option<std::net::SocketAddr>,
+    handler: http::Handler,
+    hard_fail: bool,
+    what: &str,
+) -> Result<(), AppError> {
+    let Some(addr) = addr else { return Ok(()) };
+    match http::bind(addr) {
+        Ok(l) => {
+            tracing::info!(%addr, "serving {what}");
+            tokio::spawn(http::serve(l, handler));
+            Ok(())
+        }
+        Err(source) if hard_fail => Err(AppError::Bind { addr, source }),
+        Err(e) => {
+            tracing::error!(%addr, error = %e, "cannot serve {what}");
+            Ok(())
+        }
+    }
+}
+
+/// Runs the agent until SIGTERM or SIGINT. The kernel keeps its rules when
+/// the agent stops (fail static).
+pub async fn run(flags: &Flags, cfg: ProxyConfig) -> Result<(), AppError> {
+    let node = node_name(&cfg);
+    let metrics = Metrics::new();
+    let health = Arc::new(HealthState::new(2 * cfg.ipvs.sync_period, metrics.clone()));
+    start_server(
+        cfg.metrics_bind_address,
+        http::metrics_handler(metrics.clone()),
+        cfg.bind_address_hard_fail,
+        "metrics",
+    )
+    .await?;
+    start_server(
+        cfg.healthz_bind_address,
+        http::healthz_handler(health.clone()),
+        cfg.bind_address_hard_fail,
+        "healthz",
+    )
+    .await?;
+    let hc = Arc::new(ServiceHealthServers::new(vec![], health.clone()));
+
+    let (tx, rx) = mpsc::channel(4096);
+    match &flags.manifests {
+        Some(dir) => {
+            tracing::info!(dir = %dir.display(), "following manifests");
+            tokio::spawn(source::run_manifests(
+                dir.clone(),
+                Duration::from_secs(1),
+                tx,
+            ));
+        }
+        None => {
+            let client = kube_client(&cfg, flags.master.as_deref()).await?;
+            tracing::info!(node = %node, "watching the API server");
+            tokio::spawn(source::run_cluster(client, node.clone(), tx));
+        }
+    }
+    let loop_cfg = LoopConfig::new(cfg.ipvs.sync_period, cfg.ipvs.min_sync_period);
+    let addrs = local_addresses(DUMMY_INTERFACE);
+    let run_loop = async {
+        if flags.dry_run {
+            let p = CoreProxier::new(
+                cfg.clone(),
+                node.clone(),
+                addrs,
+                ModelKernel::default(),
+                metrics.clone(),
+                Some(hc.clone()),
+            )
+            .map_err(AppError::Config)?;
+            sync::run(p, rx, loop_cfg, metrics.clone(), health.clone()).await;
+        } else {
+            let mut dp = dataplane::Dataplane::new(dataplane::DataplaneConfig {
+                sysctl: dataplane::sysctl::SysctlConfig {
+                    ipv6: true,
+                    strict_arp: cfg.ipvs.strict_arp,
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| AppError::Dataplane(e.to_string()))?;
+            let setup = dp
+                .setup()
+                .await
+                .map_err(|e| AppError::Dataplane(e.to_string()))?;
+            tracing::info!(
+                interface_index = setup.interface_index,
+                sysctls_changed = setup.sysctls_changed.len(),
+                "dataplane ready"
+            );
+            let p = CoreProxier::new(
+                cfg.clone(),
+                node.clone(),
+                addrs,
+                crate::kernel::DataplaneKernel::new(dp),
+                metrics.clone(),
+                Some(hc.clone()),
+            )
+            .map_err(AppError::Config)?;
+            sync::run(p, rx, loop_cfg, metrics.clone(), health.clone()).await;
+        }
+        Ok::<(), AppError>(())
+    };
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| AppError::Dataplane(e.to_string()))?;
+    tokio::select! {
+        r = run_loop => r,
+        _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted; leaving the rules in place"); Ok(()) }
+        _ = term.recv() => { tracing::info!("terminated; leaving the rules in place"); Ok(()) }
+    }
+}
+
+/// Writes `oomScoreAdj` for this process (best effort).
+pub fn set_oom_score_adj(value: i32) {
+    if let Err(e) = std::fs::write("/proc/self/oom_score_adj", value.to_string()) {
+        tracing::warn!(error = %e, value, "cannot set oom_score_adj");
+    }
+}
+
+/// Arguments of `plan` beyond the shared flags.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct PlanArgs {
+    /// The node to plan for (endpoints with this nodeName are local).
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
+    /// A node address (repeat for several; NodePorts are served on them).
+    #[arg(long = "node-ip", value_name = "IP")]
+    pub node_ips: Vec<IpAddr>,
+}
+
+/// Arguments of `show` beyond the shared flags.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ShowArgs {
+    /// Only this Service (`namespace/name`).
+    #[arg(value_name = "NAMESPACE/NAME")]
+    pub service: Option<String>,
+    /// The node name used to map virtual servers to Services.
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
+}
+
+/// Directory argument helper for tests.
+pub fn manifests_flags(dir: PathBuf) -> Flags {
+    Flags {
+        manifests: Some(dir),
+        ..Flags::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipvs::{RealServer, ServiceKey, VirtualServer};
+
+    const WEB: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  clusterIP: 10.96.0.10
+  clusterIPs: [10.96.0.10]
+  ipFamilies: [IPv4]
+  ports:
+  - {name: http, port: 80, targetPort: 8080, protocol: TCP}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-1
+  namespace: shop
+  labels: {kubernetes.io/service-name: web}
+addressType: IPv4
+ports: [{name: http, port: 8080, protocol: TCP}]
+endpoints:
+- addresses: ["10.244.1.3"]
+  conditions: {ready: true}
+- addresses: ["10.244.1.2"]
+  conditions: {ready: true}
+"#;
+
+    #[tokio::test]
+    async fn plan_prints_ipvsadm_lines_and_addresses() {
+        let dir = std::env::temp_dir().join(format!("ipvs-proxy-plan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("web.yaml"), WEB).unwrap();
+        let flags = manifests_flags(dir);
+        let cfg = ProxyConfig::default();
+        let out = plan(&flags, &cfg, "n1", &["192.168.0.10".parse().unwrap()])
+            .await
+            .unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "-A -t 10.96.0.10:80 -s rr", "{out}");
+        assert!(
+            lines[1].starts_with("-a -t 10.96.0.10:80 -r 10.244.1.2:8080 -m"),
+            "{out}"
+        );
+        assert!(
+            lines[2].starts_with("-a -t 10.96.0.10:80 -r 10.244.1.3:8080 -m"),
+            "{out}"
+        );
+        assert!(out.contains("# bind 10.96.0.10 dev kube-ipvs0"), "{out}");
+    }
+
+    #[test]
+    fn show_maps_virtual_servers_to_services() {
+        let key = ServiceKey::Addr {
+            protocol: ipvs::Protocol::Tcp,
+            addr: "10.96.0.10".parse().unwrap(),
+            port: 80,
+        };
+        let other = ServiceKey::Addr {
+            protocol: ipvs::Protocol::Udp,
+            addr: "10.0.0.1".parse().unwrap(),
+            port: 53,
+        };
+        let vs = |k| {
+            let mut v = VirtualServer::new(k);
+            v.scheduler = "rr".into();
+            v
+        };
+        let rs = |a: &str, w: u32, active: u32| {
+            let mut r = RealServer::new(a.parse().unwrap(), 8080);
+            r.weight = w;
+            r.conns.active = active;
+            r
+        };
+        let dump = vec![
+            (
+                vs(key),
+                vec![rs("10.244.1.3", 0, 4), rs("10.244.1.2", 1, 0)],
+            ),
+            (vs(other), vec![]),
+        ];
+        let owners = BTreeMap::from([(key, "shop/web:http".to_string())]);
+        let all = render_show(&dump, &owners, None);
+        assert!(all.contains("-  UDP 10.0.0.1:53  rr"), "{all}");
+        let one = render_show(&dump, &owners, Some("shop/web"));
+        assert_eq!(
+            one,
+            "shop/web:http  TCP 10.96.0.10:80  rr\n  -> 10.244.1.2:8080  weight 1  active 0  inactive 0\n  -> 10.244.1.3:8080  weight 0  active 4  inactive 0  draining\n"
+        );
+        assert_eq!(render_show(&dump, &owners, Some("shop/other")), "");
+    }
+}

@@ -157,6 +157,14 @@ impl AsyncHandle {
     ipvs_methods!(async await);
 }
 
+impl std::os::fd::AsFd for AsyncHandle {
+    /// The netlink socket, e.g. to tune socket options.
+    /// Reading from it directly would take answers the handle waits for.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(self.fd.get_ref())
+    }
+}
+
 /// The async transport against the fake kernel of the blocking tests.
 #[cfg(test)]
 mod tests {

@@ -183,6 +183,14 @@ impl Handle {
     ipvs_methods!();
 }
 
+impl AsFd for Handle {
+    /// The netlink socket, e.g. to tune socket options or to poll.
+    /// Reading from it directly would take answers the handle waits for.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+}
+
 /// The engine and the blocking transport against a fake kernel: a second
 /// netlink socket the handle is connected to, which answers (or not) as
 /// each test wants. Connecting to a user-space netlink port needs

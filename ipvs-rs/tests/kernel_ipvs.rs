@@ -665,3 +665,43 @@ fn large_dump_and_batch() {
     assert!(dump.iter().all(|(_, rs)| rs.len() == 5));
     assert_eq!(saved(&ns).len(), 12000);
 }
+
+/// With a receive buffer too small for the kernel's answers, answers are
+/// dropped (ENOBUFS), the final ACK among them: the batch must end at the
+/// deadline, claim no success it cannot know, and the handle must work
+/// afterwards (the wedge of kubernetes#71071 cannot happen).
+#[test]
+fn lost_answers_time_out_and_the_handle_recovers() {
+    use nix::sys::socket::{setsockopt, sockopt};
+    use std::time::Duration;
+    let ns = TestNs::new();
+    let mut h = ns.handle();
+    setsockopt(&h, sockopt::RcvBuf, &0).unwrap(); // the kernel's minimum
+    h.set_timeout(Duration::from_millis(500));
+    let ops: Vec<Op> = (1..=300)
+        .map(|p| Op::DeleteService(ServiceKey::tcp(a("10.96.9.9"), p)))
+        .collect();
+    let t = Instant::now();
+    let report = h.apply(&ops).unwrap();
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert!(
+        report.results.iter().all(|r| r.is_err()),
+        "no op can have succeeded"
+    );
+    let unknown = report
+        .results
+        .iter()
+        .filter(|r| matches!(r, Err(Error::NotApplied { .. })))
+        .count();
+    assert!(unknown > 0, "some answers must have been lost");
+
+    setsockopt(&h, sockopt::RcvBufForce, &(4 << 20)).unwrap();
+    h.set_timeout(Duration::from_secs(5));
+    h.add_service(&VirtualServer::new(vip4())).unwrap();
+    assert_eq!(h.services().unwrap().len(), 1);
+    let err = h
+        .delete_service(&ServiceKey::tcp(a("10.96.9.9"), 1))
+        .unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+}

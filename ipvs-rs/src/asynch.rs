@@ -14,7 +14,7 @@ use crate::batch::{BatchReport, Op};
 use crate::client::{ipvs_methods, Core};
 use crate::engine::{Exchange, Payload};
 use crate::error::{Error, Result};
-use crate::sys::{open_socket, open_socket_in, open_socket_in_path, ChunkLimits};
+use crate::sys::{open_socket, open_socket_in, open_socket_in_path, recv_into, ChunkLimits};
 use crate::types::*;
 
 /// An async IPVS client for tokio, with the same methods as
@@ -131,10 +131,8 @@ impl AsyncHandle {
         }
         let mut ex = Exchange::new(first, last, payload);
         while !ex.is_done() {
-            match recv(raw, &mut core.rx, MsgFlags::MSG_DONTWAIT) {
-                Ok(n) => {
-                    let n = n.min(core.rx.len());
-                    ex.feed(&core.rx[..n]);
+            match recv_into(raw, &mut core.rx, &mut ex) {
+                Ok(()) => {
                     if Instant::now() >= deadline && !ex.is_done() {
                         return Err(timed_out());
                     }
@@ -182,6 +180,28 @@ mod tests {
         };
         h.core.engine.family = 0x42;
         (h, peer)
+    }
+
+    /// The handle and its futures can move between tokio worker threads.
+    #[allow(dead_code)]
+    fn futures_are_send(h: &mut AsyncHandle, ops: &[Op], k: &ServiceKey) {
+        fn send<T: Send>(_: T) {}
+        send(h.dump());
+        send(h.apply(ops));
+        send(h.add_service(&VirtualServer::new(*k)));
+        send(AsyncHandle::new());
+    }
+
+    #[test]
+    fn debug_does_not_print_buffers() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (h, _peer) = rt.block_on(fake_handle());
+        let s = format!("{h:?}");
+        assert!(s.len() < 1000, "{}", s.len());
+        assert!(s.contains("family: 66"), "{s}");
     }
 
     #[tokio::test]

@@ -15,7 +15,7 @@ use crate::batch::{BatchReport, Op};
 use crate::client::{ipvs_methods, Core};
 use crate::engine::{Exchange, Payload};
 use crate::error::{Error, Result};
-use crate::sys::{open_socket, open_socket_in, open_socket_in_path, ChunkLimits};
+use crate::sys::{open_socket, open_socket_in, open_socket_in_path, recv_into, ChunkLimits};
 use crate::types::*;
 
 /// A blocking IPVS client: one generic-netlink socket, reused buffers,
@@ -107,10 +107,8 @@ impl Handle {
         let mut ex = Exchange::new(first, last, payload);
         let mut spins = 0u32;
         while !ex.is_done() {
-            match recv(fd, &mut self.core.rx, MsgFlags::MSG_DONTWAIT) {
-                Ok(n) => {
-                    let n = n.min(self.core.rx.len());
-                    ex.feed(&self.core.rx[..n]);
+            match recv_into(fd, &mut self.core.rx, &mut ex) {
+                Ok(()) => {
                     // Bound the time even if unrelated messages keep coming.
                     spins += 1;
                     if spins.is_multiple_of(256) {

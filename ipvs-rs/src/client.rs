@@ -25,7 +25,6 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 const RX_BUFFER: usize = 1 << 20;
 
 /// State shared by both handles: numbering, buffers, limits.
-#[derive(Debug)]
 pub(crate) struct Core {
     pub engine: Engine,
     pub tx: Vec<u8>,
@@ -37,6 +36,17 @@ pub(crate) struct Core {
     /// exchange drains them first, so that a dump left running in the
     /// kernel cannot make the next dump fail with `EBUSY`.
     pub dirty: bool,
+}
+
+impl std::fmt::Debug for Core {
+    // Not derived: the buffers are a megabyte of bytes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("family", &self.engine.family)
+            .field("timeout", &self.timeout)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Core {

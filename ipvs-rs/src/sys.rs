@@ -1,13 +1,15 @@
 //! Opening the netlink socket (optionally in another network namespace).
 
 use std::fs::File;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::io::IoSliceMut;
+use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::path::Path;
 
 use netlink_sys::{protocols::NETLINK_GENERIC, Socket};
 use nix::sched::{setns, CloneFlags};
-use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+use nix::sys::socket::{getsockopt, recvmmsg, setsockopt, sockopt, MsgFlags, MultiHeaders};
 
+use crate::engine::Exchange;
 use crate::error::{Error, Result};
 
 /// Socket buffer size we ask for (the kernel doubles it). Large enough for
@@ -84,4 +86,37 @@ pub(crate) fn open_socket_in_path(path: &Path) -> Result<(Socket, ChunkLimits)> 
         source,
     })?;
     open_socket_in(file.as_fd(), &label)
+}
+
+/// Receives up to two datagrams without blocking (one `recvmmsg`) and
+/// feeds them to `ex`. Two, because the kernel produces the next part of a
+/// dump (often just its `NLMSG_DONE`) while we read the previous one: a
+/// per-service real-server dump then costs one receive call, not two.
+pub(crate) fn recv_into(fd: RawFd, rx: &mut [u8], ex: &mut Exchange) -> nix::Result<()> {
+    let half = rx.len() / 2;
+    let (a, b) = rx.split_at_mut(half);
+    let mut lens = [0usize; 2];
+    let mut got = 0;
+    {
+        let mut iovs = [[IoSliceMut::new(a)], [IoSliceMut::new(b)]];
+        let mut headers = MultiHeaders::<()>::preallocate(2, None);
+        let results = recvmmsg(
+            fd,
+            &mut headers,
+            iovs.iter_mut(),
+            MsgFlags::MSG_DONTWAIT,
+            None,
+        )?;
+        for (i, r) in results.enumerate().take(2) {
+            lens[i] = r.bytes.min(half);
+            got += 1;
+        }
+    }
+    if got > 0 {
+        ex.feed(&rx[..lens[0]]);
+    }
+    if got > 1 {
+        ex.feed(&rx[half..half + lens[1]]);
+    }
+    Ok(())
 }

@@ -446,12 +446,12 @@ impl FilterSpec {
         o.push_str(
             "\tchain nat-post {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n",
         );
-        let _ = writeln!(o, "\t\tct mark & {bit:#x} == {bit:#x} masquerade");
+        let _ = writeln!(o, "\t\tct mark & {bit:#x} == {bit:#x} counter masquerade");
         for f in Family::BOTH {
             let (k, s) = (f.kw(), f.sfx());
             let _ = writeln!(
                 o,
-                "\t\t{k} saddr . {k} daddr . meta l4proto . th dport @hairpin-{s} masquerade"
+                "\t\t{k} saddr . {k} daddr . meta l4proto . th dport @hairpin-{s} counter masquerade"
             );
         }
         o.push_str("\t}\n}\n");
@@ -908,7 +908,7 @@ mod tests {
         s.masquerade_bit = 0x8000;
         let t = s.render_table("ipvs-proxy");
         assert!(!t.contains("0x4000"));
-        assert!(t.contains("ct mark & 0x8000 == 0x8000 masquerade"));
+        assert!(t.contains("ct mark & 0x8000 == 0x8000 counter masquerade"));
     }
 
     #[test]

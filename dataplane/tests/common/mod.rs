@@ -7,6 +7,7 @@ use std::os::fd::AsFd;
 use std::process::Command;
 
 pub mod k8s;
+pub mod net;
 
 use nix::sched::{setns, CloneFlags};
 

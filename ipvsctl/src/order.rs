@@ -136,12 +136,23 @@ pub fn glibc_merge_sort<T: Clone>(v: &mut [T], cmp: &impl Fn(&T, &T) -> i32) {
 
 /// Sorts a dump (services with their real servers, in kernel order) the way
 /// `ipvsadm -Ln`/`-Sn` print it.
-pub fn sort_like_ipvsadm(dump: &mut [(VirtualServer, Vec<RealServer>)]) {
-    glibc_merge_sort(dump, &|a: &(VirtualServer, Vec<RealServer>), b| {
-        cmp_services(&a.0.key, &b.0.key)
+pub fn sort_like_ipvsadm(dump: &mut Vec<(VirtualServer, Vec<RealServer>)>) {
+    // Sort indices (cheap to copy), then move the entries into place.
+    let mut idx: Vec<usize> = (0..dump.len()).collect();
+    glibc_merge_sort(&mut idx, &|a: &usize, b: &usize| {
+        cmp_services(&dump[*a].0.key, &dump[*b].0.key)
     });
+    let mut slots: Vec<Option<(VirtualServer, Vec<RealServer>)>> =
+        std::mem::take(dump).into_iter().map(Some).collect();
+    dump.extend(idx.iter().filter_map(|&i| slots[i].take()));
     for (_, reals) in dump.iter_mut() {
-        glibc_merge_sort(reals, &cmp_real_servers);
+        let mut idx: Vec<usize> = (0..reals.len()).collect();
+        glibc_merge_sort(&mut idx, &|a: &usize, b: &usize| {
+            cmp_real_servers(&reals[*a], &reals[*b])
+        });
+        let mut slots: Vec<Option<RealServer>> =
+            std::mem::take(reals).into_iter().map(Some).collect();
+        reals.extend(idx.iter().filter_map(|&i| slots[i].take()));
     }
 }
 

@@ -353,21 +353,21 @@ impl<K: Kernel> CoreProxier<K> {
 
     fn outcome(&self, failed: usize) -> SyncOutcome {
         let desired = self.state.desired();
+        // Ours only: foreign virtual servers in the kernel are not counted.
+        let (virtual_servers, real_servers) = match &self.shadow {
+            None => (desired.virtual_servers.len(), desired.real_server_count()),
+            Some(s) => {
+                let policy = self.state.policy();
+                s.virtual_servers
+                    .iter()
+                    .filter(|(k, _)| desired.virtual_servers.contains_key(*k) || policy.owns(k, s))
+                    .fold((0, 0), |(v, r), (_, o)| (v + 1, r + o.real_servers.len()))
+            }
+        };
         SyncOutcome {
             failed_ops: failed,
-            virtual_servers: self
-                .shadow
-                .as_ref()
-                .map_or(desired.virtual_servers.len(), |s| s.virtual_servers.len()),
-            real_servers: self
-                .shadow
-                .as_ref()
-                .map_or(desired.real_server_count(), |s| {
-                    s.virtual_servers
-                        .values()
-                        .map(|v| v.real_servers.len())
-                        .sum()
-                }),
+            virtual_servers,
+            real_servers,
             draining: self.drains.len(),
             no_local_endpoints_internal: 0,
             no_local_endpoints_external: desired
@@ -725,6 +725,31 @@ mod tests {
         assert_eq!(out.failed_ops, 0);
         assert_eq!(real_servers(&p).len(), 2);
         assert_eq!(p.kernel().dumps, 2);
+    }
+
+    #[tokio::test]
+    async fn foreign_virtual_servers_are_not_counted() {
+        let mut p = proxier();
+        let foreign = ipvs::VirtualServer::new(ServiceKey::Addr {
+            protocol: ipvs::Protocol::Tcp,
+            addr: "192.0.2.50".parse().unwrap(),
+            port: 80,
+        });
+        p.kernel.node.virtual_servers.insert(
+            foreign.key,
+            ObservedVirtualServer {
+                server: foreign.clone(),
+                real_servers: BTreeMap::new(),
+            },
+        );
+        p.apply_change(service(WEB));
+        p.apply_change(slice("web-1", "web", &["10.244.1.2"]));
+        let out = p.sync(SyncKind::Full).await.unwrap();
+        assert_eq!((out.virtual_servers, out.real_servers), (1, 1));
+        assert!(
+            p.kernel().node.virtual_servers.contains_key(&foreign.key),
+            "untouched"
+        );
     }
 
     #[tokio::test]

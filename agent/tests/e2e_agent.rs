@@ -1,0 +1,279 @@
+//! End-to-end: the `ipvs-proxy` binary itself, from `--manifests`, on a real
+//! kernel with nftables (qemu guest), with real TCP traffic.
+//!
+//! ```text
+//!  agent-node (the agent runs here; uplink0 10.0.2.15 + default route)
+//!    └ cni0 10.244.0.1/24 ── agent-pod1 10.244.0.2 (server "pod1" :8080)
+//!                        └── agent-pod2 10.244.0.3 (server "pod2" :8080)
+//! ```
+//!
+//! The Service `default/web` (ClusterIP 10.96.0.10:80 -> 8080) first has
+//! pod1, then the manifest is edited to pod2: traffic moves, the open
+//! connection to pod1 keeps working while pod1 drains. Also checked:
+//! `show`, `plan`, `/healthz`, `/metrics`, rules kept after the agent stops
+//! (fail static), and `--cleanup` removing ours but not a foreign service.
+#![cfg(feature = "e2e-tests")]
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sched::{setns, CloneFlags};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ipvs-proxy");
+const NODE: &str = "agent-node";
+const PODS: [(&str, &str); 2] = [("agent-pod1", "10.244.0.2"), ("agent-pod2", "10.244.0.3")];
+
+fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().expect("sh");
+    assert!(
+        out.status.success(),
+        "command failed: {cmd}\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn enter(ns: &str) {
+    let f = File::open(format!("/run/netns/{ns}")).expect("open netns");
+    setns(f.as_fd(), CloneFlags::CLONE_NEWNET).expect("setns");
+}
+
+/// Runs `f` on a thread inside netns `ns`.
+fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    thread::scope(|s| {
+        s.spawn(|| {
+            enter(ns);
+            f()
+        })
+        .join()
+        .expect("netns thread panicked")
+    })
+}
+
+fn topology() {
+    for ns in [NODE, PODS[0].0, PODS[1].0] {
+        let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        sh(&format!("ip netns add {ns} && ip -n {ns} link set lo up"));
+    }
+    sh(&format!(
+        "ip -n {NODE} link add uplink0 type dummy && ip -n {NODE} link set uplink0 up \
+         && ip -n {NODE} addr add 10.0.2.15/24 dev uplink0 \
+         && ip -n {NODE} route add default via 10.0.2.2 \
+         && ip -n {NODE} link add cni0 type bridge && ip -n {NODE} link set cni0 up \
+         && ip -n {NODE} addr add 10.244.0.1/24 dev cni0"
+    ));
+    for (ns, ip) in PODS {
+        sh(&format!(
+            "ip -n {NODE} link add v-{ns} type veth peer name eth0 netns {ns} \
+             && ip -n {NODE} link set v-{ns} master cni0 up \
+             && ip -n {ns} link set eth0 up && ip -n {ns} addr add {ip}/24 dev eth0 \
+             && ip -n {ns} route add default via 10.244.0.1"
+        ));
+    }
+}
+
+/// A TCP server in `ns`: greets with its name, then echoes lines.
+fn server(ns: &'static str, ip: &'static str, name: &'static str) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        enter(ns);
+        let l = TcpListener::bind(format!("{ip}:8080")).expect("bind");
+        tx.send(()).expect("ready");
+        for s in l.incoming().flatten() {
+            thread::spawn(move || {
+                let mut w = s.try_clone().expect("clone");
+                let _ = w.write_all(format!("{name}\n").as_bytes());
+                for line in BufReader::new(s).lines() {
+                    let Ok(line) = line else { break };
+                    if w.write_all(format!("{name} {line}\n").as_bytes()).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30)).expect("server up");
+}
+
+/// Connects to the VIP from the node and reads the greeting.
+fn hello(timeout: Duration) -> Result<(TcpStream, String), String> {
+    in_ns(NODE, || {
+        let addr: SocketAddr = "10.96.0.10:80".parse().unwrap();
+        let s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(timeout))
+            .map_err(|e| e.to_string())?;
+        let mut line = String::new();
+        BufReader::new(s.try_clone().map_err(|e| e.to_string())?)
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
+        Ok((s, line.trim().to_string()))
+    })
+}
+
+fn http_get(path: &str, port: u16) -> String {
+    in_ns(NODE, || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+}
+
+fn manifest(dir: &Path, pod_ip: &str) {
+    let text = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: default}}\nspec:\n  clusterIP: 10.96.0.10\n  clusterIPs: [10.96.0.10]\n  ipFamilies: [IPv4]\n  ports:\n  - {{name: http, port: 80, targetPort: 8080, protocol: TCP}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-1\n  namespace: default\n  labels: {{kubernetes.io/service-name: web}}\naddressType: IPv4\nports: [{{name: http, port: 8080, protocol: TCP}}]\nendpoints:\n- addresses: [\"{pod_ip}\"]\n  conditions: {{ready: true}}\n  nodeName: node-a\n"
+    );
+    // Write then rename: the agent never reads half a file.
+    let tmp = dir.join(".web.yaml.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(tmp, dir.join("web.yaml")).unwrap();
+}
+
+fn show(dir: &Path) -> String {
+    sh(&format!(
+        "ip netns exec {NODE} {BIN} show default/web --manifests {} --hostname-override node-a",
+        dir.display()
+    ))
+}
+
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if f() {
+            return t0.elapsed();
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn agent_programs_the_kernel_from_manifests_and_traffic_moves() {
+    topology();
+    server(PODS[0].0, PODS[0].1, "pod1");
+    server(PODS[1].0, PODS[1].1, "pod2");
+    // A foreign IPVS service the agent must never touch.
+    sh(&format!(
+        "ip netns exec {NODE} ipvsadm -A -t 192.0.2.50:80 -s rr"
+    ));
+
+    let dir: PathBuf = std::env::temp_dir().join("agent-e2e-manifests");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    manifest(&dir, PODS[0].1);
+
+    // The dry run first: what will be programmed.
+    let plan = sh(&format!(
+        "{BIN} plan --manifests {} --node-name node-a --node-ip 10.0.2.15",
+        dir.display()
+    ));
+    assert!(plan.contains("-A -t 10.96.0.10:80 -s rr"), "{plan}");
+    assert!(
+        plan.contains("-a -t 10.96.0.10:80 -r 10.244.0.2:8080 -m -w 1"),
+        "{plan}"
+    );
+
+    let log = File::create(std::env::temp_dir().join("agent-e2e.log")).unwrap();
+    let child = Command::new("ip")
+        .args(["netns", "exec", NODE, BIN])
+        .arg(format!("--manifests={}", dir.display()))
+        .args([
+            "--hostname-override=node-a",
+            "--cluster-cidr=10.244.0.0/16",
+            "--metrics-bind-address=127.0.0.1:10249",
+            "--healthz-bind-address=127.0.0.1:10256",
+            "--drain-period=10m",
+            "-v=2",
+        ])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("agent starts");
+    let mut agent = Agent(child);
+
+    let t = wait_for("pod1 programmed", Duration::from_secs(60), || {
+        show(&dir).contains("-> 10.244.0.2:8080  weight 1")
+    });
+    eprintln!("first sync visible in IPVS after {t:?} (from the first poll)");
+    let (mut held, who) = hello(Duration::from_secs(10)).expect("connect to the VIP");
+    assert_eq!(who, "pod1");
+
+    // Health and metrics.
+    let hz = http_get("/healthz", 10256);
+    assert!(hz.starts_with("HTTP/1.1 200"), "{hz}");
+    assert!(hz.contains("\"nodeEligible\": true"), "{hz}");
+    let m = http_get("/metrics", 10249);
+    assert!(m.contains("ipvs_proxy_virtual_servers 1"), "{m}");
+    assert!(
+        m.contains("kubeproxy_sync_proxy_rules_last_timestamp_seconds"),
+        "{m}"
+    );
+
+    // Move the Service to pod2: the held connection keeps pod1 draining.
+    let t0 = Instant::now();
+    manifest(&dir, PODS[1].1);
+    wait_for("pod2 programmed", Duration::from_secs(60), || {
+        let s = show(&dir);
+        s.contains("-> 10.244.0.3:8080  weight 1") && s.contains("-> 10.244.0.2:8080  weight 0")
+    });
+    eprintln!(
+        "endpoint change visible in IPVS after {:?} (file write to show)",
+        t0.elapsed()
+    );
+    eprintln!("{}", show(&dir));
+    let (_, who) = hello(Duration::from_secs(10)).expect("connect to the VIP again");
+    assert_eq!(who, "pod2", "new connections go to pod2");
+    in_ns(NODE, || {
+        held.write_all(b"still there\n").unwrap();
+        let mut line = String::new();
+        BufReader::new(held.try_clone().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(
+            line.trim(),
+            "pod1 still there",
+            "the drained connection lives on"
+        );
+    });
+
+    // The agent stops: the rules stay (fail static).
+    let _ = agent.0.kill();
+    let _ = agent.0.wait();
+    let (_, who) = hello(Duration::from_secs(10)).expect("VIP still served");
+    assert_eq!(who, "pod2");
+
+    // --cleanup removes ours, keeps the foreign service.
+    let out = sh(&format!(
+        "ip netns exec {NODE} {BIN} --cleanup --hostname-override node-a"
+    ));
+    assert!(out.contains("removed 1 IPVS virtual servers"), "{out}");
+    let left = sh(&format!("ip netns exec {NODE} ipvsadm -Sn"));
+    assert!(left.contains("192.0.2.50:80"), "{left}");
+    assert!(!left.contains("10.96.0.10"), "{left}");
+    drop(agent);
+    for ns in [NODE, PODS[0].0, PODS[1].0] {
+        let _ = Command::new("ip").args(["netns", "del", ns]).output();
+    }
+}

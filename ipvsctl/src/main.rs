@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use ipvs::{BatchReport, DaemonState, Handle, Op, ServiceKey, SyncDaemon, Timeouts};
+use ipvs::{DaemonState, Handle, Op, ServiceKey, SyncDaemon, Timeouts};
 use ipvsctl::format::{self, ListMode, ListOptions};
 use ipvsctl::order::sort_like_ipvsadm;
 use ipvsctl::rules::{self, RuleError};
@@ -403,8 +403,7 @@ fn restore(cli: &Cli, no_batch: bool) -> Result<(), Failure> {
     let ops: Vec<Op> = parsed.iter().map(|r| r.op.clone()).collect();
     let mut h = open(cli)?;
     let report = if no_batch {
-        let results = ops.iter().map(|op| apply_one(&mut h, op)).collect();
-        BatchReport { results }
+        h.apply_unbatched(&ops)?
     } else {
         h.apply(&ops)?
     };

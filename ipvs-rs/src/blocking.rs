@@ -351,6 +351,21 @@ pub(crate) mod tests {
         );
     }
 
+    /// On a kernel without IPVS (e.g. the build host) opening a handle says
+    /// so; with IPVS loaded (`/proc/net/ip_vs` exists) it works.
+    #[test]
+    fn ipvs_unavailable_or_usable() {
+        let loaded = std::path::Path::new("/proc/net/ip_vs").exists();
+        match Handle::new() {
+            Ok(h) => assert!(loaded && h.family_id() != 0),
+            Err(e) => {
+                assert!(!loaded, "IPVS is loaded but: {e}");
+                assert!(matches!(e, Error::IpvsUnavailable), "{e:?}");
+                assert!(e.to_string().contains("modprobe ip_vs"), "{e}");
+            }
+        }
+    }
+
     #[test]
     fn invalid_arguments_are_refused_before_sending() {
         let (mut h, _peer) = fake_handle();

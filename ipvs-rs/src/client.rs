@@ -122,7 +122,7 @@ pub(crate) fn aborted(op: &Op) -> Error {
 
 /// The error when the kernel dropped answers (receive queue full).
 pub(crate) fn lost_replies() -> Error {
-    Error::Io(std::io::Error::from_raw_os_error(105 /* ENOBUFS */))
+    Error::Io(nix::errno::Errno::ENOBUFS.into())
 }
 
 /// A human description of `op` for error messages, e.g.

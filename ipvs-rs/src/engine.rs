@@ -80,9 +80,9 @@ impl Engine {
         self.seq = self.seq.wrapping_sub(1);
     }
 
-    /// Appends one IPVS request to `tx`; returns its sequence number.
-    /// `ack` overrides the ACK flag of `expect` (batched writes ask for an
-    /// ACK only on the last request of a chunk).
+    /// Appends one IPVS request with netlink header flags `flags` to `tx`;
+    /// returns its sequence number. (Batched writes are pushed without
+    /// `NLM_F_ACK`, which [`set_ack_flag`] then sets on the last one.)
     pub(crate) fn push(&mut self, tx: &mut Vec<u8>, msg: IpvsMessage, flags: u16) -> u32 {
         let seq = self.next_seq();
         let mut genl = GenlMessage::from_payload(msg);

@@ -107,6 +107,43 @@ fn errors_are_typed() {
         .delete_service(&ServiceKey::udp(a("10.96.0.9"), 53))
         .unwrap_err();
     assert!(err.is_not_found(), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "delete service UDP 10.96.0.9:53: No such process (errno 3)"
+    );
+    // Editing to a missing scheduler is refused the same way.
+    let err = h
+        .edit_service(&vs.clone().scheduler("nosuch2"))
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::SchedulerUnavailable(s) if s == "nosuch2"),
+        "{err:?}"
+    );
+    // A missing persistence engine: ENOENT too, reported with both names.
+    let err = h
+        .add_service(
+            &VirtualServer::new(ServiceKey::udp(a("10.96.0.3"), 53))
+                .persistent(10)
+                .pe_name("nope"),
+        )
+        .unwrap_err();
+    assert!(err.is_not_found(), "{err:?}");
+    assert!(err.to_string().contains("\"nope\""), "{err}");
+    // A real server for a missing service.
+    let err = h
+        .add_real_server(
+            &ServiceKey::tcp(a("10.96.0.77"), 80),
+            &RealServer::new(a("10.244.0.1"), 80),
+        )
+        .unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+    // Editing a real server that does not exist.
+    let err = h
+        .edit_real_server(&vip4(), &RealServer::new(a("10.244.0.99"), 80))
+        .unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+    // The service is still as it was.
+    assert!(h.service(&vip4()).unwrap().same_config(&vs));
 }
 
 #[test]

@@ -27,7 +27,7 @@ pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10_800;
 /// Sort order among Services claiming the same thing: the oldest wins, then
 /// the smallest `namespace/name`, so the outcome does not depend on the order
 /// in which objects arrive.
-pub(crate) type Rank = (Option<(i64, i32)>, ServiceName);
+pub(crate) type Rank = (Option<(i64, i32)>, std::sync::Arc<ServiceName>);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ParsedPort {
@@ -413,7 +413,7 @@ pub(crate) fn parse_service(
         .map(|t| (t.0.as_second(), t.0.subsec_nanosecond()));
     let sname = ServiceName::new(ns, name);
     ServiceParse::Proxied(Box::new(ParsedService {
-        rank: (rank_time, sname.clone()),
+        rank: (rank_time, std::sync::Arc::new(sname.clone())),
         name: sname,
         cluster_ips,
         external_ips,

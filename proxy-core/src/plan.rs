@@ -142,6 +142,10 @@ pub struct PlanPolicy {
     pub node_addresses: BTreeSet<IpAddr>,
     /// Longest drain.
     pub drain_period: Duration,
+    /// Virtual servers on node addresses outside the NodePort range (an
+    /// externalIP or LB IP that is a node address) that this process
+    /// programmed and no longer wants: ours too, so they get removed.
+    pub also_owned: BTreeSet<ServiceKey>,
 }
 
 impl PlanPolicy {
@@ -158,6 +162,7 @@ impl PlanPolicy {
                 .copied()
                 .collect(),
             drain_period: config.drain_period,
+            also_owned: BTreeSet::new(),
         }
     }
 
@@ -173,7 +178,8 @@ impl PlanPolicy {
                 !self.excluded(addr)
                     && (observed.addresses.contains(addr)
                         || (self.node_addresses.contains(addr)
-                            && self.node_port_range.contains(port)))
+                            && (self.node_port_range.contains(port)
+                                || self.also_owned.contains(key))))
             }
             ServiceKey::Fwmark { mark, .. } => crate::fwmark::is_ours(self.fwmark_base, *mark),
         }

@@ -85,6 +85,9 @@ pub struct ProxyState {
     filter_refs: HashMap<FilterEntry, u32>,
     desired: DesiredState,
     changes: Changes,
+    /// Keys on node addresses we programmed and dropped (see
+    /// [`PlanPolicy::also_owned`]).
+    retired_node_keys: std::collections::BTreeSet<ServiceKey>,
 }
 
 impl ProxyState {
@@ -105,6 +108,7 @@ impl ProxyState {
             filter_refs: HashMap::new(),
             desired: DesiredState::default(),
             changes: Changes::default(),
+            retired_node_keys: Default::default(),
         };
         s.set_filter_globals();
         s
@@ -122,7 +126,9 @@ impl ProxyState {
 
     /// The ownership and drain policy for [`crate::plan()`].
     pub fn policy(&self) -> PlanPolicy {
-        PlanPolicy::new(&self.ctx.config, &self.ctx.node)
+        let mut p = PlanPolicy::new(&self.ctx.config, &self.ctx.node);
+        p.also_owned.clone_from(&self.retired_node_keys);
+        p
     }
 
     /// The desired node state.
@@ -303,6 +309,21 @@ impl ProxyState {
         services: impl IntoIterator<Item = &'a Service>,
         slices: impl IntoIterator<Item = &'a EndpointSlice>,
     ) {
+        // Cold start: nothing can have gone away, no bookkeeping needed.
+        let cold = self.services.is_empty()
+            && self.slice_service.is_empty()
+            && self.service_rejections.is_empty()
+            && self.slice_rejections.is_empty()
+            && self.contributions.is_empty();
+        if cold {
+            for s in slices {
+                self.apply_slice(s);
+            }
+            for s in services {
+                self.apply_service(s);
+            }
+            return;
+        }
         let mut seen_slices = std::collections::HashSet::new();
         for s in slices {
             seen_slices.insert((
@@ -396,7 +417,7 @@ impl ProxyState {
                 compute(svc, self.slices.get(name), &self.ctx),
             ),
             None if self.contributions.contains_key(name) => {
-                ((None, name.clone()), Contribution::default())
+                ((None, Arc::new(name.clone())), Contribution::default())
             }
             None => return,
         };
@@ -462,9 +483,15 @@ impl ProxyState {
                     self.ref_filter(e);
                 }
                 self.desired.virtual_servers.insert(k, a.vs.clone());
+                self.retired_node_keys.remove(&k);
             }
             None => {
                 self.desired.virtual_servers.remove(&k);
+                if let ServiceKey::Addr { addr, .. } = k {
+                    if self.ctx.node_addrs.contains(&addr) {
+                        self.retired_node_keys.insert(k);
+                    }
+                }
             }
         }
     }

@@ -416,3 +416,26 @@ fn dry_run_renders_ipvsadm_save_format() {
 ";
     assert_eq!(render_ipvsadm_save(s.desired()), want);
 }
+
+#[test]
+fn dropped_external_ip_on_a_node_address_is_removed() {
+    let mut s = ProxyState::new(config(), node());
+    let svc = Svc::new("default", "web", "10.96.0.10")
+        .port("http", "TCP", 80)
+        .external_ip(NODE_IP);
+    s.apply_service(&svc.build());
+    let mut obs = Observed::default();
+    let mut drains = DrainBook::new();
+    let now = Instant::now();
+    step(&s, &mut obs, &mut drains, now);
+    let k = ServiceKey::tcp(ip(NODE_IP), 80);
+    assert!(obs.virtual_servers.contains_key(&k));
+    s.apply_service(
+        &Svc::new("default", "web", "10.96.0.10")
+            .port("http", "TCP", 80)
+            .build(),
+    );
+    let p = step(&s, &mut obs, &mut drains, now);
+    assert_eq!(p.ipvs, [Op::DeleteService(k)]);
+    assert!(obs.converged(s.desired(), &s.policy()));
+}

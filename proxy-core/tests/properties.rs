@@ -244,6 +244,27 @@ proptest! {
     }
 
     #[test]
+    fn replace_all_equals_from_scratch(
+        a in prop::collection::vec(change(), 0..30),
+        b in prop::collection::vec(change(), 0..30),
+    ) {
+        // A relist onto a cold state and onto a state holding other objects.
+        let mut s = ProxyState::new(config(), node());
+        let mut wa = World::default();
+        for c in &a { wa.step(&mut s, c); }
+        let mut wb = World::default();
+        let mut scratch_state = ProxyState::new(config(), node());
+        for c in &b { wb.step(&mut scratch_state, c); }
+        let want = desired_from_scratch(&config(), &node(), wb.svcs.values(), wb.slices.values());
+        let mut cold = ProxyState::new(config(), node());
+        cold.replace_all(wb.svcs.values(), wb.slices.values());
+        prop_assert_eq!(cold.desired(), &want);
+        s.replace_all(wb.svcs.values(), wb.slices.values());
+        prop_assert_eq!(s.desired(), &want);
+        prop_assert_eq!(s.rejections(), cold.rejections());
+    }
+
+    #[test]
     fn plan_applied_to_observed_yields_desired(
         a in prop::collection::vec(change(), 0..25),
         b in prop::collection::vec(change(), 0..25),

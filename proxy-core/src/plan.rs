@@ -273,12 +273,16 @@ pub struct Changes {
     pub filter_entries: BTreeSet<FilterEntry>,
     /// The filter globals changed.
     pub filter_globals: bool,
+    /// Everything may have changed (a cold start): plan in full. The key
+    /// sets are then not filled.
+    pub full: bool,
 }
 
 impl Changes {
     /// True when nothing changed.
     pub fn is_empty(&self) -> bool {
-        self.virtual_servers.is_empty()
+        !self.full
+            && self.virtual_servers.is_empty()
             && self.addresses.is_empty()
             && self.filter_entries.is_empty()
             && !self.filter_globals
@@ -290,6 +294,7 @@ impl Changes {
         self.addresses.extend(other.addresses);
         self.filter_entries.extend(other.filter_entries);
         self.filter_globals |= other.filter_globals;
+        self.full |= other.full;
     }
 }
 
@@ -333,6 +338,9 @@ pub fn plan_changes(
     drains: &mut DrainBook,
     now: Instant,
 ) -> Plan {
+    if changes.full {
+        return plan(desired, observed, policy, drains, now);
+    }
     let mut keys = changes.virtual_servers.clone();
     keys.extend(drains.services());
     let mut out = Plan::default();

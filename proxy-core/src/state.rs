@@ -316,6 +316,8 @@ impl ProxyState {
             && self.slice_rejections.is_empty()
             && self.contributions.is_empty();
         if cold {
+            // The first plan after this is a full one: no keys to record.
+            self.changes.full = true;
             for s in slices {
                 self.apply_slice(s);
             }
@@ -465,7 +467,9 @@ impl ProxyState {
         before: Option<Arc<PortClaim>>,
         after: Option<Arc<PortClaim>>,
     ) {
-        self.changes.virtual_servers.insert(k);
+        if !self.changes.full {
+            self.changes.virtual_servers.insert(k);
+        }
         if let Some(b) = before {
             if let Some(a) = b.bind {
                 self.unref_address(a);
@@ -510,7 +514,9 @@ impl ProxyState {
         *n += 1;
         if *n == 1 {
             self.desired.addresses.insert(ip);
-            self.changes.addresses.insert(ip);
+            if !self.changes.full {
+                self.changes.addresses.insert(ip);
+            }
         }
     }
 
@@ -520,7 +526,9 @@ impl ProxyState {
             if *n == 0 {
                 self.address_refs.remove(&ip);
                 self.desired.addresses.remove(&ip);
-                self.changes.addresses.insert(ip);
+                if !self.changes.full {
+                    self.changes.addresses.insert(ip);
+                }
             }
         }
     }
@@ -532,7 +540,9 @@ impl ProxyState {
         }
         self.filter_refs.insert(e.clone(), 1);
         self.desired.filter.entries.insert(e.clone());
-        self.changes.filter_entries.insert(e.clone());
+        if !self.changes.full {
+            self.changes.filter_entries.insert(e.clone());
+        }
     }
 
     fn unref_filter(&mut self, e: &FilterEntry) {
@@ -541,7 +551,9 @@ impl ProxyState {
             if *n == 0 {
                 self.filter_refs.remove(e);
                 self.desired.filter.entries.remove(e);
-                self.changes.filter_entries.insert(e.clone());
+                if !self.changes.full {
+                    self.changes.filter_entries.insert(e.clone());
+                }
             }
         }
     }

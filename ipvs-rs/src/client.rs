@@ -8,15 +8,14 @@ use std::time::Duration;
 use crate::batch::Op;
 use crate::codec::constants::{IP_VS_IFNAME_MAXLEN, IP_VS_PENAME_MAXLEN, IP_VS_SCHEDNAME_MAXLEN};
 use crate::codec::{
-    daemon_attrs, dest_attrs, dest_key_attrs, real_server_from_attrs, service_attrs,
-    service_key_attrs, sync_daemon_from_attrs, virtual_server_from_attrs, DaemonAttribute,
-    IpvsAttribute, IpvsCommand, IpvsMessage,
+    daemon_attrs, dest_attrs, dest_key_attrs, service_attrs, service_key_attrs,
+    sync_daemon_from_attrs, DaemonAttribute, IpvsAttribute, IpvsCommand, IpvsMessage,
 };
 use crate::engine::{Engine, Exchange, KernelError};
 use crate::error::{libc_errno, Error, Result};
 use crate::sys::ChunkLimits;
 use crate::types::{
-    AddressFamily, DaemonState, Info, RealServer, ServiceKey, SyncDaemon, Timeouts, VirtualServer,
+    DaemonState, Info, RealServer, ServiceKey, SyncDaemon, Timeouts, VirtualServer,
 };
 
 /// Default deadline of every call.
@@ -286,35 +285,6 @@ pub(crate) fn check_exchange(ex: &Exchange, what: &str) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn services_from(ex: &Exchange) -> Result<Vec<VirtualServer>> {
-    let mut out = Vec::with_capacity(ex.messages.len());
-    for m in &ex.messages {
-        for a in &m.attributes {
-            if let IpvsAttribute::Service(attrs) = a {
-                out.push(
-                    virtual_server_from_attrs(attrs).map_err(|e| Error::Decode(e.to_string()))?,
-                );
-            }
-        }
-    }
-    Ok(out)
-}
-
-pub(crate) fn real_servers_from(ex: &Exchange, family: AddressFamily) -> Result<Vec<RealServer>> {
-    let mut out = Vec::with_capacity(ex.messages.len());
-    for m in &ex.messages {
-        for a in &m.attributes {
-            if let IpvsAttribute::Dest(attrs) = a {
-                out.push(
-                    real_server_from_attrs(attrs, family)
-                        .map_err(|e| Error::Decode(e.to_string()))?,
-                );
-            }
-        }
-    }
-    Ok(out)
-}
-
 pub(crate) fn daemons_from(ex: &Exchange) -> Result<Vec<SyncDaemon>> {
     let mut out = Vec::new();
     for m in &ex.messages {
@@ -399,11 +369,12 @@ macro_rules! ipvs_methods {
             &mut self,
             msg: $crate::codec::IpvsMessage,
             expect: $crate::engine::Expect,
+            payload: $crate::engine::Payload,
             what: &str,
         ) -> Result<$crate::engine::Exchange> {
             self.core.tx.clear();
             let seq = self.core.engine.push_request(&mut self.core.tx, msg, expect);
-            let ex = self.exchange(seq, seq, $crate::engine::Payload::Ipvs, what)$(.$await)?;
+            let ex = self.exchange(seq, seq, payload, what)$(.$await)?;
             let ex = ex?;
             $crate::client::check_exchange(&ex, what)?;
             Ok(ex)
@@ -508,8 +479,8 @@ macro_rules! ipvs_methods {
         /// (`ipvsadm -Ln`, service lines).
         pub $($async)? fn services(&mut self) -> Result<Vec<VirtualServer>> {
             let msg = $crate::codec::IpvsMessage::new($crate::codec::IpvsCommand::GetService, vec![]);
-            let ex = self.request(msg, $crate::engine::Expect::Dump, "list services")$(.$await)?;
-            $crate::client::services_from(&ex?)
+            let ex = self.request(msg, $crate::engine::Expect::Dump, $crate::engine::Payload::Services, "list services")$(.$await)?;
+            Ok(ex?.services)
         }
 
         /// One virtual service (`ipvsadm -Ln -t addr:port`). A missing
@@ -520,8 +491,8 @@ macro_rules! ipvs_methods {
                 vec![$crate::codec::IpvsAttribute::Service($crate::codec::service_key_attrs(key))],
             );
             let what = format!("get service {key}");
-            let ex = self.request(msg, $crate::engine::Expect::Reply, &what)$(.$await)?;
-            $crate::client::services_from(&ex?)?
+            let ex = self.request(msg, $crate::engine::Expect::Reply, $crate::engine::Payload::Services, &what)$(.$await)?;
+            ex?.services
                 .into_iter()
                 .next()
                 .ok_or_else(|| Error::Decode(format!("{what}: empty answer")))
@@ -551,8 +522,13 @@ macro_rules! ipvs_methods {
                 $crate::codec::IpvsCommand::GetDest,
                 vec![$crate::codec::IpvsAttribute::Service($crate::codec::service_key_attrs(svc))],
             );
-            let ex = self.request(msg, $crate::engine::Expect::Dump, "list real servers")$(.$await)?;
-            $crate::client::real_servers_from(&ex?, svc.family())
+            let ex = self.request(
+                msg,
+                $crate::engine::Expect::Dump,
+                $crate::engine::Payload::RealServers(svc.family()),
+                "list real servers",
+            )$(.$await)?;
+            Ok(ex?.real_servers)
         }
 
         /// Adds a real server to a service (`ipvsadm -a`).
@@ -598,7 +574,7 @@ macro_rules! ipvs_methods {
         /// The connection timeouts (`ipvsadm -L --timeout`).
         pub $($async)? fn timeouts(&mut self) -> Result<Timeouts> {
             let msg = $crate::codec::IpvsMessage::new($crate::codec::IpvsCommand::GetConfig, vec![]);
-            let ex = self.request(msg, $crate::engine::Expect::Reply, "get timeouts")$(.$await)?;
+            let ex = self.request(msg, $crate::engine::Expect::Reply, $crate::engine::Payload::Ipvs, "get timeouts")$(.$await)?;
             $crate::client::timeouts_from(&ex?)
         }
 
@@ -612,14 +588,14 @@ macro_rules! ipvs_methods {
         /// "IP Virtual Server version 1.2.1 (size=4096)").
         pub $($async)? fn info(&mut self) -> Result<Info> {
             let msg = $crate::codec::IpvsMessage::new($crate::codec::IpvsCommand::GetInfo, vec![]);
-            let ex = self.request(msg, $crate::engine::Expect::Reply, "get info")$(.$await)?;
+            let ex = self.request(msg, $crate::engine::Expect::Reply, $crate::engine::Payload::Ipvs, "get info")$(.$await)?;
             $crate::client::info_from(&ex?)
         }
 
         /// The running sync daemons (`ipvsadm -L --daemon`).
         pub $($async)? fn daemons(&mut self) -> Result<Vec<SyncDaemon>> {
             let msg = $crate::codec::IpvsMessage::new($crate::codec::IpvsCommand::GetDaemon, vec![]);
-            let ex = self.request(msg, $crate::engine::Expect::Dump, "list sync daemons")$(.$await)?;
+            let ex = self.request(msg, $crate::engine::Expect::Dump, $crate::engine::Payload::Ipvs, "list sync daemons")$(.$await)?;
             $crate::client::daemons_from(&ex?)
         }
 
@@ -628,14 +604,14 @@ macro_rules! ipvs_methods {
         pub $($async)? fn start_daemon(&mut self, d: &SyncDaemon) -> Result<()> {
             let msg = $crate::client::start_daemon_msg(d)?;
             let what = format!("start sync daemon on {}", d.interface);
-            let ex = self.request(msg, $crate::engine::Expect::Ack, &what)$(.$await)?;
+            let ex = self.request(msg, $crate::engine::Expect::Ack, $crate::engine::Payload::Ipvs, &what)$(.$await)?;
             ex.map(drop)
         }
 
         /// Stops the master or backup sync daemon (`ipvsadm --stop-daemon`).
         pub $($async)? fn stop_daemon(&mut self, state: DaemonState) -> Result<()> {
             let msg = $crate::client::stop_daemon_msg(state);
-            let ex = self.request(msg, $crate::engine::Expect::Ack, "stop sync daemon")$(.$await)?;
+            let ex = self.request(msg, $crate::engine::Expect::Ack, $crate::engine::Payload::Ipvs, "stop sync daemon")$(.$await)?;
             ex.map(drop)
         }
 

@@ -23,7 +23,10 @@ use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
 use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
 use netlink_packet_generic::GenlMessage;
 
-use crate::codec::{IpvsCommand, IpvsMessage};
+use crate::codec::{
+    real_server_from_attrs, virtual_server_from_attrs, IpvsAttribute, IpvsCommand, IpvsMessage,
+};
+use crate::types::{AddressFamily, RealServer, VirtualServer};
 
 /// Length of `struct nlmsghdr`.
 const NLMSG_HDRLEN: usize = 16;
@@ -144,11 +147,18 @@ pub(crate) struct KernelError {
     pub extack: Option<String>,
 }
 
-/// What the data messages of an exchange are.
+/// What the data messages of an exchange are, and what to keep of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Payload {
-    /// IPVS messages, parsed into [`IpvsMessage`].
+    /// IPVS messages, kept as [`IpvsMessage`]s.
     Ipvs,
+    /// Service nests, turned into [`VirtualServer`]s as they arrive (a big
+    /// dump then never holds all its attribute lists at once: memory
+    /// growth, i.e. page faults, is what costs most under UML).
+    Services,
+    /// Destination nests of a service of this family, turned into
+    /// [`RealServer`]s as they arrive.
+    RealServers(AddressFamily),
     /// The generic-netlink controller's answer to GETFAMILY.
     Ctrl,
 }
@@ -162,8 +172,12 @@ pub(crate) struct Exchange {
     done: bool,
     /// `(index in the exchange, error)` for every refused request.
     pub errors: Vec<(usize, KernelError)>,
-    /// Data messages answering the exchange, in order.
+    /// Data messages answering the exchange, in order ([`Payload::Ipvs`]).
     pub messages: Vec<IpvsMessage>,
+    /// Services answering the exchange ([`Payload::Services`]).
+    pub services: Vec<VirtualServer>,
+    /// Real servers answering the exchange ([`Payload::RealServers`]).
+    pub real_servers: Vec<RealServer>,
     /// The family id found in a GETFAMILY answer.
     pub family_id: Option<u16>,
     /// The first message that could not be decoded.
@@ -181,6 +195,8 @@ impl Exchange {
             done: false,
             errors: Vec::new(),
             messages: Vec::new(),
+            services: Vec::new(),
+            real_servers: Vec::new(),
             family_id: None,
             decode_error: None,
             overrun: false,
@@ -265,13 +281,38 @@ impl Exchange {
             return;
         };
         let attrs = &payload[GENL_HDRLEN..];
+        let parse = || IpvsMessage::parse_attributes(IpvsCommand::from(header[0]), attrs);
         match self.payload {
-            Payload::Ipvs => {
-                match IpvsMessage::parse_attributes(IpvsCommand::from(header[0]), attrs) {
-                    Ok(m) => self.messages.push(m),
-                    Err(e) => self.note_decode_error(e),
+            Payload::Ipvs => match parse() {
+                Ok(m) => self.messages.push(m),
+                Err(e) => self.note_decode_error(e),
+            },
+            Payload::Services => match parse() {
+                Ok(m) => {
+                    for a in &m.attributes {
+                        if let IpvsAttribute::Service(attrs) = a {
+                            match virtual_server_from_attrs(attrs) {
+                                Ok(vs) => self.services.push(vs),
+                                Err(e) => self.note_decode_error(e),
+                            }
+                        }
+                    }
                 }
-            }
+                Err(e) => self.note_decode_error(e),
+            },
+            Payload::RealServers(family) => match parse() {
+                Ok(m) => {
+                    for a in &m.attributes {
+                        if let IpvsAttribute::Dest(attrs) = a {
+                            match real_server_from_attrs(attrs, family) {
+                                Ok(rs) => self.real_servers.push(rs),
+                                Err(e) => self.note_decode_error(e),
+                            }
+                        }
+                    }
+                }
+                Err(e) => self.note_decode_error(e),
+            },
             Payload::Ctrl => {
                 for nla in NlasIterator::new(attrs).flatten() {
                     if nla.kind() == CTRL_ATTR_FAMILY_ID {
@@ -322,7 +363,6 @@ fn parse_error(payload: &[u8], flags: u16) -> Option<KernelError> {
 #[cfg(all(test, target_endian = "little"))]
 mod tests {
     use super::*;
-    use crate::codec::IpvsAttribute;
 
     fn nlmsg(kind: u16, flags: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
         let mut m = Vec::new();

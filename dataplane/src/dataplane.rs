@@ -195,13 +195,10 @@ impl Dataplane {
     /// could not run at all (e.g. the IPVS socket failed).
     pub async fn apply(&mut self, plan: &Plan) -> Result<ApplyReport> {
         let mut report = ApplyReport::default();
-        if !plan.bind.is_empty() {
-            self.link.ensure().await?;
-        }
-        for addr in &plan.bind {
-            match self.link.add_address(*addr).await {
+        for (addr, res) in self.link.add_addresses(&plan.bind).await? {
+            match res {
                 Ok(()) => report.bound += 1,
-                Err(e) => report.bind_failures.push((*addr, e)),
+                Err(e) => report.bind_failures.push((addr, e)),
             }
         }
         if !plan.ipvs.is_empty() {
@@ -212,6 +209,14 @@ impl Dataplane {
                     Err(e) => report.ipvs_failures.push((op.clone(), e)),
                 }
             }
+        }
+        let filter_unchanged = plan.filter.is_empty()
+            && plan.bind.is_empty()
+            && plan.unbind.is_empty()
+            && (self.applied_spec.is_some() || !self.cfg.packet_filter)
+            && self.filter.is_some();
+        if filter_unchanged {
+            return Ok(report);
         }
         let mut facts = self.filter.clone().unwrap_or_default();
         for op in &plan.filter {
@@ -240,10 +245,10 @@ impl Dataplane {
         } else {
             self.filter = Some(facts);
         }
-        for addr in &plan.unbind {
-            match self.link.remove_address(*addr).await {
+        for (addr, res) in self.link.remove_addresses(&plan.unbind).await? {
+            match res {
                 Ok(()) => report.unbound += 1,
-                Err(e) => report.unbind_failures.push((*addr, e)),
+                Err(e) => report.unbind_failures.push((addr, e)),
             }
         }
         Ok(report)

@@ -201,11 +201,29 @@ impl DummyLink {
     /// [`DummyLink::ensure`]). Already bound is success. IPv6 addresses skip
     /// duplicate address detection, so they are usable at once.
     pub async fn add_address(&self, addr: IpAddr) -> Result<()> {
-        check_unicast(addr)?;
         let index = self
             .index()
             .await?
             .ok_or_else(|| Error::NoInterface(self.name.clone()))?;
+        self.add_address_at(index, addr).await
+    }
+
+    /// [`DummyLink::add_address`] for many addresses: one interface lookup,
+    /// one request each. Returns the outcome per address.
+    pub async fn add_addresses(&self, addrs: &[IpAddr]) -> Result<Vec<(IpAddr, Result<()>)>> {
+        if addrs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let index = self.ensure().await?;
+        let mut out = Vec::with_capacity(addrs.len());
+        for a in addrs {
+            out.push((*a, self.add_address_at(index, *a).await));
+        }
+        Ok(out)
+    }
+
+    async fn add_address_at(&self, index: u32, addr: IpAddr) -> Result<()> {
+        check_unicast(addr)?;
         let mut req = self.handle.address().add(index, addr, host_prefix(&addr));
         if addr.is_ipv6() {
             req.message_mut()
@@ -223,20 +241,42 @@ impl DummyLink {
     /// success. Only ever sends a delete for a message read from our own
     /// interface.
     pub async fn remove_address(&self, addr: IpAddr) -> Result<()> {
+        let mut res = self.remove_addresses(&[addr]).await?;
+        res.pop().map_or(Ok(()), |(_, r)| r)
+    }
+
+    /// [`DummyLink::remove_address`] for many addresses: one dump of our
+    /// interface's addresses, one delete request each. Returns the outcome
+    /// per address.
+    pub async fn remove_addresses(&self, addrs: &[IpAddr]) -> Result<Vec<(IpAddr, Result<()>)>> {
+        if addrs.is_empty() {
+            return Ok(Vec::new());
+        }
         let Some(index) = self.index().await? else {
-            return Ok(());
+            return Ok(addrs.iter().map(|a| (*a, Ok(()))).collect());
         };
+        let mut by_addr: std::collections::HashMap<IpAddr, Vec<AddressMessage>> =
+            std::collections::HashMap::new();
         for msg in self.messages(index).await? {
-            if message_addr(&msg) != Some(addr) || msg.header.index != index {
-                continue;
-            }
-            match self.handle.address().del(msg).execute().await {
-                Ok(()) => {}
-                Err(e) if matches!(netlink_errno(&e), Some(EADDRNOTAVAIL | ENOENT)) => {}
-                Err(e) => return Err(nl(format!("remove address {addr} from {}", self.name))(e)),
+            if let Some(a) = message_addr(&msg) {
+                by_addr.entry(a).or_default().push(msg);
             }
         }
-        Ok(())
+        let mut out = Vec::with_capacity(addrs.len());
+        for addr in addrs {
+            let mut res = Ok(());
+            for msg in by_addr.remove(addr).unwrap_or_default() {
+                match self.handle.address().del(msg).execute().await {
+                    Ok(()) => {}
+                    Err(e) if matches!(netlink_errno(&e), Some(EADDRNOTAVAIL | ENOENT)) => {}
+                    Err(e) => {
+                        res = Err(nl(format!("remove address {addr} from {}", self.name))(e));
+                    }
+                }
+            }
+            out.push((*addr, res));
+        }
+        Ok(out)
     }
 
     /// Deletes our interface (and so its addresses). Returns whether it

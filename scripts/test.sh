@@ -33,8 +33,10 @@ VMDIR="$REPO/.vm"
 mkdir -p "$VMDIR"
 summary=()
 failed=0
-record() { # record ok|FAIL "line"
-  summary+=("$2")
+stage_t0=$(now)
+begin() { stage_t0=$(now); } # start timing the next recorded line
+record() { # record ok|FAIL "line": one summary line, with its stage's time
+  summary+=("$2 [$(elapsed "$stage_t0") s]")
   [ "$1" = ok ] || failed=1
 }
 
@@ -52,14 +54,17 @@ esac
 # --- 1. lint -------------------------------------------------------------------
 if [ -z "$ONLY" ] && [ "${SKIP_LINT:-0}" != 1 ]; then
   log "lint: cargo fmt --all --check"
+  begin
   if cargo fmt --all --check; then record ok "fmt: ok"; else record FAIL "fmt: FAILED (run cargo fmt --all)"; fi
   log "lint: cargo clippy --workspace --all-targets --all-features -- -D warnings"
+  begin
   if cargo clippy --workspace --all-targets --all-features -- -D warnings; then
     record ok "clippy: ok"
   else
     record FAIL "clippy: FAILED"
   fi
   log "lint: cargo doc --workspace --no-deps (warnings are errors)"
+  begin
   if RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features; then
     record ok "doc: ok"
   else
@@ -70,6 +75,7 @@ fi
 # --- 2. host tests -------------------------------------------------------------
 if want host; then
   log "host tests: cargo test --workspace"
+  begin
   host_log="$VMDIR/host-tests.log"
   set +e
   cargo test --workspace 2>&1 | tee "$host_log"
@@ -166,6 +172,7 @@ run_vm_tests() { # LABEL VM OUT
 
 vm_stage() { # LABEL DIRNAME VM FEATURE PREFIX
   local label="$1" out="$VMDIR/$2" vm="$3" feature="$4" prefix="$5"
+  begin
   rm -rf "$out"
   mkdir -p "$out"
   if ! build_vm_tests "$feature" "$prefix" "$out/tests.list"; then

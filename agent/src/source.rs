@@ -313,67 +313,136 @@ pub struct Manifests {
 /// multi-document. A missing namespace is `default`. One bad document fails
 /// the whole read, so a half-written file never deletes Services.
 pub fn read_manifests(dir: &Path) -> Result<Manifests, ManifestError> {
-    let read_err = |path: &Path, source| ManifestError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| read_err(dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_file()
-                && p.extension()
-                    .and_then(|x| x.to_str())
-                    .is_some_and(|x| matches!(x, "yaml" | "yml" | "json"))
-        })
-        .collect();
-    files.sort();
-    let mut out = Manifests::default();
-    for path in files {
-        let text = std::fs::read_to_string(&path).map_err(|e| read_err(&path, e))?;
-        for (index, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
-            let perr = |message: String| ManifestError::Parse {
-                path: path.clone(),
-                index,
-                message,
-            };
-            let value = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
-                .map_err(|e| perr(e.to_string()))?;
-            if value.is_null() {
+    ManifestCache::default().read(dir)
+}
+
+/// Parsed contents of one file, with what identifies its version.
+#[derive(Debug, Clone)]
+struct CachedFile {
+    stamp: (std::time::SystemTime, u64, u64),
+    docs: Manifests,
+}
+
+/// Reads a manifest directory, parsing only files whose modification time,
+/// size or inode changed since the previous read.
+#[derive(Debug, Default)]
+pub struct ManifestCache {
+    files: HashMap<PathBuf, CachedFile>,
+}
+
+impl ManifestCache {
+    /// Reads `dir` (see [`read_manifests`]), reusing unchanged files.
+    pub fn read(&mut self, dir: &Path) -> Result<Manifests, ManifestError> {
+        use std::os::unix::fs::MetadataExt;
+        let read_err = |path: &Path, source| ManifestError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut files: Vec<(PathBuf, std::fs::Metadata)> = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| read_err(dir, e))? {
+            let Ok(entry) = entry else { continue };
+            let path = entry.path();
+            let wanted = path
+                .extension()
+                .and_then(|x| x.to_str())
+                .is_some_and(|x| matches!(x, "yaml" | "yml" | "json"));
+            if !wanted {
                 continue;
             }
-            let kind = value
-                .get("kind")
-                .and_then(|k| k.as_str())
-                .unwrap_or_default()
-                .to_string();
-            let api_version = value
-                .get("apiVersion")
-                .and_then(|k| k.as_str())
-                .unwrap_or_default()
-                .to_string();
-            match (api_version.as_str(), kind.as_str()) {
-                ("v1", "Service") => {
-                    let mut s: Service =
-                        serde_yaml::from_value(value).map_err(|e| perr(e.to_string()))?;
-                    default_namespace(&mut s.metadata);
-                    out.services.push(s);
-                }
-                ("discovery.k8s.io/v1", "EndpointSlice") => {
-                    let mut s: EndpointSlice =
-                        serde_yaml::from_value(value).map_err(|e| perr(e.to_string()))?;
-                    default_namespace(&mut s.metadata);
-                    out.slices.push(s);
-                }
-                ("v1", "List") => {
-                    return Err(perr(
-                        "kind List is not supported; use multiple documents".into(),
-                    ))
-                }
-                _ => out
-                    .skipped
-                    .push((path.clone(), format!("{api_version}/{kind}"))),
+            // Follows symlinks (ConfigMap volumes are symlinks).
+            match std::fs::metadata(&path) {
+                Ok(m) if m.is_file() => files.push((path, m)),
+                _ => {}
             }
+        }
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut next: HashMap<PathBuf, CachedFile> = HashMap::with_capacity(files.len());
+        let mut out = Manifests::default();
+        for (path, meta) in files {
+            let stamp = (
+                meta.modified().unwrap_or(std::time::UNIX_EPOCH),
+                meta.len(),
+                meta.ino(),
+            );
+            let cached = match self.files.remove(&path) {
+                Some(c) if c.stamp == stamp => c,
+                _ => {
+                    let text = std::fs::read_to_string(&path).map_err(|e| read_err(&path, e))?;
+                    CachedFile {
+                        stamp,
+                        docs: parse_file(&path, &text)?,
+                    }
+                }
+            };
+            out.services.extend(cached.docs.services.iter().cloned());
+            out.slices.extend(cached.docs.slices.iter().cloned());
+            out.skipped.extend(cached.docs.skipped.iter().cloned());
+            next.insert(path, cached);
+        }
+        self.files = next;
+        Ok(out)
+    }
+}
+
+/// A stand-in resourceVersion for objects without one: a hash of their
+/// contents, computed once when the file is parsed.
+fn content_version<T: serde::Serialize>(obj: &T) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(obj).unwrap_or_default().hash(&mut h);
+    format!("manifest-{:016x}", h.finish())
+}
+
+fn parse_file(path: &Path, text: &str) -> Result<Manifests, ManifestError> {
+    let mut out = Manifests::default();
+    for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let perr = |message: String| ManifestError::Parse {
+            path: path.to_path_buf(),
+            index,
+            message,
+        };
+        let value = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
+            .map_err(|e| perr(e.to_string()))?;
+        if value.is_null() {
+            continue;
+        }
+        let kind = value
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .unwrap_or_default()
+            .to_string();
+        let api_version = value
+            .get("apiVersion")
+            .and_then(|k| k.as_str())
+            .unwrap_or_default()
+            .to_string();
+        match (api_version.as_str(), kind.as_str()) {
+            ("v1", "Service") => {
+                let mut s: Service =
+                    serde_yaml::from_value(value).map_err(|e| perr(e.to_string()))?;
+                default_namespace(&mut s.metadata);
+                if s.metadata.resource_version.is_none() {
+                    s.metadata.resource_version = Some(content_version(&s));
+                }
+                out.services.push(s);
+            }
+            ("discovery.k8s.io/v1", "EndpointSlice") => {
+                let mut s: EndpointSlice =
+                    serde_yaml::from_value(value).map_err(|e| perr(e.to_string()))?;
+                default_namespace(&mut s.metadata);
+                if s.metadata.resource_version.is_none() {
+                    s.metadata.resource_version = Some(content_version(&s));
+                }
+                out.slices.push(s);
+            }
+            ("v1", "List") => {
+                return Err(perr(
+                    "kind List is not supported; use multiple documents".into(),
+                ))
+            }
+            _ => out
+                .skipped
+                .push((path.to_path_buf(), format!("{api_version}/{kind}"))),
         }
     }
     Ok(out)
@@ -385,16 +454,75 @@ fn default_namespace(meta: &mut ObjectMeta) {
     }
 }
 
-/// Follows `dir`: reads it now and every `interval`, sending the
-/// differences to `tx` until it closes. A read that fails changes nothing.
+/// Directory change notifications (inotify, read by a small thread), when
+/// available.
+struct DirWatch {
+    rx: mpsc::Receiver<()>,
+}
+
+impl DirWatch {
+    fn new(dir: &Path) -> Option<Self> {
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        let ino = Inotify::init(InitFlags::IN_CLOEXEC).ok()?;
+        ino.add_watch(
+            dir,
+            AddWatchFlags::IN_CLOSE_WRITE
+                | AddWatchFlags::IN_MOVED_TO
+                | AddWatchFlags::IN_MOVED_FROM
+                | AddWatchFlags::IN_CREATE
+                | AddWatchFlags::IN_DELETE
+                | AddWatchFlags::IN_ATTRIB,
+        )
+        .ok()?;
+        let (tx, rx) = mpsc::channel(1);
+        std::thread::Builder::new()
+            .name("manifest-watch".into())
+            .spawn(move || loop {
+                match ino.read_events() {
+                    Ok(_) => {
+                        // A full channel already holds a wake-up: fine.
+                        if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(()) {
+                            return;
+                        }
+                    }
+                    Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "inotify failed; polling only");
+                        return;
+                    }
+                }
+            })
+            .ok()?;
+        Some(Self { rx })
+    }
+
+    /// Waits for the next change notification (forever once the watcher
+    /// thread has stopped).
+    async fn changed(&mut self) {
+        if self.rx.recv().await.is_none() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Follows `dir`: reads it now, again whenever inotify reports a change in
+/// it, and at least every `interval` (changes that inotify does not see,
+/// e.g. files replaced behind a symlink), sending the differences to `tx`
+/// until it closes. Only changed files are parsed again. A read that fails
+/// changes nothing.
 pub async fn run_manifests(dir: PathBuf, interval: Duration, tx: mpsc::Sender<Change>) {
     let mut services = Tracker::<Service>::new();
     let mut slices = Tracker::<EndpointSlice>::new();
+    let mut cache = ManifestCache::default();
     let mut last_error: Option<String> = None;
     let mut warned_skips: BTreeMap<PathBuf, String> = BTreeMap::new();
     let mut listed = std::collections::BTreeSet::new();
+    let mut watch = DirWatch::new(&dir);
+    if watch.is_none() {
+        tracing::warn!(dir = %dir.display(), "no inotify on the manifest directory; polling only");
+    }
     loop {
-        match read_manifests(&dir) {
+        match cache.read(&dir) {
             Ok(m) => {
                 last_error = None;
                 for (path, kind) in m.skipped {
@@ -407,7 +535,7 @@ pub async fn run_manifests(dir: PathBuf, interval: Duration, tx: mpsc::Sender<Ch
                 services.replace(m.services, &mut out);
                 slices.replace(m.slices, &mut out);
                 for c in out {
-                    // Every poll is a complete list; say so only once.
+                    // Every read is a complete list; say so only once.
                     if let Change::Listed(kind) = c {
                         if !listed.insert(kind) {
                             continue;
@@ -426,7 +554,18 @@ pub async fn run_manifests(dir: PathBuf, interval: Duration, tx: mpsc::Sender<Ch
                 }
             }
         }
-        tokio::time::sleep(interval).await;
+        match &mut watch {
+            Some(w) => {
+                tokio::select! {
+                    _ = w.changed() => {
+                        // Let a burst of writes settle into one read.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    _ = tokio::time::sleep(interval) => {}
+                }
+            }
+            None => tokio::time::sleep(interval).await,
+        }
     }
 }
 
@@ -556,6 +695,36 @@ metadata:
 "#;
 
     #[test]
+    fn unchanged_files_are_not_parsed_again() {
+        let d = temp_dir("cache");
+        std::fs::write(d.join("a.yaml"), WEB).unwrap();
+        std::fs::write(d.join("b.yaml"), WEB.replace("name: web", "name: api")).unwrap();
+        let mut cache = ManifestCache::default();
+        let first = cache.read(&d).unwrap();
+        assert_eq!(first.services.len(), 2);
+        // Make a.yaml unparsable without changing its size or mtime: a
+        // re-parse would fail, the cache must not re-parse it.
+        let meta = std::fs::metadata(d.join("a.yaml")).unwrap();
+        let broken = "x".repeat(meta.len() as usize);
+        std::fs::write(d.join("a.yaml"), &broken).unwrap();
+        let f = std::fs::File::options()
+            .write(true)
+            .open(d.join("a.yaml"))
+            .unwrap();
+        f.set_modified(meta.modified().unwrap()).unwrap();
+        drop(f);
+        let again = cache.read(&d).unwrap();
+        assert_eq!(again, first);
+        // A real change (new mtime) is parsed.
+        std::fs::write(d.join("b.yaml"), WEB.replace("name: web", "name: api2")).unwrap();
+        let third = cache.read(&d).unwrap();
+        assert!(third
+            .services
+            .iter()
+            .any(|s| s.metadata.name.as_deref() == Some("api2")));
+    }
+
+    #[test]
     fn reads_multi_document_manifests() {
         let d = temp_dir("read");
         std::fs::write(d.join("web.yaml"), WEB).unwrap();
@@ -581,12 +750,14 @@ metadata:
             .expect("channel open")
     }
 
+    /// The poll interval is a minute: every change below is seen through
+    /// inotify.
     #[tokio::test]
     async fn follows_a_manifest_directory() {
         let d = temp_dir("follow");
         std::fs::write(d.join("web.yaml"), WEB).unwrap();
         let (tx, mut rx) = mpsc::channel(64);
-        let task = tokio::spawn(run_manifests(d.clone(), Duration::from_millis(50), tx));
+        let task = tokio::spawn(run_manifests(d.clone(), Duration::from_secs(60), tx));
         let mut first = Vec::new();
         for _ in 0..4 {
             first.push(next(&mut rx).await);

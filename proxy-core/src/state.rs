@@ -18,10 +18,11 @@ use crate::translate::{compute, Contribution, Ctx, PortClaim};
 
 type SliceId = (String, String);
 
-/// Claims of several Services on one key; the smallest rank wins.
+/// Claims of several Services on one key; the smallest rank wins. Almost
+/// every key has one claimant, so each holds a small sorted vector.
 #[derive(Debug)]
 struct Claims<K, V> {
-    by_key: HashMap<K, BTreeMap<Rank, V>>,
+    by_key: HashMap<K, Vec<(Rank, V)>>,
 }
 
 impl<K, V> Default for Claims<K, V> {
@@ -33,36 +34,34 @@ impl<K, V> Default for Claims<K, V> {
 }
 
 impl<K: std::hash::Hash + Eq + Copy, V: Clone + PartialEq> Claims<K, V> {
-    fn winner(&self, k: &K) -> Option<(&Rank, &V)> {
-        self.by_key.get(k).and_then(|m| m.iter().next())
-    }
-
     /// Sets (or with `None` withdraws) `rank`'s claim on `k`; returns the
     /// winner before and after when it changed.
     #[allow(clippy::type_complexity)]
     fn set(&mut self, k: K, rank: &Rank, v: Option<V>) -> Option<(Option<V>, Option<V>)> {
-        let before = self.winner(&k).map(|(_, v)| v.clone());
         let m = self.by_key.entry(k).or_default();
-        match v {
-            Some(v) => {
-                m.insert(rank.clone(), v);
+        let before = m.first().map(|(_, v)| v.clone());
+        let pos = m.binary_search_by(|(r, _)| r.cmp(rank));
+        match (v, pos) {
+            (Some(v), Ok(i)) => m[i].1 = v,
+            (Some(v), Err(i)) => m.insert(i, (rank.clone(), v)),
+            (None, Ok(i)) => {
+                m.remove(i);
             }
-            None => {
-                m.remove(rank);
-            }
+            (None, Err(_)) => {}
         }
+        let after = m.first().map(|(_, v)| v.clone());
         if m.is_empty() {
             self.by_key.remove(&k);
         }
-        let after = self.winner(&k).map(|(_, v)| v.clone());
         (before != after).then_some((before, after))
     }
 
     fn losers(&self) -> impl Iterator<Item = (&K, &Rank, &Rank)> {
         self.by_key.iter().flat_map(|(k, m)| {
-            let mut it = m.keys();
-            let first = it.next();
-            it.filter_map(move |r| first.map(|w| (k, r, w)))
+            let first = m.first().map(|(r, _)| r);
+            m.iter()
+                .skip(1)
+                .filter_map(move |(r, _)| first.map(|w| (k, r, w)))
         })
     }
 }

@@ -31,6 +31,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             dump.len(),
             only_services.as_secs_f64(),
         );
+        drop(dump);
+        let t = Instant::now();
+        let (mut n, mut servers) = (0, 0);
+        ipvs.dump_each(|_, rs| {
+            n += 1;
+            servers += rs.len();
+        })?;
+        println!(
+            "dump_each {:.3} s ({n} services, {servers} servers)",
+            t.elapsed().as_secs_f64()
+        );
         return Ok(());
     }
     let mut nums = args.iter().filter_map(|a| a.parse::<u32>().ok());

@@ -130,6 +130,7 @@ impl AsyncHandle {
             }
         }
         let mut ex = Exchange::new(first, last, payload);
+        ex.real_servers = std::mem::take(&mut core.spare_real_servers);
         while !ex.is_done() {
             match recv_into(raw, &mut core.rx, &mut ex) {
                 Ok(()) => {

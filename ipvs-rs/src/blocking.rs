@@ -105,6 +105,7 @@ impl Handle {
             }
         }
         let mut ex = Exchange::new(first, last, payload);
+        ex.real_servers = std::mem::take(&mut self.core.spare_real_servers);
         let mut spins = 0u32;
         while !ex.is_done() {
             match recv_into(fd, &mut self.core.rx, &mut ex) {

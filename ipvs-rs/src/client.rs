@@ -35,6 +35,9 @@ pub(crate) struct Core {
     /// exchange drains them first, so that a dump left running in the
     /// kernel cannot make the next dump fail with `EBUSY`.
     pub dirty: bool,
+    /// A cleared real-server list whose memory the next exchange reuses
+    /// (see `dump_each`: fresh memory means page faults, costly in UML).
+    pub spare_real_servers: Vec<RealServer>,
 }
 
 impl std::fmt::Debug for Core {
@@ -57,6 +60,7 @@ impl Core {
             timeout: DEFAULT_TIMEOUT,
             limits,
             dirty: false,
+            spare_real_servers: Vec::new(),
         }
     }
 }
@@ -558,6 +562,34 @@ macro_rules! ipvs_methods {
                 out.push((vs, rs?));
             }
             Ok(out)
+        }
+
+        /// Calls `f` with every service and its real servers, in kernel
+        /// order, like [`Self::dump`] but without collecting everything
+        /// first: one real-server buffer is reused for all services, so
+        /// printing a big table (`ipvsadm -Sn`) needs little memory.
+        pub $($async)? fn dump_each<F>(&mut self, mut f: F) -> Result<()>
+        where
+            F: FnMut(&VirtualServer, &[RealServer]),
+        {
+            let services = self.services()$(.$await)?;
+            for vs in &services? {
+                let msg = $crate::codec::IpvsMessage::new(
+                    $crate::codec::IpvsCommand::GetDest,
+                    vec![$crate::codec::IpvsAttribute::Service($crate::codec::service_key_attrs(&vs.key))],
+                );
+                let ex = self.request(
+                    msg,
+                    $crate::engine::Expect::Dump,
+                    $crate::engine::Payload::RealServers(vs.key.family()),
+                    "list real servers",
+                )$(.$await)?;
+                let mut ex = ex?;
+                f(vs, &ex.real_servers);
+                ex.real_servers.clear();
+                self.core.spare_real_servers = std::mem::take(&mut ex.real_servers);
+            }
+            Ok(())
         }
 
         /// Removes every service and real server (`ipvsadm -C`).

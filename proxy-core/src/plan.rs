@@ -127,6 +127,27 @@ impl DrainBook {
     fn services(&self) -> BTreeSet<ServiceKey> {
         self.started.keys().map(|(s, _)| *s).collect()
     }
+
+    /// Forgets drains of `svc`'s real servers that `keep` rejects.
+    fn prune(&mut self, svc: &ServiceKey, keep: impl Fn(&RealServerKey) -> bool) {
+        let lo = RealServerKey {
+            addr: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            port: 0,
+        };
+        let hi = RealServerKey {
+            addr: IpAddr::V6(std::net::Ipv6Addr::from(u128::MAX)),
+            port: u16::MAX,
+        };
+        let gone: Vec<(ServiceKey, RealServerKey)> = self
+            .started
+            .range((*svc, lo)..=(*svc, hi))
+            .filter(|((_, r), _)| !keep(r))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in gone {
+            self.started.remove(&k);
+        }
+    }
 }
 
 /// What decides ownership and drain timing (see the module docs).
@@ -435,6 +456,8 @@ fn plan_virtual_servers(
                 }
             }
             (Some(d), Some(o)) => {
+                // Drains of real servers that vanished from the kernel.
+                drains.prune(key, |r| o.real_servers.contains_key(r));
                 if !d.server.same_config(&o.server) {
                     out.ipvs.push(Op::EditService(d.server.clone()));
                 }
@@ -459,8 +482,10 @@ fn plan_virtual_servers(
             }
             (None, Some(o)) => {
                 if !policy.owns(key, observed) {
+                    drains.prune(key, |_| false);
                     continue;
                 }
+                drains.prune(key, |r| o.real_servers.contains_key(r));
                 let mut deletes = Vec::new();
                 let mut remaining = 0usize;
                 for ors in o.real_servers.values() {
@@ -478,9 +503,7 @@ fn plan_virtual_servers(
                         .extend(deletes.into_iter().map(|r| Op::DeleteRealServer(*key, r)));
                 }
             }
-            (None, None) => {
-                drains.started.retain(|(s, _), _| s != key);
-            }
+            (None, None) => drains.prune(key, |_| false),
         }
     }
 }

@@ -439,3 +439,40 @@ fn dropped_external_ip_on_a_node_address_is_removed() {
     assert_eq!(p.ipvs, [Op::DeleteService(k)]);
     assert!(obs.converged(s.desired(), &s.policy()));
 }
+
+#[test]
+fn drains_of_servers_removed_behind_our_back_are_forgotten() {
+    let mut s = web_state(&["10.0.1.1", "10.0.1.2"], "TCP");
+    let mut obs = Observed::default();
+    let mut drains = DrainBook::new();
+    let t0 = Instant::now();
+    step(&s, &mut obs, &mut drains, t0);
+    set_conns(&mut obs, &vip(), "10.0.1.2", 1, 0);
+    s.apply_slice(
+        &Slice::new("default", "web-1", "web")
+            .port("http", "TCP", 8080)
+            .ep("10.0.1.1", "node-b")
+            .build(),
+    );
+    s.take_changes();
+    step(&s, &mut obs, &mut drains, t0);
+    assert_eq!(drains.len(), 1);
+    // Someone deletes the draining server (ipvsadm -d): a partial plan with
+    // no changes forgets it and plans nothing.
+    let rs = RealServer::new(ip("10.0.1.2"), 8080).key;
+    obs.virtual_servers
+        .get_mut(&vip())
+        .unwrap()
+        .real_servers
+        .remove(&rs);
+    let p = plan_changes(
+        s.desired(),
+        &obs,
+        &Default::default(),
+        &s.policy(),
+        &mut drains,
+        t0,
+    );
+    assert!(p.is_empty());
+    assert!(drains.is_empty());
+}

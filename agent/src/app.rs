@@ -385,9 +385,11 @@ pub async fn run(flags: &Flags, cfg: ProxyConfig) -> Result<(), AppError> {
     match &flags.manifests {
         Some(dir) => {
             tracing::info!(dir = %dir.display(), "following manifests");
+            // inotify reports changes at once; the poll only catches what
+            // it cannot see (e.g. files replaced behind symlinks).
             tokio::spawn(source::run_manifests(
                 dir.clone(),
-                Duration::from_secs(1),
+                Duration::from_secs(5),
                 tx,
             ));
         }

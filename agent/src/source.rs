@@ -162,16 +162,22 @@ impl<K: Tracked> Tracker<K> {
     }
 
     /// A complete list: changed and new objects applied, missing ones deleted.
-    fn replace(&mut self, objects: Vec<K>, out: &mut Vec<Change>) {
-        let mut next = HashMap::with_capacity(objects.len());
+    /// Objects are cloned only when they changed.
+    fn replace<B: std::borrow::Borrow<K>>(
+        &mut self,
+        objects: impl IntoIterator<Item = B>,
+        out: &mut Vec<Change>,
+    ) {
+        let mut next = HashMap::with_capacity(self.known.len());
         for obj in objects {
+            let obj = obj.borrow();
             if K::SOURCE_KIND != Kind::Node && !selected(obj.metadata()) {
                 continue;
             }
             let key = ObjectKey::of(obj.metadata());
-            let fp = fingerprint(&obj);
+            let fp = fingerprint(obj);
             if self.known.get(&key) != Some(&fp) {
-                out.push(Change::Applied(obj.wrap()));
+                out.push(Change::Applied(obj.clone().wrap()));
             }
             next.insert(key, fp);
         }
@@ -333,6 +339,42 @@ pub struct ManifestCache {
 impl ManifestCache {
     /// Reads `dir` (see [`read_manifests`]), reusing unchanged files.
     pub fn read(&mut self, dir: &Path) -> Result<Manifests, ManifestError> {
+        self.refresh(dir)?;
+        Ok(Manifests {
+            services: self.services().cloned().collect(),
+            slices: self.slices().cloned().collect(),
+            skipped: self.skipped().cloned().collect(),
+        })
+    }
+
+    fn sorted(&self) -> Vec<&CachedFile> {
+        let mut v: Vec<(&PathBuf, &CachedFile)> = self.files.iter().collect();
+        v.sort_by(|a, b| a.0.cmp(b.0));
+        v.into_iter().map(|(_, f)| f).collect()
+    }
+
+    /// The Services of the last successful read, in file order.
+    pub fn services(&self) -> impl Iterator<Item = &Service> {
+        self.sorted()
+            .into_iter()
+            .flat_map(|f| f.docs.services.iter())
+    }
+
+    /// The EndpointSlices of the last successful read, in file order.
+    pub fn slices(&self) -> impl Iterator<Item = &EndpointSlice> {
+        self.sorted().into_iter().flat_map(|f| f.docs.slices.iter())
+    }
+
+    /// The skipped documents of the last successful read.
+    pub fn skipped(&self) -> impl Iterator<Item = &(PathBuf, String)> {
+        self.sorted()
+            .into_iter()
+            .flat_map(|f| f.docs.skipped.iter())
+    }
+
+    /// Re-reads `dir`, parsing only changed files. On error the previous
+    /// contents stay.
+    pub fn refresh(&mut self, dir: &Path) -> Result<(), ManifestError> {
         use std::os::unix::fs::MetadataExt;
         let read_err = |path: &Path, source| ManifestError::Read {
             path: path.to_path_buf(),
@@ -356,31 +398,32 @@ impl ManifestCache {
             }
         }
         files.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut next: HashMap<PathBuf, CachedFile> = HashMap::with_capacity(files.len());
-        let mut out = Manifests::default();
+        // Parse every changed file first: an error leaves the cache as it was.
+        let mut parsed: HashMap<PathBuf, CachedFile> = HashMap::new();
+        let mut keep: Vec<PathBuf> = Vec::with_capacity(files.len());
         for (path, meta) in files {
             let stamp = (
                 meta.modified().unwrap_or(std::time::UNIX_EPOCH),
                 meta.len(),
                 meta.ino(),
             );
-            let cached = match self.files.remove(&path) {
-                Some(c) if c.stamp == stamp => c,
+            match self.files.get(&path) {
+                Some(c) if c.stamp == stamp => keep.push(path),
                 _ => {
                     let text = std::fs::read_to_string(&path).map_err(|e| read_err(&path, e))?;
-                    CachedFile {
-                        stamp,
-                        docs: parse_file(&path, &text)?,
-                    }
+                    let docs = parse_file(&path, &text)?;
+                    parsed.insert(path, CachedFile { stamp, docs });
                 }
-            };
-            out.services.extend(cached.docs.services.iter().cloned());
-            out.slices.extend(cached.docs.slices.iter().cloned());
-            out.skipped.extend(cached.docs.skipped.iter().cloned());
-            next.insert(path, cached);
+            }
+        }
+        let mut next = parsed;
+        for path in keep {
+            if let Some(c) = self.files.remove(&path) {
+                next.insert(path, c);
+            }
         }
         self.files = next;
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -522,18 +565,18 @@ pub async fn run_manifests(dir: PathBuf, interval: Duration, tx: mpsc::Sender<Ch
         tracing::warn!(dir = %dir.display(), "no inotify on the manifest directory; polling only");
     }
     loop {
-        match cache.read(&dir) {
-            Ok(m) => {
+        match cache.refresh(&dir) {
+            Ok(()) => {
                 last_error = None;
-                for (path, kind) in m.skipped {
-                    if warned_skips.get(&path) != Some(&kind) {
+                for (path, kind) in cache.skipped() {
+                    if warned_skips.get(path) != Some(kind) {
                         tracing::warn!(file = %path.display(), %kind, "manifest of a kind the agent does not use; skipped");
-                        warned_skips.insert(path, kind);
+                        warned_skips.insert(path.clone(), kind.clone());
                     }
                 }
                 let mut out = Vec::new();
-                services.replace(m.services, &mut out);
-                slices.replace(m.slices, &mut out);
+                services.replace(cache.services(), &mut out);
+                slices.replace(cache.slices(), &mut out);
                 for c in out {
                     // Every read is a complete list; say so only once.
                     if let Change::Listed(kind) = c {
@@ -722,6 +765,11 @@ metadata:
             .services
             .iter()
             .any(|s| s.metadata.name.as_deref() == Some("api2")));
+        // A failed read leaves the cache intact.
+        std::fs::write(d.join("c.yaml"), "apiVersion: v1\nkind: Service\nspec: 3\n").unwrap();
+        assert!(cache.read(&d).is_err());
+        std::fs::remove_file(d.join("c.yaml")).unwrap();
+        assert_eq!(cache.read(&d).unwrap(), third);
     }
 
     #[test]

@@ -92,8 +92,14 @@ impl AsyncHandle {
         payload: Payload,
         what: &str,
     ) -> Result<Exchange> {
+        // Netlink answers synchronously, so without this a long batch or
+        // dump would never yield to the runtime.
+        tokio::task::coop::consume_budget().await;
         let timeout = self.core.timeout;
-        let deadline = Instant::now() + timeout;
+        // Read the clock only when needed (a syscall under UML).
+        let mut deadline: Option<Instant> = None;
+        let mut deadline = move || *deadline.get_or_insert_with(|| Instant::now() + timeout);
+        let mut reads = 0u32;
         let timed_out = || Error::Timeout {
             op: what.to_owned(),
             after: timeout,
@@ -105,7 +111,8 @@ impl AsyncHandle {
             loop {
                 match recv(raw, &mut core.rx, MsgFlags::MSG_DONTWAIT) {
                     Ok(_) | Err(Errno::EINTR) | Err(Errno::ENOBUFS) => {
-                        if Instant::now() >= deadline {
+                        reads += 1;
+                        if reads.is_multiple_of(256) && Instant::now() >= deadline() {
                             return Err(timed_out());
                         }
                     }
@@ -121,7 +128,7 @@ impl AsyncHandle {
                 Ok(_) => break,
                 Err(Errno::EINTR) => {}
                 Err(Errno::EAGAIN) => {
-                    let mut guard = tokio::time::timeout_at(deadline, fd.writable())
+                    let mut guard = tokio::time::timeout_at(deadline(), fd.writable())
                         .await
                         .map_err(|_| timed_out())??;
                     guard.clear_ready();
@@ -134,13 +141,15 @@ impl AsyncHandle {
         while !ex.is_done() {
             match recv_into(raw, &mut core.rx, &mut ex) {
                 Ok(()) => {
-                    if Instant::now() >= deadline && !ex.is_done() {
+                    // Bound the time even if unrelated messages keep coming.
+                    reads += 1;
+                    if reads.is_multiple_of(256) && !ex.is_done() && Instant::now() >= deadline() {
                         return Err(timed_out());
                     }
                 }
                 Err(Errno::EINTR) => {}
                 Err(Errno::EAGAIN) => {
-                    let mut guard = tokio::time::timeout_at(deadline, fd.readable())
+                    let mut guard = tokio::time::timeout_at(deadline(), fd.readable())
                         .await
                         .map_err(|_| timed_out())??;
                     guard.clear_ready();

@@ -702,7 +702,8 @@ fn large_dump_and_batch() {
     assert!(dump.iter().all(|(_, rs)| rs.len() == 5));
     // dump_each sees exactly the same, in the same order.
     let mut each = Vec::new();
-    h.dump_each(|vs, rs| each.push((vs.clone(), rs.to_vec()))).unwrap();
+    h.dump_each(|vs, rs| each.push((vs.clone(), rs.to_vec())))
+        .unwrap();
     assert_eq!(each, dump);
     assert_eq!(saved(&ns).len(), 12000);
 }

@@ -29,6 +29,7 @@ pub mod reject;
 mod render;
 mod state;
 mod translate;
+mod vecmap;
 
 pub use config::{Config, IpFamily, Limits, LocalDetect, NodeFacts, NodePortAddresses, Scheduler};
 pub use model::{

@@ -15,6 +15,7 @@ use crate::parse::{parse_service, parse_slice, ParsedService, ParsedSlice, Rank,
 use crate::plan::{Changes, PlanPolicy};
 use crate::reject::{ObjectKind, ObjectRef, RejectReason, Rejection};
 use crate::translate::{compute, Contribution, Ctx, PortClaim};
+use crate::vecmap::VecMap;
 
 type SliceId = (String, String);
 
@@ -74,7 +75,7 @@ pub struct ProxyState {
     ctx: Ctx,
     services: HashMap<ServiceName, ParsedService>,
     service_rejections: HashMap<ServiceName, Vec<Rejection>>,
-    slices: HashMap<ServiceName, BTreeMap<String, ParsedSlice>>,
+    slices: HashMap<ServiceName, VecMap<String, ParsedSlice>>,
     slice_service: HashMap<SliceId, ServiceName>,
     slice_rejections: HashMap<SliceId, Vec<Rejection>>,
     contributions: HashMap<ServiceName, (Rank, Contribution)>,
@@ -589,7 +590,7 @@ pub fn desired_from_scratch<'a>(
         );
         by_id.insert(id, parse_slice(s, config, &node.name, &mut Vec::new()));
     }
-    let mut grouped: HashMap<ServiceName, BTreeMap<String, ParsedSlice>> = HashMap::new();
+    let mut grouped: HashMap<ServiceName, VecMap<String, ParsedSlice>> = HashMap::new();
     for ((_, name), p) in by_id {
         if let Some(p) = p {
             grouped

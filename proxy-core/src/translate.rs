@@ -15,6 +15,7 @@ use crate::model::{
 };
 use crate::parse::{ParsedPort, ParsedService, ParsedSlice};
 use crate::reject::{ObjectKind, ObjectRef, RejectReason, Rejection};
+use crate::vecmap::VecMap;
 
 /// Node-wide inputs of the translation, derived once from config and node.
 #[derive(Debug, Clone)]
@@ -64,7 +65,7 @@ pub(crate) struct PortClaim {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct Contribution {
     /// Shared with the claim index: one copy per claim.
-    pub claims: BTreeMap<ServiceKey, Arc<PortClaim>>,
+    pub claims: VecMap<ServiceKey, Arc<PortClaim>>,
     pub health_check: Option<HealthCheckFact>,
     pub rejections: Vec<Rejection>,
 }
@@ -100,7 +101,7 @@ fn merged_endpoints(
     svc: &ParsedService,
     port: &ParsedPort,
     family: IpFamily,
-    slices: &BTreeMap<String, ParsedSlice>,
+    slices: &VecMap<String, ParsedSlice>,
     ctx: &Ctx,
 ) -> Vec<Ep> {
     let mut eps: BTreeMap<(IpAddr, u16), Ep> = BTreeMap::new();
@@ -220,10 +221,10 @@ fn key(protocol: Protocol, addr: IpAddr, port: u16) -> ServiceKey {
 /// Computes a Service's contribution.
 pub(crate) fn compute(
     svc: &ParsedService,
-    slices: Option<&BTreeMap<String, ParsedSlice>>,
+    slices: Option<&VecMap<String, ParsedSlice>>,
     ctx: &Ctx,
 ) -> Contribution {
-    let empty = BTreeMap::new();
+    let empty = VecMap::default();
     let slices = slices.unwrap_or(&empty);
     let mut out = Contribution::default();
     let zone = ctx.node.zone();

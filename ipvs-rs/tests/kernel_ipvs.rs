@@ -559,6 +559,9 @@ fn sync_daemons() {
         out.contains("master sync daemon (mcast=up0, syncid=7"),
         "{out}"
     );
+    // The multicast port travels in host byte order: ipvsadm agrees on it.
+    assert!(out.contains("port=8850"), "{out}");
+    assert!(out.contains("group=239.1.2.3"), "{out}");
     // A second master is refused.
     let err = h.start_daemon(&master).unwrap_err();
     assert!(err.is_already_exists(), "{err}");

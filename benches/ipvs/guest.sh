@@ -30,7 +30,7 @@ reload_ipvs() {
   users=$(awk '$1=="ip_vs"{print $4}' /proc/modules | tr ',' ' ' | tr -d '-')
   for m in $users; do rmmod "$m" || bad "rmmod $m"; done
   rmmod ip_vs || bad "rmmod ip_vs"
-  modprobe ip_vs && modprobe ip_vs_rr || bad "modprobe ip_vs ip_vs_rr"
+  if ! modprobe ip_vs || ! modprobe ip_vs_rr; then bad "modprobe ip_vs ip_vs_rr"; fi
 }
 
 # measure KEY STDIN STDOUT CMD...: run once, record wall time in us.
@@ -81,13 +81,16 @@ for n in $SIZES; do
   sort "$W/$n.rules" >"$W/$n.sorted"
   rules="$W/$n.rules"
 
-  # A. batched restore, then both saves on the same state, then our flush.
-  reload_ipvs
-  measure "restore_batched_$n" "$rules" /dev/null "$IPVSCTL" restore
-  check_state "restore_batched_$n" "$n"
+  # A. batched restore (several samples, each on a fresh module), then both
+  # saves on the same state, then our flush.
+  for _ in $(seq "$RESTORE_SAMPLES"); do
+    reload_ipvs
+    measure "restore_batched_$n" "$rules" /dev/null "$IPVSCTL" restore
+    check_state "restore_batched_$n" "$n"
+  done
   # Saves alternate (ours, theirs, ours, theirs): the machine is shared, so
   # several samples; the report takes the best of each.
-  for s in 1 2; do
+  for _ in 1 2; do
     measure "save_ipvsctl_$n" /dev/null "$W/save_ours" "$IPVSCTL" save
     measure "save_ipvsadm_$n" /dev/null "$W/save_theirs" ipvsadm -Sn
     if cmp -s "$W/save_ours" "$W/save_theirs"; then put "save_identical_$n" 1; else
@@ -99,21 +102,30 @@ for n in $SIZES; do
   check_empty "flush_ipvsctl_$n"
 
   # B. one request per round trip; ipvsadm's flush.
-  reload_ipvs
-  measure "restore_unbatched_$n" "$rules" /dev/null "$IPVSCTL" restore --no-batch
-  check_state "restore_unbatched_$n" "$n"
-  measure "flush_ipvsadm_$n" /dev/null /dev/null ipvsadm -C
-  check_empty "flush_ipvsadm_$n"
+  for _ in $(seq "$RESTORE_SAMPLES"); do
+    reload_ipvs
+    measure "restore_unbatched_$n" "$rules" /dev/null "$IPVSCTL" restore --no-batch
+    check_state "restore_unbatched_$n" "$n"
+    measure "flush_ipvsadm_$n" /dev/null /dev/null ipvsadm -C
+    check_empty "flush_ipvsadm_$n"
+  done
 
-  # C. ipvsadm -R; a second sample of both saves.
-  reload_ipvs
-  measure "restore_ipvsadm_$n" "$rules" /dev/null ipvsadm -R
-  check_state "restore_ipvsadm_$n" "$n"
-  measure "save2_ipvsadm_$n" /dev/null "$W/save_theirs" ipvsadm -Sn
-  measure "save2_ipvsctl_$n" /dev/null "$W/save_ours" "$IPVSCTL" save
-  cmp -s "$W/save_ours" "$W/save_theirs" || bad "save outputs differ after ipvsadm -R at N=$n"
-  measure "flush2_ipvsctl_$n" /dev/null /dev/null "$IPVSCTL" flush
-  check_empty "flush2_ipvsctl_$n"
+  # C. ipvsadm -R (fewer samples above IPVSADM_R_SAMPLES_MAX services: it
+  # takes minutes); a third sample of both saves; our flush again.
+  samples="$RESTORE_SAMPLES"
+  [ "$n" -le "$IPVSADM_R_SAMPLES_MAX" ] || samples=1
+  for i in $(seq "$samples"); do
+    reload_ipvs
+    measure "restore_ipvsadm_$n" "$rules" /dev/null ipvsadm -R
+    check_state "restore_ipvsadm_$n" "$n"
+    if [ "$i" = 1 ]; then
+      measure "save_ipvsadm_$n" /dev/null "$W/save_theirs" ipvsadm -Sn
+      measure "save_ipvsctl_$n" /dev/null "$W/save_ours" "$IPVSCTL" save
+      cmp -s "$W/save_ours" "$W/save_theirs" || bad "save outputs differ after ipvsadm -R at N=$n"
+    fi
+    measure "flush_ipvsctl_$n" /dev/null /dev/null "$IPVSCTL" flush
+    check_empty "flush_ipvsctl_$n"
+  done
 done
 
 # Syscall counts: the same commands again, each under strace -c -f.

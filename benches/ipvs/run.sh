@@ -5,7 +5,9 @@
 #   benches/ipvs/run.sh            # sizes 1000x10 and 10000x10
 #   SIZES="1000" benches/ipvs/run.sh
 #
-# For each size N services x 10 real servers (rules in `ipvsadm -Sn` form):
+# For each size N services x 10 real servers (rules in `ipvsadm -Sn` form;
+# the machine may be shared, so each timing is sampled several times and the
+# report takes the best sample of each command):
 #   restore: ipvsctl restore (batched) | ipvsctl restore --no-batch | ipvsadm -R
 #   save:    ipvsctl save vs ipvsadm -Sn (same kernel state)
 #   flush:   ipvsctl flush vs ipvsadm -C
@@ -21,6 +23,9 @@
 # Env: SIZES (default "1000 10000"), REALS (default 10), STRACE_SIZES
 # (default = SIZES), STRACE_IPVSADM_R_MAX (largest N at which `ipvsadm -R`
 # runs under strace, default 1000: it takes ~130 s per 1,000 x 10 there),
+# RESTORE_SAMPLES (default 3: each restore is timed that many times, each
+# on a fresh module; `ipvsadm -R` only once above IPVSADM_R_SAMPLES_MAX
+# services, default 1000, as it takes minutes), VM_TIMEOUT (s, default 5400),
 # CARGO_TARGET_DIR (must not be under /tmp or /run).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -32,6 +37,8 @@ SIZES="${SIZES:-1000 10000}"
 REALS="${REALS:-10}"
 STRACE_SIZES="${STRACE_SIZES:-$SIZES}"
 STRACE_IPVSADM_R_MAX="${STRACE_IPVSADM_R_MAX:-1000}"
+RESTORE_SAMPLES="${RESTORE_SAMPLES:-3}"
+IPVSADM_R_SAMPLES_MAX="${IPVSADM_R_SAMPLES_MAX:-1000}"
 
 ensure_packages user-mode-linux ipvsadm strace iproute2 kmod python3
 ensure_rust
@@ -56,10 +63,13 @@ SIZES="$SIZES"
 REALS=$REALS
 STRACE_SIZES="$STRACE_SIZES"
 STRACE_IPVSADM_R_MAX=$STRACE_IPVSADM_R_MAX
+RESTORE_SAMPLES=$RESTORE_SAMPLES
+IPVSADM_R_SAMPLES_MAX=$IPVSADM_R_SAMPLES_MAX
 ENV
 
 log "booting UML for the benchmark (sizes: $SIZES; x $REALS real servers)"
-VM_TIMEOUT="${VM_TIMEOUT:-5400}" VM_TEST_TIMEOUT="${VM_TIMEOUT:-5400}" \
+vm_timeout="${VM_TIMEOUT:-5400}"
+VM_TIMEOUT="$vm_timeout" VM_TEST_TIMEOUT="$vm_timeout" \
   bash "$REPO/scripts/vm/uml.sh" "$out" "$here/guest.sh" ||
   die "the benchmark VM did not run (logs in $out)"
 rc="$(cat "$out/payload.rc")"

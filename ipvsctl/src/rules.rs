@@ -865,16 +865,15 @@ fn build_real_server(
     if p.tun_port.is_none() && port_needed {
         return err(format!("tunnel type {type_name} needs --tun-port"));
     }
-    let flags = match p.tun_csum {
-        None | Some("tun-nocsum") if csum_ok || p.tun_csum.is_none() => TunnelFlags::empty(),
-        Some("tun-csum") if csum_ok => TunnelFlags::CSUM,
-        Some("tun-remcsum") if remcsum_ok => TunnelFlags::REMCSUM,
-        Some(other) => {
+    let flags = match (p.tun_csum, csum_ok, remcsum_ok) {
+        (None, _, _) | (Some("tun-nocsum"), true, _) => TunnelFlags::empty(),
+        (Some("tun-csum"), true, _) => TunnelFlags::CSUM,
+        (Some("tun-remcsum"), _, true) => TunnelFlags::REMCSUM,
+        (Some(other), _, _) => {
             return err(format!(
                 "--{other} is not allowed with tunnel type {type_name}"
             ))
         }
-        None => TunnelFlags::empty(),
     };
     rs = rs.tunnel(Tunnel {
         kind,

@@ -305,6 +305,8 @@ pub async fn run<P: Proxier>(
                 if out.failed_ops > 0 {
                     tracing::warn!(failed_ops = out.failed_ops, retry_in = ?retry_delay, "kernel refused some operations; retrying those services");
                     metrics.sync_errors_total.inc();
+                    // Still owed to the kernel: health turns 503 if this lasts.
+                    health.queued_update();
                     retry_at = Some(Instant::now() + retry_delay);
                     retry_delay = (retry_delay * 2).min(cfg.max_retry);
                 } else {
@@ -317,6 +319,7 @@ pub async fn run<P: Proxier>(
             Err(e) => {
                 tracing::error!(error = %e, retry_in = ?retry_delay, ?kind, "sync failed");
                 metrics.sync_errors_total.inc();
+                health.queued_update();
                 // Keep what was pending; the retry is a full sync.
                 pending = merge(taken, pending);
                 next_full = Some(Instant::now());
@@ -645,6 +648,41 @@ mod tests {
             .render()
             .contains("ipvs_proxy_sync_errors_total 3"));
         h.task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn persistent_failures_turn_health_unhealthy() {
+        let fake = Fake::new();
+        let metrics = Metrics::new();
+        // Health on tokio's (paused) clock.
+        let t0 = Instant::now();
+        let clock: crate::http::Clock = Arc::new(move || {
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_000) + (Instant::now() - t0)
+        });
+        let health = Arc::new(HealthState::with_clock(
+            Duration::from_secs(60),
+            metrics.clone(),
+            clock,
+        ));
+        let (tx, rx) = mpsc::channel(10);
+        let task = tokio::spawn(run(fake.clone(), rx, cfg(), metrics, health.clone()));
+        tx.send(Change::Listed(Kind::Service)).await.unwrap();
+        tx.send(Change::Listed(Kind::EndpointSlice)).await.unwrap();
+        advance(Duration::from_secs(1)).await;
+        assert!(health.is_healthy().0);
+        // From now on every sync fails, with no new change arriving.
+        *fake.fail.lock().unwrap() = usize::MAX;
+        advance(Duration::from_secs(35)).await; // the periodic full sync fails
+        assert!(health.is_healthy().0, "not late yet");
+        advance(Duration::from_secs(70)).await;
+        assert!(
+            !health.is_healthy().0,
+            "failing for longer than the timeout"
+        );
+        *fake.fail.lock().unwrap() = 0;
+        advance(Duration::from_secs(10)).await; // next retry succeeds
+        assert!(health.is_healthy().0);
+        task.abort();
     }
 
     #[tokio::test(start_paused = true)]

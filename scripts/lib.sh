@@ -133,7 +133,8 @@ vm_boot() {
   local name="$1" out="$2" timeout_s="$3" console="$2/console.log" start pid tailpid
   shift 3
   start=$(now)
-  setsid "$@" </dev/null >"$console" 2>&1 &
+  : >"$console" # exists before tail opens it, whoever runs first
+  setsid "$@" </dev/null >>"$console" 2>&1 &
   pid=$!
   # The console without carriage returns and terminal escapes.
   tail -n +1 -f "$console" --pid="$pid" 2>/dev/null |

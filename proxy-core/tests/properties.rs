@@ -26,6 +26,7 @@ struct SvcSpec {
     external: Option<u8>,
     lb_ip: Option<u8>,
     created: u8,
+    extra: u8, // bit 0: publishNotReadyAddresses, bit 1: source range, bit 2: scheduler annotation
 }
 
 #[derive(Debug, Clone)]
@@ -35,7 +36,7 @@ struct SliceSpec {
     v6: bool,
     port_shift: u16,
     eps: Vec<(u8, bool, u8)>, // (ip, local, condition kind)
-    hints: bool,
+    hints: u8,                // 0 none, 1 zone hints, 2 zone and node hints
 }
 
 const PROTOS: [&str; 3] = ["TCP", "UDP", "SCTP"];
@@ -53,7 +54,7 @@ fn svc_spec() -> impl Strategy<Value = SvcSpec> {
         any::<bool>(),
         prop::option::of(0u8..3),
         prop::option::of(0u8..3),
-        0u8..4,
+        (0u8..4, 0u8..8),
     )
         .prop_map(
             |(
@@ -67,7 +68,7 @@ fn svc_spec() -> impl Strategy<Value = SvcSpec> {
                 affinity,
                 external,
                 lb_ip,
-                created,
+                (created, extra),
             )| {
                 SvcSpec {
                     name,
@@ -81,6 +82,7 @@ fn svc_spec() -> impl Strategy<Value = SvcSpec> {
                     external,
                     lb_ip,
                     created,
+                    extra,
                 }
             },
         )
@@ -93,7 +95,7 @@ fn slice_spec() -> impl Strategy<Value = SliceSpec> {
         any::<bool>(),
         0u16..2,
         prop::collection::vec((0u8..6, any::<bool>(), 0u8..4), 0..5),
-        any::<bool>(),
+        0u8..3,
     )
         .prop_map(|(name, svc, v6, port_shift, eps, hints)| SliceSpec {
             name,
@@ -146,6 +148,15 @@ fn build_svc(s: &SvcSpec) -> Service {
     if s.affinity {
         b = b.affinity(Some(100));
     }
+    if s.extra & 1 != 0 {
+        b = b.publish_not_ready();
+    }
+    if s.extra & 2 != 0 {
+        b = b.source_range("192.168.0.0/24");
+    }
+    if s.extra & 4 != 0 {
+        b = b.annotation("ipvs-proxy.io/scheduler", "sh");
+    }
     b.build()
 }
 
@@ -173,8 +184,11 @@ fn build_slice(s: &SliceSpec) -> EndpointSlice {
             2 => b.ep_cond(&addr, node, Some(false), Some(true), Some(true)),
             _ => b.ep_cond(&addr, node, Some(false), Some(false), Some(false)),
         };
-        if s.hints {
+        if s.hints > 0 {
             b = b.hints(&[if ip % 2 == 0 { "zone-a" } else { "zone-b" }]);
+        }
+        if s.hints > 1 {
+            b = b.node_hints(&[node]);
         }
     }
     b.build()

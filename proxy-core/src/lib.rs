@@ -40,6 +40,7 @@ pub use parse::{
     DEFAULT_AFFINITY_TIMEOUT, SCHEDULER_ANNOTATION, SCHEDULER_FLAGS_ANNOTATION, SERVICE_NAME_LABEL,
     SERVICE_PROXY_NAME_LABEL,
 };
+pub use plan::real_server_matches;
 pub use plan::{
     plan, plan_changes, Changes, DrainBook, FilterOp, ModelError, Observed, ObservedVirtualServer,
     Plan, PlanOp, PlanPolicy,

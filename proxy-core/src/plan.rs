@@ -34,7 +34,7 @@ use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
-use ipvs::{Op, Protocol, RealServer, RealServerKey, ServiceKey, VirtualServer};
+use ipvs::{ForwardMethod, Op, Protocol, RealServer, RealServerKey, ServiceKey, VirtualServer};
 
 use crate::config::{Config, LocalDetect, NodeFacts};
 use crate::model::{DesiredState, FilterEntry, FilterFacts};
@@ -391,6 +391,19 @@ pub fn plan_changes(
     out
 }
 
+/// True when an observed real server has the desired configuration. The
+/// kernel turns masquerading to a local address into `LOCALNODE` forwarding
+/// (`__ip_vs_update_dest`), e.g. for a host-network endpoint on this node;
+/// that is what we asked for, not a difference to correct.
+pub fn real_server_matches(desired: &RealServer, observed: &RealServer) -> bool {
+    if desired.forward == ForwardMethod::Masquerade && observed.forward == ForwardMethod::Local {
+        let mut o = observed.clone();
+        o.forward = ForwardMethod::Masquerade;
+        return desired.same_config(&o);
+    }
+    desired.same_config(observed)
+}
+
 fn drain_protocol(key: &ServiceKey) -> Protocol {
     match key {
         ServiceKey::Addr { protocol, .. } => *protocol,
@@ -465,7 +478,7 @@ fn plan_virtual_servers(
                     drains.started.remove(&(*key, rs.key));
                     match o.real_servers.get(&rs.key) {
                         None => out.ipvs.push(Op::AddRealServer(*key, rs.clone())),
-                        Some(ors) if !rs.same_config(ors) => {
+                        Some(ors) if !real_server_matches(rs, ors) => {
                             out.ipvs.push(Op::EditRealServer(*key, rs.clone()))
                         }
                         Some(_) => {}
@@ -748,7 +761,7 @@ impl Observed {
             }
             for (rk, rs) in &d.real_servers {
                 match o.real_servers.get(rk) {
-                    Some(ors) if rs.same_config(ors) => {}
+                    Some(ors) if real_server_matches(rs, ors) => {}
                     _ => return false,
                 }
             }

@@ -476,3 +476,36 @@ fn drains_of_servers_removed_behind_our_back_are_forgotten() {
     assert!(p.is_empty());
     assert!(drains.is_empty());
 }
+
+#[test]
+fn local_node_forwarding_reported_by_the_kernel_is_not_a_difference() {
+    // A host-network endpoint on this node: the kernel reports LOCALNODE.
+    let s = web_state(&[NODE_IP], "TCP");
+    let mut obs = Observed::default();
+    let mut drains = DrainBook::new();
+    let now = Instant::now();
+    step(&s, &mut obs, &mut drains, now);
+    for rs in obs
+        .virtual_servers
+        .get_mut(&vip())
+        .unwrap()
+        .real_servers
+        .values_mut()
+    {
+        rs.forward = ipvs::ForwardMethod::Local;
+    }
+    assert!(plan(s.desired(), &obs, &s.policy(), &mut drains, now).is_empty());
+    assert!(obs.converged(s.desired(), &s.policy()));
+    // A real difference (weight) is still corrected.
+    for rs in obs
+        .virtual_servers
+        .get_mut(&vip())
+        .unwrap()
+        .real_servers
+        .values_mut()
+    {
+        rs.weight = 5;
+    }
+    let p = plan(s.desired(), &obs, &s.policy(), &mut drains, now);
+    assert!(matches!(&p.ipvs[..], [Op::EditRealServer(_, r)] if r.weight == 1));
+}

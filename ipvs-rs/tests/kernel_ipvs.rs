@@ -665,8 +665,14 @@ fn async_handle() {
         let err = h.add_service(&VirtualServer::new(k)).await.unwrap_err();
         assert!(err.is_exists());
         assert_eq!(h.info().await.unwrap().version_triple(), (1, 2, 1));
+        // A second handle, opened from a namespace fd, sees the same state.
+        let f = std::fs::File::open(ns.path()).unwrap();
+        let mut h2 = AsyncHandle::new_in_netns_fd(std::os::fd::AsFd::as_fd(&f))
+            .await
+            .unwrap();
+        assert_eq!(h2.real_servers(&k).await.unwrap().len(), 50);
         h.flush().await.unwrap();
-        assert!(h.services().await.unwrap().is_empty());
+        assert!(h2.services().await.unwrap().is_empty());
     });
 }
 

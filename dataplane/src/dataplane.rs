@@ -12,7 +12,7 @@ use proxy_core::plan::{FilterOp, Observed, Plan, PlanPolicy};
 use crate::error::{Error, Result};
 use crate::facts::filter_spec;
 use crate::link::{DummyLink, DEFAULT_INTERFACE};
-use crate::nft::{FilterSpec, Nft, DEFAULT_MASQUERADE_BIT, DEFAULT_TABLE};
+use crate::nft::{FilterChange, FilterSpec, Nft, DEFAULT_MASQUERADE_BIT, DEFAULT_TABLE};
 use crate::sysctl::{self, KernelVersion, SysctlConfig};
 
 /// How the dataplane is set up.
@@ -70,8 +70,8 @@ pub struct ApplyReport {
     pub ipvs_ok: usize,
     /// Addresses unbound.
     pub unbound: usize,
-    /// Whether the nftables table was rewritten.
-    pub filter_replaced: bool,
+    /// What was sent to our nftables table.
+    pub filter_change: FilterChange,
     /// Addresses that could not be bound.
     pub bind_failures: Vec<(IpAddr, Error)>,
     /// IPVS operations the kernel refused, with why.
@@ -189,8 +189,9 @@ impl Dataplane {
     }
 
     /// Applies a plan in its four phases: bind addresses, IPVS operations
-    /// (batched), the packet filter (one atomic table replacement, only
-    /// when the rendered table changes), unbind addresses. Failures are
+    /// (batched), the packet filter (one nft transaction: set/map element
+    /// changes when only elements changed, else a table replacement; nothing
+    /// when the rendered table is unchanged), unbind addresses. Failures are
     /// collected per operation; an error is returned only when a phase
     /// could not run at all (e.g. the IPVS socket failed).
     pub async fn apply(&mut self, plan: &Plan) -> Result<ApplyReport> {
@@ -231,9 +232,13 @@ impl Dataplane {
         if !self.cfg.packet_filter {
             self.filter = Some(facts);
         } else if self.applied_spec.as_ref() != Some(&spec) {
-            match self.nft.apply(&spec) {
-                Ok(()) => {
-                    report.filter_replaced = true;
+            let res = match &self.applied_spec {
+                Some(old) => self.nft.update(old, &spec),
+                None => self.nft.apply(&spec).map(|()| FilterChange::Table),
+            };
+            match res {
+                Ok(change) => {
+                    report.filter_change = change;
                     self.applied_spec = Some(spec);
                     self.filter = Some(facts);
                 }

@@ -71,9 +71,6 @@ pub enum Error {
     /// An address of the wrong kind was given (e.g. unspecified or multicast).
     #[error("refusing to bind {0} on the dummy interface: not a unicast address")]
     BadAddress(IpAddr),
-    /// A blocking task panicked or was cancelled.
-    #[error("background task failed: {0}")]
-    Task(String),
 }
 
 /// Result with this crate's [`Error`].

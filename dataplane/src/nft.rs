@@ -600,6 +600,109 @@ impl FilterSpec {
     }
 }
 
+/// A rendered table split into its skeleton (declarations and chains) and
+/// the elements of each set and map.
+struct Split {
+    skeleton: String,
+    /// (`set`|`map`, name) -> elements as rendered (`key` or `key : value`).
+    elems: BTreeMap<(String, String), BTreeSet<String>>,
+}
+
+fn split(text: &str) -> Split {
+    let mut skeleton = String::new();
+    let mut elems = BTreeMap::new();
+    let mut current: Option<(String, String)> = None;
+    for line in text.lines() {
+        let t = line.trim();
+        if let Some(rest) = t.strip_prefix("set ").or_else(|| t.strip_prefix("map ")) {
+            if let Some(name) = rest.strip_suffix(" {") {
+                let kind = if t.starts_with("set ") { "set" } else { "map" };
+                let key = (kind.to_owned(), name.to_owned());
+                elems.insert(key.clone(), BTreeSet::new());
+                current = Some(key);
+            }
+        } else if t == "}" {
+            current = None;
+        }
+        if let (Some(key), Some(list)) = (&current, t.strip_prefix("elements = { ")) {
+            let list = list.strip_suffix(" }").unwrap_or(list);
+            if let Some(set) = elems.get_mut(key) {
+                set.extend(list.split(", ").map(str::to_owned));
+            }
+            continue;
+        }
+        skeleton.push_str(line);
+        skeleton.push('\n');
+    }
+    Split { skeleton, elems }
+}
+
+fn map_key(elem: &str) -> &str {
+    elem.split(" : ").next().unwrap_or(elem)
+}
+
+/// The nft script that turns table `old` into `new` by adding and deleting
+/// set and map elements only, in one transaction; `None` when the tables
+/// differ in more than elements (rules, set types), so the whole table must
+/// be replaced. An empty script means nothing changed.
+pub fn render_update(old: &FilterSpec, new: &FilterSpec, table: &str) -> Option<String> {
+    let (a, b) = (
+        split(&old.render_table(table)),
+        split(&new.render_table(table)),
+    );
+    if a.skeleton != b.skeleton {
+        return None;
+    }
+    let mut deletes = String::new();
+    let mut adds = String::new();
+    let empty = BTreeSet::new();
+    for ((kind, name), new_elems) in &b.elems {
+        let old_elems = a.elems.get(&(kind.clone(), name.clone())).unwrap_or(&empty);
+        let gone: Vec<&str> = old_elems
+            .difference(new_elems)
+            .map(|e| {
+                if kind == "map" {
+                    map_key(e)
+                } else {
+                    e.as_str()
+                }
+            })
+            .collect();
+        let came: Vec<&str> = new_elems
+            .difference(old_elems)
+            .map(String::as_str)
+            .collect();
+        if !gone.is_empty() {
+            let _ = writeln!(
+                deletes,
+                "delete element inet {table} {name} {{ {} }}",
+                gone.join(", ")
+            );
+        }
+        if !came.is_empty() {
+            let _ = writeln!(
+                adds,
+                "add element inet {table} {name} {{ {} }}",
+                came.join(", ")
+            );
+        }
+    }
+    deletes.push_str(&adds);
+    Some(deletes)
+}
+
+/// What a filter update sent to the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FilterChange {
+    /// Nothing: the table already matched.
+    #[default]
+    Unchanged,
+    /// Set and map elements added/deleted in one transaction.
+    Elements,
+    /// The whole table replaced in one transaction.
+    Table,
+}
+
 /// Runs `nft` for our one table.
 #[derive(Debug, Clone)]
 pub struct Nft {
@@ -649,6 +752,25 @@ impl Nft {
             &["-f", "-"],
             &script,
         )
+    }
+
+    /// Moves our table from `old` (what the kernel holds) to `new`: element
+    /// changes only when the rules are the same (one transaction), else a
+    /// full replacement. Returns what was done.
+    pub fn update(&self, old: &FilterSpec, new: &FilterSpec) -> Result<FilterChange> {
+        self.validated(new)?;
+        match render_update(old, new, &self.table) {
+            Some(script) if script.is_empty() => Ok(FilterChange::Unchanged),
+            Some(script) => {
+                let op = format!("update table inet {}", self.table);
+                match self.run_script(&op, &["-f", "-"], &script) {
+                    Ok(()) => Ok(FilterChange::Elements),
+                    // The table was not what we thought: rewrite it whole.
+                    Err(_) => self.apply(new).map(|()| FilterChange::Table),
+                }
+            }
+            None => self.apply(new).map(|()| FilterChange::Table),
+        }
     }
 
     /// Has the kernel check `spec` without committing (`nft -c`).
@@ -926,6 +1048,86 @@ mod tests {
         let t = FilterSpec::default().render_table("ipvs-proxy");
         assert!(!t.contains("elements"));
         assert!(t.contains("chain service-guard-v4"));
+    }
+
+    #[test]
+    fn element_changes_become_element_updates() {
+        let old = sample();
+        let mut new = sample();
+        new.hairpin.remove(&vp("10.244.0.5", L4::Tcp, 8080));
+        new.hairpin.insert(vp("10.244.0.6", L4::Tcp, 8080));
+        new.ports.insert(
+            vp("10.96.0.11", L4::Tcp, 80),
+            PortRule::masq(Masq::UnlessFromPod),
+        );
+        new.ports
+            .get_mut(&vp("192.0.2.10", L4::Tcp, 443))
+            .unwrap()
+            .pod_mark = Some(7);
+        let u = render_update(&old, &new, "t").expect("same rules");
+        let lines: Vec<&str> = u.lines().collect();
+        assert!(
+            lines.contains(
+                &"delete element inet t hairpin-v4 { 10.244.0.5 . 10.244.0.5 . tcp . 8080 }"
+            ),
+            "{u}"
+        );
+        assert!(
+            lines.contains(
+                &"add element inet t hairpin-v4 { 10.244.0.6 . 10.244.0.6 . tcp . 8080 }"
+            ),
+            "{u}"
+        );
+        assert!(
+            lines.contains(&"add element inet t service-ips-v4 { 10.96.0.11 }"),
+            "{u}"
+        );
+        // A changed map value: delete by key, add with the new value.
+        assert!(
+            lines.contains(&"delete element inet t pod-marks-v4 { 192.0.2.10 . tcp . 443 }"),
+            "{u}"
+        );
+        assert!(
+            lines.contains(&"add element inet t pod-marks-v4 { 192.0.2.10 . tcp . 443 : 0x7 }"),
+            "{u}"
+        );
+        // Deletes come before adds.
+        let first_add = lines.iter().position(|l| l.starts_with("add")).unwrap();
+        assert!(lines[..first_add].iter().all(|l| l.starts_with("delete")));
+        assert!(lines[first_add..].iter().all(|l| l.starts_with("add")));
+        assert_eq!(render_update(&old, &old, "t").as_deref(), Some(""));
+    }
+
+    #[test]
+    fn rule_changes_need_a_full_replace() {
+        let old = sample();
+        let mut new = sample();
+        new.local = LocalMatch::Interface("cni0".into());
+        assert_eq!(render_update(&old, &new, "t"), None);
+        let mut new = sample();
+        new.masquerade_bit = 0x8000;
+        assert_eq!(render_update(&old, &new, "t"), None);
+    }
+
+    /// The update script is valid on top of the old table (`nft -c` of
+    /// old table + update in one transaction, against the host kernel).
+    #[test]
+    fn kernel_accepts_an_update_on_top_of_the_old_table() {
+        let old = sample();
+        let mut new = sample();
+        new.hairpin.clear();
+        new.service_ips.insert(ip("10.96.0.99"));
+        new.ports.remove(&vp("192.0.2.10", L4::Tcp, 80));
+        let t = "ipvs-proxy-unit-update";
+        let script = format!(
+            "{}{}",
+            old.render_replace(t),
+            render_update(&old, &new, t).unwrap()
+        );
+        let nft = Nft::new("nft", t);
+        if let Err(e) = nft.run_script("check", &["-c", "-f", "-"], &script) {
+            panic!("nft -c refused: {e}\n{script}");
+        }
     }
 
     /// The host kernel has nftables: have it validate the rendered text.

@@ -20,8 +20,9 @@ use common::net::{
     NODE_EXT_IP, POD_A1, POD_A2, POD_B1,
 };
 use common::{rt, sh, sh_try, Netns};
+use dataplane::nft::FilterChange;
 use dataplane::sysctl::SysctlConfig;
-use dataplane::{Dataplane, DataplaneConfig};
+use dataplane::{ApplyReport, Dataplane, DataplaneConfig};
 use proxy_core::{Config, DrainBook, LocalDetect, NodeFacts, ProxyState};
 use serde_json::{json, Value};
 use tokio::runtime::Runtime;
@@ -82,9 +83,9 @@ impl Node {
         }
     }
 
-    fn sync(&mut self) {
+    fn sync(&mut self) -> ApplyReport {
         let dp = self.dp.as_mut().expect("dataplane");
-        self.rt.block_on(sync(dp, &self.state, &mut self.drains));
+        self.rt.block_on(sync(dp, &self.state, &mut self.drains)).1
     }
 
     fn service(&mut self, name: &str, spec: Value, status: Value) {
@@ -180,6 +181,30 @@ fn clusterip_spreads_new_connections_over_all_endpoints() {
     assert_eq!(names(&r), set(&["pod-a2", "pod-b1"]), "{r:?}");
     // Pod to ClusterIP is not masqueraded: backends see the pod's address.
     assert_eq!(peers(&r), set(&[POD_A1.1]), "{r:?}");
+    // A second Service is added with element updates only; its port must
+    // reach the guard set (else new connections to it are rejected).
+    node.service(
+        "web2",
+        json!({"type": "ClusterIP", "clusterIP": "10.96.0.20", "clusterIPs": ["10.96.0.20"],
+               "ipFamilies": ["IPv4"], "ports": http_port()}),
+        json!({}),
+    );
+    node.endpoints(
+        "web2",
+        "IPv4",
+        &[Ep(POD_B1.1, "node-b", true)],
+        &[("http", "TCP", 8080)],
+    );
+    let report = node.sync();
+    assert_eq!(report.filter_change, FilterChange::Elements, "{report:?}");
+    assert_eq!(
+        names(&hellos(POD_A1.0, "10.96.0.20", 80, None, 2)),
+        set(&["pod-b1"])
+    );
+    assert_eq!(
+        names(&hellos(POD_A1.0, "10.96.0.10", 80, None, 4)),
+        set(&["pod-a2", "pod-b1"])
+    );
 }
 
 #[test]

@@ -360,10 +360,11 @@ pub struct HealthCheckBindError {
 }
 
 impl ServiceHealthServers {
-    /// Servers listening on `node_ips` (empty: all addresses, `0.0.0.0`).
+    /// Servers listening on `node_ips` (empty: all addresses of both
+    /// families, `[::]` dual-stack, or `0.0.0.0` where IPv6 is off).
     pub fn new(node_ips: Vec<IpAddr>, health: Arc<HealthState>) -> Self {
         let node_ips = if node_ips.is_empty() {
-            vec![IpAddr::from([0, 0, 0, 0])]
+            vec![IpAddr::from([0u16; 8])]
         } else {
             node_ips
         };
@@ -401,7 +402,14 @@ impl ServiceHealthServers {
             let mut failed = false;
             for ip in &self.node_ips {
                 let addr = SocketAddr::new(*ip, port);
-                match bind(addr) {
+                let bound = match bind(addr) {
+                    // No IPv6 on this node: all IPv4 addresses instead.
+                    Err(_) if ip.is_ipv6() && ip.is_unspecified() => {
+                        bind(SocketAddr::new(IpAddr::from([0, 0, 0, 0]), port))
+                    }
+                    other => other,
+                };
+                match bound {
                     Ok(listener) => {
                         let handler = self.handler(name.clone(), endpoints.clone());
                         tasks.push(tokio::spawn(serve(listener, handler)));
@@ -697,5 +705,15 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert!(closed, "health check port still open after removal");
+
+        // Default: every address of both families (IPv4 reached through the
+        // dual-stack socket, or the IPv4 fallback).
+        let all = ServiceHealthServers::new(vec![], health);
+        let port = free_port();
+        assert!(all
+            .sync_services(&BTreeMap::from([(svc.clone(), port)]))
+            .is_empty());
+        let (code, _, _) = get(SocketAddr::from(([127, 0, 0, 1], port)), "/").await;
+        assert_eq!(code, 503);
     }
 }

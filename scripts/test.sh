@@ -46,10 +46,13 @@ ensure_rust
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 target_dir="$(cargo metadata --no-deps --format-version 1 |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-case "$target_dir" in
-  /tmp | /tmp/* | /run | /run/*)
-    die "cargo target dir $target_dir is under /tmp or /run, which the test VMs hide (tmpfs); set CARGO_TARGET_DIR elsewhere" ;;
-esac
+# The VMs see the host's files at the same paths, except /tmp and /run.
+for d in "$REPO" "$target_dir"; do
+  case "$d" in
+    /tmp | /tmp/* | /run | /run/*)
+      die "$d is under /tmp or /run, which the test VMs replace with their own tmpfs; use a checkout and CARGO_TARGET_DIR elsewhere" ;;
+  esac
+done
 
 # --- 1. lint -------------------------------------------------------------------
 if [ -z "$ONLY" ] && [ "${SKIP_LINT:-0}" != 1 ]; then

@@ -53,7 +53,8 @@ def main():
     print()
     print(f"IPVS benchmark, kernel {res.get('kernel', ['?'])[0]} (UML), "
           f"N services x {reals} real servers, fresh ip_vs module per restore; "
-          f"times are the best of the samples, ratios compare best samples")
+          f"times are the best of the samples, ratios compare best samples; "
+          f"revision {env.get('REVISION', '?')}")
     for n in env.get("SIZES", "").strip('"').split():
         n_i = int(n)
         adds = n_i * (reals + 1)

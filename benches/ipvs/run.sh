@@ -57,7 +57,10 @@ mkdir -p "$out/rules"
 for n in $SIZES; do
   python3 "$here/gen_rules.py" "$n" "$REALS" >"$out/rules/$n.rules"
 done
+rev="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+if [ -n "$(git status --porcelain -- ipvs-rs ipvsctl 2>/dev/null)" ]; then rev="$rev+changes"; fi
 cat >"$out/bench.env" <<ENV
+REVISION=$rev
 IPVSCTL=$ipvsctl
 SIZES="$SIZES"
 REALS=$REALS

@@ -155,7 +155,7 @@ vm_boot() {
   kill -KILL -- "-$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   wait "$tailpid" 2>/dev/null || true
-  elapsed "$start" >"$out/wall_seconds"
+  printf '%s\n' "$(elapsed "$start")" >"$out/wall_seconds"
 
   if [ "$timed_out" -eq 1 ]; then
     warn "$name timed out after ${timeout_s}s (console: $console)"

@@ -53,7 +53,13 @@ mount -t sysfs sys /sys || setup_fail "mount sysfs /sys"
 grep -q '^[^ ]* /dev devtmpfs' /proc/mounts || mount -t devtmpfs dev /dev 2>&3
 mount -t tmpfs -o mode=1777 tmp /tmp || setup_fail "mount tmpfs /tmp"
 mount -t tmpfs -o mode=0755 run /run || setup_fail "mount tmpfs /run"
-if [ -d /dev/shm ]; then mount -t tmpfs -o mode=1777 shm /dev/shm 2>&3; fi
+# What udev would add: /dev/fd (bash's <(...) needs it), /dev/std*.
+[ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
+[ -e /dev/stdin ] || ln -s /proc/self/fd/0 /dev/stdin
+[ -e /dev/stdout ] || ln -s /proc/self/fd/1 /dev/stdout
+[ -e /dev/stderr ] || ln -s /proc/self/fd/2 /dev/stderr
+mkdir -p /dev/shm
+mount -t tmpfs -o mode=1777 shm /dev/shm 2>&3
 mkdir -p /dev/pts && mount -t devpts devpts /dev/pts 2>&3
 [ -d /sys/fs/bpf ] && mount -t bpf bpf /sys/fs/bpf 2>&3
 echo 1 >/proc/sys/kernel/sysrq
@@ -86,14 +92,17 @@ optional_modules="ip_vs_twos ip_vs_pe_sip ip_vs_ftp fou sit ip6_tunnel ip6_gre
   nft_ct nft_reject_inet nft_fib_inet nft_fib_ipv4 nft_fib_ipv6 nft_limit
   nf_nat nf_conntrack_netlink"
 : >"$VM_OUT/modules.txt"
-# One modprobe run per list: every exec is slow under qemu's emulation.
-has_module() { # built in, or a module file the kernel can load
-  grep -q -e "/$1.ko" -e "/${1//_/-}.ko" "$VM_MODULES/$kver/modules.builtin" \
-    "$VM_MODULES/$kver/modules.dep" 2>/dev/null
-}
+# Few processes: every exec is slow under qemu's emulation. One sed reads
+# which modules the kernel has (built in or loadable), names with "_".
+declare -A kind
+while read -r k name; do
+  kind[${name//-/_}]=$k
+done < <(sed -n -e 's#^\([^:]*/\)\?\([^/:]*\)\.ko[^:]*:.*#loadable \2#p' \
+  "$VM_MODULES/$kver/modules.dep" &&
+  sed -n -e 's#^\([^/]*/\)*\([^/]*\)\.ko$#builtin \2#p' "$VM_MODULES/$kver/modules.builtin")
 present=""
 for m in $optional_modules; do
-  if has_module "$m"; then present="$present $m"; else echo "absent $m (optional)" >>"$VM_OUT/modules.txt"; fi
+  if [ -n "${kind[$m]:-}" ]; then present="$present $m"; else echo "absent $m (optional)" >>"$VM_OUT/modules.txt"; fi
 done
 # shellcheck disable=SC2086
 if ! modprobe -a $required_modules 2>&3; then
@@ -104,7 +113,7 @@ fi
 # shellcheck disable=SC2086
 modprobe -a $present 2>&3 || true
 for m in $required_modules $present; do
-  if grep -q "/$m.ko" "$VM_MODULES/$kver/modules.builtin" 2>/dev/null; then
+  if [ "${kind[$m]:-}" = builtin ]; then
     echo "builtin $m" >>"$VM_OUT/modules.txt"
   elif [ -d "/sys/module/$m" ]; then
     echo "loaded $m" >>"$VM_OUT/modules.txt"

@@ -133,8 +133,19 @@ fn http_get(path: &str, port: u16) -> String {
 }
 
 fn manifest(dir: &Path, pod_ip: &str) {
+    manifest_eps(dir, &[pod_ip]);
+}
+
+/// Writes the Service `default/web` with one ready endpoint per address.
+fn manifest_eps(dir: &Path, pod_ips: &[&str]) {
+    let eps: String = pod_ips
+        .iter()
+        .map(|ip| {
+            format!("- addresses: [\"{ip}\"]\n  conditions: {{ready: true}}\n  nodeName: node-a\n")
+        })
+        .collect();
     let text = format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: default}}\nspec:\n  clusterIP: 10.96.0.10\n  clusterIPs: [10.96.0.10]\n  ipFamilies: [IPv4]\n  ports:\n  - {{name: http, port: 80, targetPort: 8080, protocol: TCP}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-1\n  namespace: default\n  labels: {{kubernetes.io/service-name: web}}\naddressType: IPv4\nports: [{{name: http, port: 8080, protocol: TCP}}]\nendpoints:\n- addresses: [\"{pod_ip}\"]\n  conditions: {{ready: true}}\n  nodeName: node-a\n"
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: default}}\nspec:\n  clusterIP: 10.96.0.10\n  clusterIPs: [10.96.0.10]\n  ipFamilies: [IPv4]\n  ports:\n  - {{name: http, port: 80, targetPort: 8080, protocol: TCP}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-1\n  namespace: default\n  labels: {{kubernetes.io/service-name: web}}\naddressType: IPv4\nports: [{{name: http, port: 8080, protocol: TCP}}]\nendpoints:\n{eps}"
     );
     // Write then rename: the agent never reads half a file.
     let tmp = dir.join(".web.yaml.tmp");
@@ -169,6 +180,33 @@ impl Drop for Agent {
     }
 }
 
+/// Starts `ipvs-proxy --manifests DIR` in the node namespace; its log is
+/// appended to `$TMPDIR/<log>`.
+fn spawn_agent(dir: &Path, log: &str) -> Agent {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(std::env::temp_dir().join(log))
+        .unwrap();
+    // `ip netns exec` execs the agent: the child's pid is the agent's.
+    let child = Command::new("ip")
+        .args(["netns", "exec", NODE, BIN])
+        .arg(format!("--manifests={}", dir.display()))
+        .args([
+            "--hostname-override=node-a",
+            "--cluster-cidr=10.244.0.0/16",
+            "--metrics-bind-address=127.0.0.1:10249",
+            "--healthz-bind-address=127.0.0.1:10256",
+            "--drain-period=10m",
+            "-v=2",
+        ])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("agent starts");
+    Agent(child)
+}
+
 #[test]
 fn agent_programs_the_kernel_from_manifests_and_traffic_moves() {
     topology();
@@ -195,23 +233,7 @@ fn agent_programs_the_kernel_from_manifests_and_traffic_moves() {
         "{plan}"
     );
 
-    let log = File::create(std::env::temp_dir().join("agent-e2e.log")).unwrap();
-    let child = Command::new("ip")
-        .args(["netns", "exec", NODE, BIN])
-        .arg(format!("--manifests={}", dir.display()))
-        .args([
-            "--hostname-override=node-a",
-            "--cluster-cidr=10.244.0.0/16",
-            "--metrics-bind-address=127.0.0.1:10249",
-            "--healthz-bind-address=127.0.0.1:10256",
-            "--drain-period=10m",
-            "-v=2",
-        ])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("agent starts");
-    let mut agent = Agent(child);
+    let mut agent = spawn_agent(&dir, "agent-e2e.log");
 
     let t = wait_for("pod1 programmed", Duration::from_secs(60), || {
         show(&dir).contains("-> 10.244.0.2:8080  weight 1")
@@ -273,6 +295,205 @@ fn agent_programs_the_kernel_from_manifests_and_traffic_moves() {
     assert!(left.contains("192.0.2.50:80"), "{left}");
     assert!(!left.contains("10.96.0.10"), "{left}");
     drop(agent);
+    for ns in [NODE, PODS[0].0, PODS[1].0] {
+        let _ = Command::new("ip").args(["netns", "del", ns]).output();
+    }
+}
+
+/// `GET path` on the node's loopback; `None` while nothing listens.
+fn try_http_get(path: &str, port: u16) -> Option<String> {
+    in_ns(NODE, || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        Some(out)
+    })
+}
+
+/// How many syncs the running agent has finished (from `/metrics`).
+fn syncs_done() -> u64 {
+    try_http_get("/metrics", 10249)
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("kubeproxy_sync_proxy_rules_duration_seconds_count"))
+                .and_then(|l| l.split_whitespace().last())
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map_or(0, |v| v as u64)
+}
+
+/// What the agent owns in the kernel, for before/after comparisons.
+fn kernel_state() -> String {
+    format!(
+        "{}\n{}",
+        sh(&format!("ip netns exec {NODE} ipvsadm -Sn | sort")),
+        sh(&format!("ip -n {NODE} -o addr show dev kube-ipvs0"))
+    )
+}
+
+/// Each request of the loop: when it ended, and which pod answered.
+type RequestLog = Vec<(Duration, Result<String, String>)>;
+
+/// One request on a fresh connection: greeting, then an echoed line.
+fn request(n: u64) -> Result<String, String> {
+    let addr: SocketAddr = "10.96.0.10:80".parse().map_err(|e| format!("{e}"))?;
+    let t = Duration::from_secs(3);
+    let mut s = TcpStream::connect_timeout(&addr, t).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(t)).map_err(|e| e.to_string())?;
+    let mut r = BufReader::new(s.try_clone().map_err(|e| e.to_string())?);
+    let mut who = String::new();
+    r.read_line(&mut who)
+        .map_err(|e| format!("greeting: {e}"))?;
+    let who = who.trim().to_string();
+    s.write_all(format!("req {n}\n").as_bytes())
+        .map_err(|e| format!("write: {e}"))?;
+    let mut line = String::new();
+    r.read_line(&mut line).map_err(|e| format!("reply: {e}"))?;
+    if line.trim() != format!("{who} req {n}") {
+        return Err(format!("greeting {who:?}, reply {line:?}"));
+    }
+    Ok(who)
+}
+
+/// Sends a line on the long-lived connection and checks the echo.
+fn ping_held(held: &mut TcpStream, who: &str, n: u32) {
+    held.write_all(format!("held {n}\n").as_bytes())
+        .expect("write on the long-lived connection");
+    let mut line = String::new();
+    BufReader::new(held.try_clone().unwrap())
+        .read_line(&mut line)
+        .expect("read on the long-lived connection");
+    assert_eq!(
+        line.trim(),
+        format!("{who} held {n}"),
+        "the long-lived connection survives agent restarts"
+    );
+}
+
+#[test]
+fn agent_restarts_under_traffic_lose_no_connection() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    topology();
+    server(PODS[0].0, PODS[0].1, "pod1");
+    server(PODS[1].0, PODS[1].1, "pod2");
+    let dir: PathBuf = std::env::temp_dir().join("agent-e2e-restart");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    manifest_eps(&dir, &[PODS[0].1, PODS[1].1]);
+
+    let mut agent = spawn_agent(&dir, "agent-e2e-restart.log");
+    wait_for("both endpoints programmed", Duration::from_secs(90), || {
+        let s = show(&dir);
+        s.contains("-> 10.244.0.2:8080  weight 1") && s.contains("-> 10.244.0.3:8080  weight 1")
+    });
+    wait_for("a finished sync", Duration::from_secs(60), || {
+        syncs_done() >= 1
+    });
+    let before = kernel_state();
+    assert!(before.contains("-A -t 10.96.0.10:80 -s rr"), "{before}");
+    assert!(before.contains("10.96.0.10/32"), "{before}");
+    let (mut held, held_who) = hello(Duration::from_secs(10)).expect("long-lived connection");
+    let mut pings = 0;
+    ping_held(&mut held, &held_who, pings);
+
+    // The request loop: a new connection every ~20 ms, from the node.
+    let stop = Arc::new(AtomicBool::new(false));
+    let t0 = Instant::now();
+    let log: Arc<Mutex<RequestLog>> = Arc::default();
+    let looper = {
+        let (stop, log) = (stop.clone(), log.clone());
+        thread::spawn(move || {
+            enter(NODE);
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let r = request(n);
+                log.lock().unwrap().push((t0.elapsed(), r));
+                thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let count = |log: &Mutex<RequestLog>| log.lock().unwrap().len();
+    wait_for("requests flowing", Duration::from_secs(30), || {
+        count(&log) >= 20
+    });
+
+    let mut events = Vec::new();
+    for signal in ["TERM", "KILL"] {
+        let pid = agent.0.id();
+        events.push((t0.elapsed(), format!("SIG{signal} to the agent")));
+        sh(&format!("kill -{signal} {pid}"));
+        let status = agent.0.wait().expect("agent exits");
+        events.push((t0.elapsed(), format!("agent exited: {status}")));
+        if signal == "TERM" {
+            assert!(status.success(), "SIGTERM is a clean exit: {status}");
+        }
+        // Traffic with no agent at all (fail static).
+        let n = count(&log);
+        wait_for("requests without an agent", Duration::from_secs(30), || {
+            count(&log) >= n + 10
+        });
+        agent = spawn_agent(&dir, "agent-e2e-restart.log");
+        events.push((t0.elapsed(), "agent restarted".to_string()));
+        let waited = wait_for(
+            "the new agent's first sync",
+            Duration::from_secs(120),
+            || syncs_done() >= 1,
+        );
+        events.push((t0.elapsed(), format!("first sync seen after {waited:?}")));
+        // Keep the loop going over a few more syncs of the new agent.
+        let n = count(&log);
+        wait_for(
+            "requests after the restart",
+            Duration::from_secs(60),
+            || count(&log) >= n + 50,
+        );
+        pings += 1;
+        ping_held(&mut held, &held_who, pings);
+        let after = kernel_state();
+        assert_eq!(
+            before, after,
+            "kernel state converged to the same after SIG{signal}"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    looper.join().expect("request loop");
+
+    let log = log.lock().unwrap();
+    let failed: Vec<_> = log.iter().filter(|(_, r)| r.is_err()).collect();
+    let pod1 = log
+        .iter()
+        .filter(|(_, r)| r.as_deref() == Ok("pod1"))
+        .count();
+    let pod2 = log
+        .iter()
+        .filter(|(_, r)| r.as_deref() == Ok("pod2"))
+        .count();
+    eprintln!("events: {events:#?}");
+    eprintln!(
+        "{} requests in {:?}: pod1 {pod1}, pod2 {pod2}, failed {}",
+        log.len(),
+        t0.elapsed(),
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "failed requests: {:#?}\nevents: {events:#?}",
+        &failed[..failed.len().min(20)]
+    );
+    assert!(pod1 > 0 && pod2 > 0, "both endpoints served: {pod1} {pod2}");
+    assert_eq!(pod1 + pod2, log.len());
+
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
     for ns in [NODE, PODS[0].0, PODS[1].0] {
         let _ = Command::new("ip").args(["netns", "del", ns]).output();
     }

@@ -1,7 +1,12 @@
 //! The incremental engine: Service and EndpointSlice events in, desired state
 //! out. Each event recomputes only the Service it concerns.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+/// The engine's indexes hash Service names, keys and filter entries many
+/// times per event: foldhash (randomly seeded per process) instead of
+/// SipHash. The keys come from the API server, not from packets.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -29,7 +34,7 @@ struct Claims<K, V> {
 impl<K, V> Default for Claims<K, V> {
     fn default() -> Self {
         Claims {
-            by_key: HashMap::new(),
+            by_key: HashMap::default(),
         }
     }
 }
@@ -88,6 +93,11 @@ pub struct ProxyState {
     /// Keys on node addresses we programmed and dropped (see
     /// [`PlanPolicy::also_owned`]).
     retired_node_keys: std::collections::BTreeSet<ServiceKey>,
+    /// During a cold [`ProxyState::replace_all`]: the reference counts and
+    /// claims are kept, but the sorted sets and maps of `desired` are built
+    /// once at the end (a sort and a bulk build instead of one B-tree
+    /// insert per entry).
+    bulk: bool,
 }
 
 impl ProxyState {
@@ -96,19 +106,20 @@ impl ProxyState {
         let ctx = Ctx::new(config, node);
         let mut s = ProxyState {
             ctx,
-            services: HashMap::new(),
-            service_rejections: HashMap::new(),
-            slices: HashMap::new(),
-            slice_service: HashMap::new(),
-            slice_rejections: HashMap::new(),
-            contributions: HashMap::new(),
+            services: HashMap::default(),
+            service_rejections: HashMap::default(),
+            slices: HashMap::default(),
+            slice_service: HashMap::default(),
+            slice_rejections: HashMap::default(),
+            contributions: HashMap::default(),
             vs_claims: Claims::default(),
             hc_claims: Claims::default(),
-            address_refs: HashMap::new(),
-            filter_refs: HashMap::new(),
+            address_refs: HashMap::default(),
+            filter_refs: HashMap::default(),
             desired: DesiredState::default(),
             changes: Changes::default(),
             retired_node_keys: Default::default(),
+            bulk: false,
         };
         s.set_filter_globals();
         s
@@ -318,12 +329,14 @@ impl ProxyState {
         if cold {
             // The first plan after this is a full one: no keys to record.
             self.changes.full = true;
+            self.bulk = true;
             for s in slices {
                 self.apply_slice(s);
             }
             for s in services {
                 self.apply_service(s);
             }
+            self.finish_bulk();
             return;
         }
         let mut seen_slices = std::collections::HashSet::new();
@@ -361,6 +374,27 @@ impl ProxyState {
         for n in gone {
             self.delete_service(&n.namespace, &n.name);
         }
+    }
+
+    /// Ends bulk mode: builds `desired`'s virtual servers, addresses and
+    /// filter entries from the winning claims and the reference counts
+    /// (which are exactly what the incremental path keeps in them).
+    fn finish_bulk(&mut self) {
+        self.bulk = false;
+        let mut vs: Vec<(ServiceKey, crate::model::DesiredVirtualServer)> = self
+            .vs_claims
+            .by_key
+            .iter()
+            .filter_map(|(k, m)| m.first().map(|(_, c)| (*k, c.desired())))
+            .collect();
+        vs.sort_unstable_by_key(|e| e.0);
+        self.desired.virtual_servers = vs.into_iter().collect();
+        let mut addrs: Vec<IpAddr> = self.address_refs.keys().copied().collect();
+        addrs.sort_unstable();
+        self.desired.addresses = addrs.into_iter().collect();
+        let mut entries: Vec<FilterEntry> = self.filter_refs.keys().cloned().collect();
+        entries.sort_unstable();
+        self.desired.filter.entries = entries.into_iter().collect();
     }
 
     /// Every standing rejection: per object, plus the losers of conflicts.
@@ -486,11 +520,15 @@ impl ProxyState {
                 for e in &a.filter {
                     self.ref_filter(e);
                 }
-                self.desired.virtual_servers.insert(k, a.vs.clone());
+                if !self.bulk {
+                    self.desired.virtual_servers.insert(k, a.desired());
+                }
                 self.retired_node_keys.remove(&k);
             }
             None => {
-                self.desired.virtual_servers.remove(&k);
+                if !self.bulk {
+                    self.desired.virtual_servers.remove(&k);
+                }
                 if let ServiceKey::Addr { addr, .. } = k {
                     if self.ctx.node_addrs.contains(&addr) {
                         self.retired_node_keys.insert(k);
@@ -512,7 +550,7 @@ impl ProxyState {
     fn ref_address(&mut self, ip: IpAddr) {
         let n = self.address_refs.entry(ip).or_insert(0);
         *n += 1;
-        if *n == 1 {
+        if *n == 1 && !self.bulk {
             self.desired.addresses.insert(ip);
             if !self.changes.full {
                 self.changes.addresses.insert(ip);
@@ -525,7 +563,9 @@ impl ProxyState {
             *n -= 1;
             if *n == 0 {
                 self.address_refs.remove(&ip);
-                self.desired.addresses.remove(&ip);
+                if !self.bulk {
+                    self.desired.addresses.remove(&ip);
+                }
                 if !self.changes.full {
                     self.changes.addresses.insert(ip);
                 }
@@ -539,7 +579,9 @@ impl ProxyState {
             return;
         }
         self.filter_refs.insert(e.clone(), 1);
-        self.desired.filter.entries.insert(e.clone());
+        if !self.bulk {
+            self.desired.filter.entries.insert(e.clone());
+        }
         if !self.changes.full {
             self.changes.filter_entries.insert(e.clone());
         }
@@ -550,7 +592,9 @@ impl ProxyState {
             *n -= 1;
             if *n == 0 {
                 self.filter_refs.remove(e);
-                self.desired.filter.entries.remove(e);
+                if !self.bulk {
+                    self.desired.filter.entries.remove(e);
+                }
                 if !self.changes.full {
                     self.changes.filter_entries.insert(e.clone());
                 }
@@ -590,7 +634,7 @@ pub fn desired_from_scratch<'a>(
         );
         by_id.insert(id, parse_slice(s, config, &node.name, &mut Vec::new()));
     }
-    let mut grouped: HashMap<ServiceName, VecMap<String, ParsedSlice>> = HashMap::new();
+    let mut grouped: HashMap<ServiceName, VecMap<String, ParsedSlice>> = HashMap::default();
     for ((_, name), p) in by_id {
         if let Some(p) = p {
             grouped
@@ -625,10 +669,10 @@ pub fn desired_from_scratch<'a>(
     out.filter.masquerade_all = config.masquerade_all;
     out.filter.node_port_addresses = ctx.node_port_addrs.clone();
     for (k, (_, claim)) in vs {
+        out.virtual_servers.insert(k, claim.desired());
         let claim = Arc::unwrap_or_clone(claim);
         out.addresses.extend(claim.bind);
         out.filter.entries.extend(claim.filter);
-        out.virtual_servers.insert(k, claim.vs);
     }
     out.filter
         .entries

@@ -51,14 +51,37 @@ impl Ctx {
     }
 }
 
-/// One virtual server a Service wants, with what comes with it.
+/// One virtual server a Service wants, with what comes with it. The real
+/// servers are kept as sorted keys (all weight 1, masquerade): the full
+/// [`DesiredVirtualServer`] is built only for the winner of a key, so the
+/// state holds one full copy of each virtual server, not two.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PortClaim {
-    pub vs: DesiredVirtualServer,
+    pub server: VirtualServer,
+    pub owner: ServicePortName,
+    pub kind: VipKind,
+    /// Sorted, de-duplicated.
+    pub real_servers: Box<[RealServerKey]>,
     /// The address to bind on the dummy interface, if any.
     pub bind: Option<IpAddr>,
     /// Filter entries that exist while this claim wins.
     pub filter: Vec<FilterEntry>,
+}
+
+impl PortClaim {
+    /// The virtual server as the desired state holds it.
+    pub fn desired(&self) -> DesiredVirtualServer {
+        DesiredVirtualServer {
+            server: self.server.clone(),
+            owner: self.owner.clone(),
+            kind: self.kind,
+            real_servers: self
+                .real_servers
+                .iter()
+                .map(|k| (*k, RealServer::new(k.addr, k.port)))
+                .collect(),
+        }
+    }
 }
 
 /// A Service's share of the desired state.
@@ -201,13 +224,17 @@ fn categorize<'a>(eps: &'a [Ep], node: &str, zone: Option<&str>) -> (Vec<&'a Ep>
     (cluster, local)
 }
 
-fn real_servers(eps: &[&Ep]) -> BTreeMap<RealServerKey, RealServer> {
-    eps.iter()
-        .map(|e| {
-            let rs = RealServer::new(e.addr, e.port);
-            (rs.key, rs)
+fn real_servers(eps: &[&Ep]) -> Box<[RealServerKey]> {
+    let mut v: Vec<RealServerKey> = eps
+        .iter()
+        .map(|e| RealServerKey {
+            addr: e.addr,
+            port: e.port,
         })
-        .collect()
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v.into_boxed_slice()
 }
 
 fn key(protocol: Protocol, addr: IpAddr, port: u16) -> ServiceKey {
@@ -229,7 +256,8 @@ pub(crate) fn compute(
     let mut out = Contribution::default();
     let zone = ctx.node.zone();
     let masq_all = ctx.config.masquerade_all;
-    let obj = ObjectRef {
+    // Built only for a rejection (rare): no string copies per Service.
+    let obj = || ObjectRef {
         kind: ObjectKind::Service,
         namespace: svc.name.namespace.clone(),
         name: svc.name.name.clone(),
@@ -299,7 +327,7 @@ pub(crate) fn compute(
                 };
                 if mark.is_none() {
                     out.rejections.push(Rejection {
-                        object: obj.clone(),
+                        object: obj(),
                         reason: RejectReason::NoPodFwmark,
                         whole_object: false,
                         detail: format!(
@@ -324,12 +352,10 @@ pub(crate) fn compute(
                 out.claims.insert(
                     vs.key,
                     Arc::new(PortClaim {
-                        vs: DesiredVirtualServer {
-                            server: vs,
-                            owner: owner.clone(),
-                            kind,
-                            real_servers: real_servers(eps),
-                        },
+                        server: vs,
+                        owner: owner.clone(),
+                        kind,
+                        real_servers: real_servers(eps),
                         bind,
                         filter,
                     }),

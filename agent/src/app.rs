@@ -15,6 +15,7 @@ use proxy_core::{NodeFacts, ProxyState};
 use tokio::sync::mpsc;
 
 use crate::config::{Flags, ProxyConfig};
+use crate::events::{self, EventSink};
 use crate::http::{self, HealthState, ServiceHealthServers};
 use crate::metrics::Metrics;
 use crate::proxier::{core_config, primary_ips, CoreProxier, ModelKernel};
@@ -23,6 +24,9 @@ use crate::sync::{self, LoopConfig};
 
 /// Name of our dummy interface (the dataplane's default).
 pub const DUMMY_INTERFACE: &str = "kube-ipvs0";
+
+/// Rejection events waiting to be posted; more are dropped.
+const EVENT_QUEUE: usize = 256;
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
@@ -382,7 +386,9 @@ pub async fn run(flags: &Flags, cfg: ProxyConfig) -> Result<(), AppError> {
     let hc = Arc::new(ServiceHealthServers::new(vec![], health.clone()));
 
     let (tx, rx) = mpsc::channel(4096);
-    match &flags.manifests {
+    // Events need an API server: with --manifests, rejections are only
+    // logged and counted.
+    let event_sink = match &flags.manifests {
         Some(dir) => {
             tracing::info!(dir = %dir.display(), "following manifests");
             // inotify reports changes at once; the poll only catches what
@@ -392,13 +398,22 @@ pub async fn run(flags: &Flags, cfg: ProxyConfig) -> Result<(), AppError> {
                 Duration::from_secs(5),
                 tx,
             ));
+            None
         }
         None => {
             let client = kube_client(&cfg, flags.master.as_deref()).await?;
             tracing::info!(node = %node, "watching the API server");
+            let (sink, events_rx) = EventSink::channel(EVENT_QUEUE);
+            tokio::spawn(events::run(
+                client.clone(),
+                node.clone(),
+                events_rx,
+                events::RateLimit::default(),
+            ));
             tokio::spawn(source::run_cluster(client, node.clone(), tx));
+            Some(sink)
         }
-    }
+    };
     let loop_cfg = LoopConfig::new(cfg.ipvs.sync_period, cfg.ipvs.min_sync_period);
     let addrs = local_addresses(DUMMY_INTERFACE);
     let run_loop = async {
@@ -411,7 +426,8 @@ pub async fn run(flags: &Flags, cfg: ProxyConfig) -> Result<(), AppError> {
                 metrics.clone(),
                 Some(hc.clone()),
             )
-            .map_err(AppError::Config)?;
+            .map_err(AppError::Config)?
+            .with_events_opt(event_sink.clone());
             sync::run(p, rx, loop_cfg, metrics.clone(), health.clone()).await;
         } else {
             let mut dp = dataplane::Dataplane::new(dataplane::DataplaneConfig {
@@ -440,7 +456,8 @@ pub async fn run(flags: &Flags, cfg: ProxyConfig) -> Result<(), AppError> {
                 metrics.clone(),
                 Some(hc.clone()),
             )
-            .map_err(AppError::Config)?;
+            .map_err(AppError::Config)?
+            .with_events_opt(event_sink.clone());
             sync::run(p, rx, loop_cfg, metrics.clone(), health.clone()).await;
         }
         Ok::<(), AppError>(())

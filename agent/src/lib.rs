@@ -8,6 +8,7 @@
 pub mod app;
 pub mod config;
 pub mod duration;
+pub mod events;
 pub mod http;
 pub mod kernel;
 pub mod logging;

@@ -16,12 +16,14 @@ use std::time::{Duration, Instant};
 
 use ipvs::{Op, RealServerKey, ServiceKey};
 use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use proxy_core::{
-    DesiredState, DrainBook, LocalDetect, NodeFacts, NodePortAddresses, Observed,
+    DesiredState, DrainBook, LocalDetect, NodeFacts, NodePortAddresses, ObjectKind, Observed,
     ObservedVirtualServer, Plan, ProxyState, Scheduler,
 };
 
 use crate::config::{DetectLocal, NodePortAddress, ProxyConfig};
+use crate::events::{EventSink, ObjectIdentity, RejectionEvent};
 use crate::http::{ServiceHealthServers, ServiceRef};
 use crate::metrics::Metrics;
 use crate::source::{Change, Kind, Object};
@@ -163,6 +165,9 @@ pub struct CoreProxier<K> {
     local_addresses: BTreeSet<IpAddr>,
     owners: HashMap<ServiceKey, String>,
     seen_rejections: BTreeSet<String>,
+    events: Option<EventSink>,
+    identities: HashMap<(Kind, String, String), ObjectIdentity>,
+    seen_events: BTreeSet<String>,
     metrics: Metrics,
     health_checks: Option<Arc<ServiceHealthServers>>,
 }
@@ -203,9 +208,42 @@ impl<K: Kernel> CoreProxier<K> {
             local_addresses,
             owners: HashMap::new(),
             seen_rejections: BTreeSet::new(),
+            events: None,
+            identities: HashMap::new(),
+            seen_events: BTreeSet::new(),
             metrics,
             health_checks,
         })
+    }
+
+    /// Posts a Warning Event for each newly rejected object (cluster mode).
+    pub fn with_events(self, sink: EventSink) -> Self {
+        self.with_events_opt(Some(sink))
+    }
+
+    /// [`Self::with_events`] when `sink` is `Some`.
+    pub fn with_events_opt(mut self, sink: Option<EventSink>) -> Self {
+        self.events = sink;
+        self
+    }
+
+    fn remember_identity(&mut self, kind: Kind, meta: &ObjectMeta) {
+        if self.events.is_none() {
+            return;
+        }
+        let key = (
+            kind,
+            meta.namespace.clone().unwrap_or_default(),
+            meta.name.clone().unwrap_or_default(),
+        );
+        self.identities.insert(
+            key,
+            ObjectIdentity {
+                uid: meta.uid.clone(),
+                resource_version: meta.resource_version.clone(),
+                generation: meta.generation,
+            },
+        );
     }
 
     /// The desired state as it stands.
@@ -329,6 +367,37 @@ impl<K: Kernel> CoreProxier<K> {
             now.insert(id);
         }
         self.seen_rejections = now;
+        self.emit_events();
+    }
+
+    /// One Event per rejection, object uid and generation: a rejection
+    /// that stands is not reported again on later syncs.
+    fn emit_events(&mut self) {
+        let Some(sink) = &self.events else { return };
+        let mut now = BTreeSet::new();
+        for r in self.state.rejections() {
+            let kind = match r.object.kind {
+                ObjectKind::Service => Kind::Service,
+                ObjectKind::EndpointSlice => Kind::EndpointSlice,
+            };
+            let key = (kind, r.object.namespace.clone(), r.object.name.clone());
+            let ident = self.identities.get(&key).cloned().unwrap_or_default();
+            let id = format!(
+                "{} {} {} {} {:?}",
+                r.object,
+                r.reason.as_str(),
+                r.detail,
+                ident.uid.as_deref().unwrap_or(""),
+                ident.generation
+            );
+            if !self.seen_events.contains(&id) {
+                if let Some(ev) = RejectionEvent::new(&r, &ident) {
+                    sink.emit(ev);
+                }
+            }
+            now.insert(id);
+        }
+        self.seen_events = now;
     }
 
     fn sync_health_checks(&self) {
@@ -476,16 +545,28 @@ impl<K: Kernel> CoreProxier<K> {
 impl<K: Kernel> Proxier for CoreProxier<K> {
     fn apply_change(&mut self, change: Change) {
         match change {
-            Change::Applied(Object::Service(s)) => self.state.apply_service(&s),
-            Change::Applied(Object::EndpointSlice(s)) => self.state.apply_slice(&s),
+            Change::Applied(Object::Service(s)) => {
+                self.remember_identity(Kind::Service, &s.metadata);
+                self.state.apply_service(&s)
+            }
+            Change::Applied(Object::EndpointSlice(s)) => {
+                self.remember_identity(Kind::EndpointSlice, &s.metadata);
+                self.state.apply_slice(&s)
+            }
             Change::Applied(Object::Node(n)) => {
                 if n.metadata.name.as_deref() == Some(self.node_name.as_str()) {
                     self.node = Some(*n);
                     self.refresh_node();
                 }
             }
-            Change::Deleted(Kind::Service, k) => self.state.delete_service(&k.namespace, &k.name),
+            Change::Deleted(Kind::Service, k) => {
+                self.identities
+                    .remove(&(Kind::Service, k.namespace.clone(), k.name.clone()));
+                self.state.delete_service(&k.namespace, &k.name)
+            }
             Change::Deleted(Kind::EndpointSlice, k) => {
+                self.identities
+                    .remove(&(Kind::EndpointSlice, k.namespace.clone(), k.name.clone()));
                 self.state.delete_slice(&k.namespace, &k.name)
             }
             Change::Deleted(Kind::Node, _) => {

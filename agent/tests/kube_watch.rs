@@ -8,7 +8,9 @@
 //! before anything else; watch events; resuming from a BOOKMARK's
 //! resourceVersion when a stream ends; relist after 410 Gone turning missed
 //! deletions into deletions; list failures retried with backoff without
-//! deleting anything (fail static). Not covered: authentication, protobuf,
+//! deleting anything (fail static). Rejection Events: a malformed Service
+//! yields exactly one POST to events.k8s.io/v1 with the expected fields, a
+//! valid one none, later syncs none, a new generation one more. Not covered: authentication, protobuf,
 //! streaming lists (sendInitialEvents), real apiserver paging (`continue`).
 
 use std::collections::{BTreeMap, HashMap};
@@ -43,6 +45,8 @@ struct StandIn {
     rv: Arc<Mutex<u64>>,
     resources: Arc<Mutex<HashMap<&'static str, Resource>>>,
     requests: Arc<Mutex<Vec<String>>>,
+    /// POST/PATCH/PUT requests: (method, path, JSON body).
+    writes: Arc<Mutex<Vec<(String, String, Value)>>>,
 }
 
 const SERVICES: &str = "/api/v1/services";
@@ -78,6 +82,7 @@ impl StandIn {
             rv: Arc::new(Mutex::new(100)),
             resources: Arc::new(Mutex::new(m)),
             requests: Arc::new(Mutex::new(Vec::new())),
+            writes: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
@@ -177,6 +182,36 @@ impl StandIn {
             .collect()
     }
 
+    /// A write: recorded and echoed back as created (events only).
+    async fn write(&self, req: Request<Incoming>) -> Response<Body> {
+        let method = req.method().to_string();
+        let path = req.uri().path().to_string();
+        self.requests.lock().unwrap().push(req.uri().to_string());
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        self.writes
+            .lock()
+            .unwrap()
+            .push((method, path.clone(), value.clone()));
+        if path.starts_with("/apis/events.k8s.io/v1/namespaces/") && path.ends_with("/events")
+            || path.contains("/events/")
+        {
+            json_response(201, value)
+        } else {
+            status(405, "MethodNotAllowed", "read-only stand-in")
+        }
+    }
+
+    fn event_writes(&self) -> Vec<(String, String, Value)> {
+        self.writes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, p, _)| p.starts_with("/apis/events.k8s.io/"))
+            .cloned()
+            .collect()
+    }
+
     fn handle(&self, req: &Request<Incoming>) -> Response<Body> {
         let uri = req.uri().to_string();
         self.requests.lock().unwrap().push(uri.clone());
@@ -245,7 +280,13 @@ async fn start(stand_in: StandIn) -> SocketAddr {
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
                     let s = s.clone();
-                    async move { Ok::<_, Infallible>(s.handle(&req)) }
+                    async move {
+                        if req.method() == hyper::Method::GET {
+                            Ok::<_, Infallible>(s.handle(&req))
+                        } else {
+                            Ok(s.write(req).await)
+                        }
+                    }
                 });
                 let _ = http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
@@ -456,4 +497,117 @@ async fn cluster_source_against_a_list_watch_stand_in() {
     );
 
     task.abort();
+}
+
+/// The agent's pipeline (cluster source, sync loop, proxy-core, an
+/// in-memory kernel) with rejection events, against the stand-in.
+#[tokio::test]
+async fn a_malformed_service_gets_one_warning_event() {
+    use ipvs_proxy::config::ProxyConfig;
+    use ipvs_proxy::events::{self, EventSink, RateLimit};
+    use ipvs_proxy::http::HealthState;
+    use ipvs_proxy::metrics::Metrics;
+    use ipvs_proxy::proxier::{CoreProxier, ModelKernel};
+    use ipvs_proxy::sync::{self, LoopConfig};
+
+    let api = StandIn::new();
+    let mut bad = service("shop", "bad", "10.96.0.300");
+    bad["metadata"]["uid"] = json!("uid-bad");
+    bad["metadata"]["generation"] = json!(1);
+    api.put(SERVICES, bad.clone());
+    api.put(SERVICES, service("shop", "good", "10.96.0.20"));
+    api.put(SLICES, slice("shop", "good-1", "good", "10.244.1.1"));
+    api.put(NODES, json!({"metadata": {"name": "n1"}}));
+    let addr = start(api.clone()).await;
+    let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
+    let client = kube::Client::try_from(config).unwrap();
+
+    let (tx, rx) = mpsc::channel(256);
+    let (sink, events_rx) = EventSink::channel(16);
+    let metrics = Metrics::new();
+    let health = Arc::new(HealthState::new(Duration::from_secs(60), metrics.clone()));
+    let proxier = CoreProxier::new(
+        ProxyConfig::default(),
+        "n1".into(),
+        Default::default(),
+        ModelKernel::default(),
+        metrics.clone(),
+        None,
+    )
+    .unwrap()
+    .with_events(sink);
+    let tasks = [
+        tokio::spawn(events::run(
+            client.clone(),
+            "n1".into(),
+            events_rx,
+            RateLimit::default(),
+        )),
+        tokio::spawn(run_cluster(client, "n1".into(), tx)),
+        tokio::spawn(sync::run(
+            proxier,
+            rx,
+            LoopConfig::new(Duration::from_secs(60), Duration::from_millis(50)),
+            metrics,
+            health,
+        )),
+    ];
+
+    let wait_for = |n: usize| {
+        let api = api.clone();
+        async move {
+            for _ in 0..200 {
+                if api.event_writes().len() >= n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("no event write #{n}: {:?}", api.event_writes());
+        }
+    };
+    wait_for(1).await;
+    // More syncs (a new valid Service, then its endpoints): no new event.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    api.put(SERVICES, service("shop", "other", "10.96.0.21"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    api.put(SLICES, slice("shop", "other-1", "other", "10.244.1.2"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let writes = api.event_writes();
+    assert_eq!(writes.len(), 1, "{writes:#?}");
+    let (method, path, ev) = &writes[0];
+    assert_eq!(method, "POST");
+    assert_eq!(path, "/apis/events.k8s.io/v1/namespaces/shop/events");
+    assert_eq!(ev["type"], "Warning");
+    assert_eq!(ev["reason"], "InvalidClusterIp");
+    assert_eq!(ev["action"], "Program");
+    assert_eq!(ev["reportingController"], "ipvs-proxy");
+    assert_eq!(ev["reportingInstance"], "n1");
+    assert_eq!(ev["regarding"]["kind"], "Service");
+    assert_eq!(ev["regarding"]["apiVersion"], "v1");
+    assert_eq!(ev["regarding"]["namespace"], "shop");
+    assert_eq!(ev["regarding"]["name"], "bad");
+    assert_eq!(ev["regarding"]["uid"], "uid-bad");
+    assert_eq!(ev["metadata"]["namespace"], "shop");
+    let note = ev["note"].as_str().unwrap();
+    assert!(
+        note.starts_with("Service not programmed: invalid cluster ip")
+            && note.contains("10.96.0.300"),
+        "{note}"
+    );
+
+    // A new generation that is still malformed: one more event.
+    bad["metadata"]["generation"] = json!(2);
+    bad["metadata"]["labels"] = json!({"edited": "yes"});
+    api.put(SERVICES, bad);
+    wait_for(2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let writes = api.event_writes();
+    assert_eq!(writes.len(), 2, "{writes:#?}");
+    assert_eq!(writes[1].2["reason"], "InvalidClusterIp");
+    assert_eq!(writes[1].2["regarding"]["name"], "bad");
+
+    for t in tasks {
+        t.abort();
+    }
 }

@@ -1,7 +1,7 @@
 //! One Service (+ its EndpointSlices) -> its share of the desired state.
 //! Pure and proportional to the size of that Service.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -127,7 +127,7 @@ fn merged_endpoints(
     slices: &VecMap<String, ParsedSlice>,
     ctx: &Ctx,
 ) -> Vec<Ep> {
-    let mut eps: BTreeMap<(IpAddr, u16), Ep> = BTreeMap::new();
+    let mut eps: Vec<Ep> = Vec::new();
     for slice in slices.values().filter(|s| s.family == family) {
         let Some(sp) = slice
             .ports
@@ -152,17 +152,19 @@ fn merged_endpoints(
                 zone_hints: e.zone_hints.clone(),
                 node_hints: e.node_hints.clone(),
             };
-            match eps.get(&(cand.addr, cand.port)) {
-                Some(old) if old.score() >= cand.score() => {}
-                _ => {
-                    eps.insert((cand.addr, cand.port), cand);
-                }
-            }
+            eps.push(cand);
         }
     }
-    eps.into_values()
-        .take(ctx.config.limits.max_endpoints_per_service)
-        .collect()
+    // By address:port, the best condition first; the sort is stable, so
+    // among equal conditions the earliest (smallest slice name) stays first.
+    eps.sort_by(|a, b| {
+        (a.addr, a.port)
+            .cmp(&(b.addr, b.port))
+            .then(b.score().cmp(&a.score()))
+    });
+    eps.dedup_by(|later, first| (later.addr, later.port) == (first.addr, first.port));
+    eps.truncate(ctx.config.limits.max_endpoints_per_service);
+    eps
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,6 +20,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -376,10 +377,30 @@ fn ping_held(held: &mut TcpStream, who: &str, n: u32) {
     );
 }
 
+/// Lets the request loop run `more` further requests (60 s at most), then
+/// asserts that none has failed so far and that the loop did not stall.
+fn settle(log: &Mutex<RequestLog>, phase: &str, more: usize, events: &[(Duration, String)]) {
+    let n = log.lock().unwrap().len();
+    let t = Instant::now();
+    while log.lock().unwrap().len() < n + more && t.elapsed() < Duration::from_secs(60) {
+        thread::sleep(Duration::from_millis(50));
+    }
+    let log = log.lock().unwrap();
+    let failed: Vec<_> = log.iter().filter(|(_, r)| r.is_err()).take(20).collect();
+    assert!(
+        failed.is_empty(),
+        "failed requests by the end of {phase}: {failed:#?}\nevents: {events:#?}"
+    );
+    assert!(
+        log.len() >= n + more,
+        "the request loop stalled during {phase}"
+    );
+}
+
 #[test]
 fn agent_restarts_under_traffic_lose_no_connection() {
     use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
 
     topology();
     server(PODS[0].0, PODS[0].1, "pod1");
@@ -437,10 +458,7 @@ fn agent_restarts_under_traffic_lose_no_connection() {
             assert!(status.success(), "SIGTERM is a clean exit: {status}");
         }
         // Traffic with no agent at all (fail static).
-        let n = count(&log);
-        wait_for("requests without an agent", Duration::from_secs(30), || {
-            count(&log) >= n + 10
-        });
+        settle(&log, "the time without an agent", 10, &events);
         agent = spawn_agent(&dir, "agent-e2e-restart.log");
         events.push((t0.elapsed(), "agent restarted".to_string()));
         let waited = wait_for(
@@ -450,12 +468,7 @@ fn agent_restarts_under_traffic_lose_no_connection() {
         );
         events.push((t0.elapsed(), format!("first sync seen after {waited:?}")));
         // Keep the loop going over a few more syncs of the new agent.
-        let n = count(&log);
-        wait_for(
-            "requests after the restart",
-            Duration::from_secs(60),
-            || count(&log) >= n + 50,
-        );
+        settle(&log, "the restart", 50, &events);
         pings += 1;
         ping_held(&mut held, &held_who, pings);
         let after = kernel_state();

@@ -87,6 +87,26 @@ pub(crate) fn parse_protocol(p: Option<&str>) -> Option<Protocol> {
     }
 }
 
+/// The protocol of a Service or EndpointSlice port, or a rejection of that
+/// port (the object's other ports still count).
+fn port_protocol(
+    o: &ObjectRef,
+    pname: &str,
+    protocol: Option<&str>,
+    rejections: &mut Vec<Rejection>,
+) -> Option<Protocol> {
+    let parsed = parse_protocol(protocol);
+    if parsed.is_none() {
+        rejections.push(reject(
+            o,
+            RejectReason::UnsupportedProtocol,
+            false,
+            format!("port {pname:?}: protocol {:?}", protocol.unwrap_or("")),
+        ));
+    }
+    parsed
+}
+
 fn port_u16(p: i32) -> Option<u16> {
     u16::try_from(p).ok().filter(|p| *p != 0)
 }
@@ -205,16 +225,7 @@ pub(crate) fn parse_service(
     let mut ports: Vec<ParsedPort> = Vec::new();
     for (index, p) in raw_ports.iter().enumerate() {
         let pname = p.name.clone().unwrap_or_default();
-        let Some(protocol) = parse_protocol(p.protocol.as_deref()) else {
-            rejections.push(reject(
-                &o,
-                RejectReason::UnsupportedProtocol,
-                false,
-                format!(
-                    "port {pname:?}: protocol {:?}",
-                    p.protocol.as_deref().unwrap_or("")
-                ),
-            ));
+        let Some(protocol) = port_protocol(&o, &pname, p.protocol.as_deref(), rejections) else {
             continue;
         };
         let Some(port) = port_u16(p.port) else {
@@ -513,16 +524,7 @@ pub(crate) fn parse_slice(
     let mut ports = Vec::new();
     for p in slice.ports.iter().flatten() {
         let pname = p.name.clone().unwrap_or_default();
-        let Some(protocol) = parse_protocol(p.protocol.as_deref()) else {
-            rejections.push(reject(
-                &o,
-                RejectReason::UnsupportedProtocol,
-                false,
-                format!(
-                    "port {pname:?}: protocol {:?}",
-                    p.protocol.as_deref().unwrap_or("")
-                ),
-            ));
+        let Some(protocol) = port_protocol(&o, &pname, p.protocol.as_deref(), rejections) else {
             continue;
         };
         let Some(port) = p.port.and_then(port_u16) else {

@@ -9,7 +9,9 @@
 //! - every call has a deadline ([`Handle::set_timeout`]); errors are typed
 //!   ([`Error::is_not_found`], [`Error::SchedulerUnavailable`], ...);
 //! - handles can be opened in another network namespace
-//!   ([`Handle::new_in_netns`]) without moving the calling thread.
+//!   ([`Handle::new_in_netns`]) without moving the calling thread;
+//! - [`rules`] reads and writes the `ipvsadm` rule language: `ipvsadm -Sn`
+//!   output exactly as ipvsadm prints it, `ipvsadm -R` input.
 //!
 //! Method docs name the `ipvsadm` command each one corresponds to.
 #![warn(missing_docs)]
@@ -22,6 +24,7 @@ mod client;
 pub mod codec;
 mod engine;
 pub mod error;
+pub mod rules;
 mod sys;
 pub mod types;
 

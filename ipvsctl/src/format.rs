@@ -13,7 +13,7 @@ use ipvs::{
 };
 use serde::Serialize;
 
-use crate::rules::{render_addr_port, sched_flag_names};
+use ipvs::rules::{render_addr_port, sched_flag_names};
 
 /// Which columns a listing shows (ipvsadm's list options).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -243,7 +243,7 @@ fn real_server_line(rs: &RealServer, opts: ListOptions) -> String {
 /// A listing as `ipvsadm -Ln` prints it: the version line (when `info` is
 /// given; ipvsadm omits it when listing one service), the column titles,
 /// then each service and its real servers in the order given (sort with
-/// [`crate::order::sort_like_ipvsadm`] first to match ipvsadm).
+/// [`ipvs::rules::sort_like_ipvsadm`] first to match ipvsadm).
 pub fn render_list(
     info: Option<&Info>,
     dump: &[(VirtualServer, Vec<RealServer>)],
@@ -537,8 +537,7 @@ pub fn json_list(info: Option<&Info>, dump: &[(VirtualServer, Vec<RealServer>)])
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::order::sort_like_ipvsadm;
-    use crate::rules::parse_rules;
+    use ipvs::rules::{parse_rules, sort_like_ipvsadm};
     use ipvs::Op;
 
     /// Builds a dump (services + real servers, kernel order unknown: the

@@ -8,10 +8,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use ipvs::rules::{self, sort_like_ipvsadm, RuleError};
 use ipvs::{DaemonState, Handle, Op, ServiceKey, SyncDaemon, Timeouts};
 use ipvsctl::format::{self, ListMode, ListOptions};
-use ipvsctl::order::sort_like_ipvsadm;
-use ipvsctl::rules::{self, RuleError};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -204,7 +203,7 @@ impl From<ipvs::Error> for Failure {
 
 impl From<RuleError> for Failure {
     fn from(e: RuleError) -> Self {
-        Failure::Usage(e.0)
+        Failure::Usage(e.message().to_owned())
     }
 }
 
@@ -265,9 +264,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::List(a) => list(&cli, a),
         Command::Save => {
             let mut h = open(&cli)?;
-            let mut dump = h.dump()?;
-            sort_like_ipvsadm(&mut dump);
-            write_out(&rules::render_save(&dump))
+            write_out(&rules::render_save_sorted(h.dump()?))
         }
         Command::Restore { no_batch } => restore(&cli, *no_batch),
         Command::AddService(a) => single(&cli, parse_cmd("-A", &a.args)?),

@@ -12,7 +12,7 @@
 use std::cmp::Ordering;
 use std::net::IpAddr;
 
-use ipvs::{AddressFamily, RealServer, ServiceKey, VirtualServer};
+use crate::types::{AddressFamily, RealServer, ServiceKey, VirtualServer};
 
 /// The four 32-bit words libipvs compares, in host order: an IPv4 address
 /// fills the first word of the kernel's 16-byte address, the rest is zero.
@@ -167,7 +167,7 @@ pub fn service_total_order(a: &ServiceKey, b: &ServiceKey) -> Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ipvs::Protocol;
+    use crate::types::Protocol;
 
     fn v4(s: &str) -> IpAddr {
         s.parse().unwrap()

@@ -1,15 +1,19 @@
-//! Property tests: anything `ipvsctl save` renders parses back to the same
-//! configuration, every operation's rule form round-trips, and the parser
-//! never panics.
+//! Property tests of `ipvs::rules`: anything the save renderer prints parses
+//! back to the same configuration and renders again to the same text, every
+//! operation's rule form round-trips, ipvsadm's order does not depend on the
+//! input order where ipvsadm's compare is a total order, and the parser never
+//! panics.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use ipvs::rules::{
+    glibc_merge_sort, parse_args, parse_line, parse_rules, render_op, render_save,
+    render_save_sorted, MAX_PERSISTENCE_TIMEOUT,
+};
 use ipvs::{
     AddressFamily, ForwardMethod, Op, Protocol, RealServer, RealServerKey, ServiceFlags,
     ServiceKey, Timeouts, Tunnel, TunnelFlags, TunnelType, VirtualServer,
 };
-use ipvsctl::order::glibc_merge_sort;
-use ipvsctl::rules::{parse_line, parse_rules, render_op, render_save};
 use proptest::prelude::*;
 
 fn addr(v6: bool) -> BoxedStrategy<IpAddr> {
@@ -51,7 +55,7 @@ fn virtual_server() -> impl Strategy<Value = VirtualServer> {
     (
         service_key(),
         prop::sample::select(vec!["rr", "wrr", "lc", "wlc", "sh", "mh", "dh", "sed"]),
-        prop::option::of(1..=ipvsctl::rules::MAX_PERSISTENCE_TIMEOUT),
+        prop::option::of(1..=MAX_PERSISTENCE_TIMEOUT),
         0u32..=32,
         1u32..=128,
         0u32..8,
@@ -165,6 +169,88 @@ fn service_with_servers(
     })
 }
 
+type Dump = Vec<(VirtualServer, Vec<RealServer>)>;
+
+/// `(service, real servers)` pairs of a dump, as [`render_save`] takes them.
+fn pairs(dump: &Dump) -> impl Iterator<Item = (&VirtualServer, &Vec<RealServer>)> {
+    dump.iter().map(|(vs, reals)| (vs, reals))
+}
+
+/// The dump that `-A` / `-a` operations describe, in their order.
+fn ops_to_dump(ops: &[Op]) -> Dump {
+    let mut dump: Dump = Vec::new();
+    for op in ops {
+        match op {
+            Op::AddService(vs) => dump.push((vs.clone(), Vec::new())),
+            Op::AddRealServer(k, rs) => {
+                if let Some((_, reals)) = dump.iter_mut().find(|(vs, _)| vs.key == *k) {
+                    reals.push(rs.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    dump
+}
+
+/// A deterministic Fisher-Yates shuffle driven by `seed`.
+fn shuffle<T>(v: &mut [T], mut seed: u64) {
+    for i in (1..v.len()).rev() {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let j = (seed >> 33) as usize % (i + 1);
+        v.swap(i, j);
+    }
+}
+
+/// A service and real servers whose addresses all lie in 10.0.0.0/8 or
+/// fd00::/104 (differences fit a C int: ipvsadm's compare is a total order
+/// there), keys and real-server addresses distinct, as in a kernel dump.
+fn near_service_with_servers() -> impl Strategy<Value = (VirtualServer, Vec<RealServer>)> {
+    let near = |v6: bool| {
+        (0u32..1 << 24).prop_map(move |n| {
+            if v6 {
+                IpAddr::V6(Ipv6Addr::from(0xfd00_u128 << 112 | u128::from(n)))
+            } else {
+                IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | n))
+            }
+        })
+    };
+    let key = prop_oneof![
+        (0..3u8, any::<bool>(), any::<u16>()).prop_flat_map(move |(p, v6, port)| {
+            let protocol = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp][p as usize];
+            near(v6).prop_map(move |addr| ServiceKey::Addr {
+                protocol,
+                addr,
+                port,
+            })
+        }),
+        (any::<bool>(), 1u32..1 << 31).prop_map(|(v6, mark)| ServiceKey::Fwmark {
+            family: if v6 {
+                AddressFamily::Inet6
+            } else {
+                AddressFamily::Inet
+            },
+            mark,
+        }),
+    ];
+    key.prop_flat_map(move |key| {
+        let v6 = key.family() == AddressFamily::Inet6;
+        (
+            Just(VirtualServer::new(key).scheduler("rr").persistent(60)),
+            prop::collection::btree_set((near(v6), any::<u16>()), 0..5),
+        )
+    })
+    .prop_map(|(vs, reals)| {
+        let reals = reals
+            .into_iter()
+            .map(|(a, p)| RealServer::new(a, p).forward(ForwardMethod::Masquerade))
+            .collect();
+        (vs, reals)
+    })
+}
+
 fn any_op() -> impl Strategy<Value = Op> {
     prop_oneof![
         virtual_server().prop_map(Op::AddService),
@@ -189,12 +275,13 @@ fn any_op() -> impl Strategy<Value = Op> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
-    /// save -> parse gives back every service and real server.
+    /// save -> parse gives back every service and real server, and
+    /// rendering what was parsed gives the same text again.
     #[test]
-    fn save_output_parses_back_to_the_same_state(
+    fn save_output_parses_back_to_the_same_state_and_text(
         dump in prop::collection::vec(service_with_servers(false), 0..5)
     ) {
-        let text = render_save(&dump);
+        let text = render_save(pairs(&dump));
         let rules = parse_rules(&text).map_err(|e| TestCaseError::fail(format!("{e:?}\n{text}")))?;
         let mut expected = Vec::new();
         for (vs, reals) in &dump {
@@ -204,13 +291,46 @@ proptest! {
             }
         }
         let got: Vec<Op> = rules.into_iter().map(|r| r.op).collect();
+        let again = render_save(pairs(&ops_to_dump(&got)));
         prop_assert_eq!(got, expected, "{}", text);
+        prop_assert_eq!(again, text);
+    }
+
+    /// Where ipvsadm's compare is a total order (all addresses in one /8,
+    /// marks below 2^31), the sorted save is the same whatever order the
+    /// kernel dumps in, and sorted by family, protocol, address and port.
+    #[test]
+    fn sorted_save_does_not_depend_on_dump_order(
+        dump in prop::collection::vec(near_service_with_servers(), 0..8),
+        seed in any::<u64>(),
+    ) {
+        // A kernel holds each service once.
+        let mut dump = dump;
+        let mut keys = Vec::new();
+        dump.retain(|(vs, _)| {
+            let new = !keys.contains(&vs.key);
+            keys.push(vs.key);
+            new
+        });
+        let text = render_save_sorted(dump.clone());
+        let mut shuffled = dump.clone();
+        shuffle(&mut shuffled, seed);
+        for (_, reals) in shuffled.iter_mut() {
+            shuffle(reals, seed.rotate_left(17));
+        }
+        prop_assert_eq!(render_save_sorted(shuffled), text.clone());
+        let mut sorted = dump;
+        sorted.sort_by(|a, b| ipvs::rules::service_total_order(&a.0.key, &b.0.key));
+        for (_, reals) in sorted.iter_mut() {
+            reals.sort_by_key(|r| (r.key.addr, r.key.port));
+        }
+        prop_assert_eq!(render_save(pairs(&sorted)), text);
     }
 
     /// Every operation's rule form reads back to the same operation.
     #[test]
     fn every_op_round_trips_through_its_rule(op in any_op()) {
-        let line = render_op(&op).expect("every Op kind has a rule form");
+        let line = render_op(&op);
         let back = parse_line(&line).map_err(|e| TestCaseError::fail(format!("{line}: {e}")))?;
         prop_assert_eq!(back, Some(op), "{}", line);
     }
@@ -229,7 +349,7 @@ proptest! {
         "-y", "--tun-type", "--tun-port", "--tun-csum", "--tun-nocsum", "--tun-remcsum",
         "10.0.0.1:80", "[fd00::1]:0", "0", "7", "rr", "sh", "gue", "gre", "sh-port", "255.255.0.0",
     ]), 0..12)) {
-        let _ = ipvsctl::rules::parse_args(&words);
+        let _ = parse_args(&words);
     }
 
     /// The ipvsadm merge sort is a permutation and, for a total order,

@@ -1,7 +1,7 @@
 #!/bin/bash
-# Guest payload of scripts/demo.sh: program IPVS with ipvsctl, then show what
+# Guest payload of `scripts/demo.sh ipvsctl`: program IPVS with ipvsctl, then show what
 # ipvsctl and ipvsadm (the reference tool) read back, side by side.
-#   demo-guest.sh IPVSCTL RULES
+#   demo-ipvsctl.sh IPVSCTL RULES
 # Exit status 0 when the restore worked and `ipvsctl save` prints exactly the
 # lines `ipvsadm -Sn` prints.
 set -u

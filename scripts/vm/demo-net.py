@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""Pods and client of the agent demo (scripts/demo.sh), run inside the VM.
+
+    demo-net.py serve READY_DIR NAME=IP...
+        The pods: one process per NAME, in network namespace NAME
+        (/run/netns/NAME), serving HTTP on IP:8080 and UDP on IP:5353, both
+        answering NAME. Each creates READY_DIR/NAME once its sockets listen;
+        they run until killed.
+    demo-net.py tally RESULTS tcp|udp VIP PORT N EXPECT [tcp|udp VIP PORT N EXPECT]...
+        For each group: N requests to VIP:PORT, each on a fresh connection
+        (TCP: one HTTP GET; UDP: one datagram from a fresh socket), and a
+        line tallying who answered. EXPECT: "pod-a=10,pod-b=10" (exactly
+        these counts), "one=N" (all N answered by one pod) or "-" (any).
+        A group passes when every request was answered and the tally
+        matches; RESULTS gets one line per group, "0" (passed) or "1".
+
+Standard library only (the guest's root is the host's, which has python3);
+one interpreter for all pods and one per tally: every process start is slow
+under qemu's software emulation.
+"""
+
+import ctypes
+import os
+import socket
+import sys
+import threading
+from collections import Counter
+
+TIMEOUT = 3.0
+
+
+CLONE_NEWNET = 0x40000000
+
+
+def serve_all(ready_dir, pods):
+    libc = ctypes.CDLL(None, use_errno=True)
+    children = []
+    for pod in pods:
+        name, _, ip = pod.partition("=")
+        pid = os.fork()
+        if pid == 0:
+            try:
+                fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
+                if libc.setns(fd, CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), f"setns into {name}")
+                os.close(fd)
+                serve(name, ip, os.path.join(ready_dir, name))
+            except BaseException as e:  # report, never return into the parent's loop
+                print(f"pod {name}: {e}", file=sys.stderr, flush=True)
+            os._exit(1)
+        children.append(pid)
+    for pid in children:
+        os.waitpid(pid, 0)
+
+
+def serve(name, ip, ready_file):
+    body = f"{name}\n".encode()
+    reply = (
+        b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
+    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    tcp.bind((ip, 8080))
+    tcp.listen(64)
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind((ip, 5353))
+
+    def answer_udp():
+        while True:
+            _, peer = udp.recvfrom(2048)
+            udp.sendto(body, peer)
+
+    def answer_tcp(conn):
+        with conn:
+            conn.settimeout(TIMEOUT)
+            data = b""
+            try:
+                while b"\r\n\r\n" not in data and len(data) < 8192:
+                    chunk = conn.recv(2048)
+                    if not chunk:
+                        break
+                    data += chunk
+                conn.sendall(reply)
+            except OSError:
+                pass
+
+    threading.Thread(target=answer_udp, daemon=True).start()
+    with open(ready_file, "w"):
+        pass
+    while True:
+        conn, _ = tcp.accept()
+        threading.Thread(target=answer_tcp, args=(conn,), daemon=True).start()
+
+
+def ask_tcp(vip, port):
+    with socket.create_connection((vip, port), timeout=TIMEOUT) as s:
+        s.sendall(f"GET / HTTP/1.0\r\nHost: {vip}\r\n\r\n".encode())
+        data = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.0 200"):
+        raise OSError(f"bad answer {data[:60]!r}")
+    return body.decode().strip()
+
+
+def ask_udp(vip, port):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(TIMEOUT)
+        s.sendto(b"who?", (vip, port))
+        data, _ = s.recvfrom(2048)
+    return data.decode().strip()
+
+
+def matches(tally, n, expect):
+    if not expect:
+        return True
+    if expect == "-":
+        return True
+    if expect.startswith("one="):
+        return len(tally) == 1 and sum(tally.values()) == int(expect[4:]) == n
+    want = {}
+    for item in expect.split(","):
+        pod, _, count = item.partition("=")
+        want[pod] = int(count)
+    return dict(tally) == want
+
+
+def tally(proto, vip, port, n, expect):
+    ask = ask_tcp if proto == "tcp" else ask_udp
+    port, n = int(port), int(n)
+    answers = Counter()
+    errors = Counter()
+    for _ in range(n):
+        try:
+            answers[ask(vip, port)] += 1
+        except OSError as e:
+            errors[type(e).__name__ if not str(e) else str(e)] += 1
+    counts = "  ".join(f"{pod} {c:>2}" for pod, c in sorted(answers.items()))
+    line = f"{n} x {proto.upper()} {vip}:{port}  ->  {counts or 'no answer'}"
+    if errors:
+        line += "  failed " + ", ".join(f"{c} ({e})" for e, c in errors.items())
+    print(line, flush=True)
+    return 0 if not errors and matches(answers, n, expect) else 1
+
+
+def main(argv):
+    if len(argv) >= 3 and argv[0] == "serve" and all("=" in p for p in argv[2:]):
+        serve_all(argv[1], argv[2:])
+        return 0
+    groups = [argv[i : i + 5] for i in range(2, len(argv), 5)]
+    if (
+        len(argv) >= 7
+        and argv[0] == "tally"
+        and (len(argv) - 2) % 5 == 0
+        and all(g[0] in ("tcp", "udp") for g in groups)
+    ):
+        with open(argv[1], "w") as results:
+            for g in groups:
+                results.write(f"{tally(*g)}\n")
+        return 0
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

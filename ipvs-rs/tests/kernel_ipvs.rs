@@ -187,13 +187,17 @@ fn batch_with_failures() {
     assert!(dump.iter().all(|(_, rs)| rs.len() == 3));
 }
 
-/// `ipvsadm -Sn` output as sorted lines.
-fn saved(ns: &TestNs) -> Vec<String> {
-    let mut v: Vec<String> = ns
-        .exec(&["ipvsadm", "-Sn"])
-        .lines()
-        .map(str::to_owned)
-        .collect();
+/// `ipvsadm -Sn` output as sorted lines, after checking that
+/// `ipvs::rules` renders the handle's dump to exactly the same text (lines
+/// and order).
+fn saved(ns: &TestNs, h: &mut Handle) -> Vec<String> {
+    let theirs = ns.exec(&["ipvsadm", "-Sn"]);
+    let ours = rules::render_save_sorted(h.dump().unwrap());
+    assert_eq!(
+        ours, theirs,
+        "ipvs::rules::render_save_sorted vs ipvsadm -Sn"
+    );
+    let mut v: Vec<String> = theirs.lines().map(str::to_owned).collect();
     v.sort();
     v
 }
@@ -235,7 +239,7 @@ fn protocols_families_and_fwmarks() {
         "-A --sctp-service [fd00:96::1]:3868 -s rr",
     ];
     want.sort();
-    assert_eq!(saved(&ns), want);
+    assert_eq!(saved(&ns, &mut h), want);
     for k in &keys {
         h.delete_service(k).unwrap();
     }
@@ -266,7 +270,7 @@ fn scheduler_flags_persistence_one_packet_pe() {
         assert!(got.same_config(vs), "sent {vs:?}\ngot {got:?}");
     }
     assert_eq!(
-        saved(&ns),
+        saved(&ns, &mut h),
         vec![
             "-A -t 10.96.0.1:80 -s sh -b sh-fallback,sh-port",
             "-A -t 10.96.0.2:80 -s mh -b mh-port",
@@ -319,31 +323,17 @@ fn forwarding_methods_thresholds_tunnels() {
         assert!(g.same_config(w), "sent {w:?}\ngot {g:?}");
         assert_eq!(g.conns, ConnCounters::default());
     }
-    let lines = saved(&ns);
-    assert!(
-        lines.contains(&"-a -t 10.96.0.1:80 -r 10.244.1.1:8080 -m -w 5".to_owned()),
-        "{lines:#?}"
-    );
-    assert!(
-        lines.contains(&"-a -t 10.96.0.1:80 -r 10.244.1.2:80 -g -w 1".to_owned()),
-        "{lines:#?}"
-    );
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.starts_with("-a -t 10.96.0.1:80 -r 10.244.1.4:80 -i")
-                && l.contains("--tun-type gue")
-                && l.contains("--tun-port 6080")
-                && l.contains("--tun-csum")),
-        "{lines:#?}"
-    );
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.starts_with("-a -t 10.96.0.1:80 -r 10.244.1.6:80 -i")
-                && l.contains("--tun-type gre")
-                && l.contains("--tun-csum")),
-        "{lines:#?}"
+    assert_eq!(
+        saved(&ns, &mut h),
+        vec![
+            "-A -t 10.96.0.1:80 -s rr",
+            "-a -t 10.96.0.1:80 -r 10.244.1.1:8080 -m -w 5",
+            "-a -t 10.96.0.1:80 -r 10.244.1.2:80 -g -w 1",
+            "-a -t 10.96.0.1:80 -r 10.244.1.3:80 -i -w 1 --tun-type ipip",
+            "-a -t 10.96.0.1:80 -r 10.244.1.4:80 -i -w 1 --tun-type gue --tun-port 6080 --tun-csum",
+            "-a -t 10.96.0.1:80 -r 10.244.1.5:80 -i -w 1 --tun-type gue --tun-port 6081 --tun-remcsum",
+            "-a -t 10.96.0.1:80 -r 10.244.1.6:80 -i -w 1 --tun-type gre --tun-csum",
+        ]
     );
     // Thresholds are not in -Sn; -Ln shows them.
     let ln = ns.exec(&["ipvsadm", "-Ln", "--thresholds"]);
@@ -714,7 +704,7 @@ fn large_dump_and_batch() {
     h.dump_each(|vs, rs| each.push((vs.clone(), rs.to_vec())))
         .unwrap();
     assert_eq!(each, dump);
-    assert_eq!(saved(&ns).len(), 12000);
+    assert_eq!(saved(&ns, &mut h).len(), 12000);
 }
 
 /// With a receive buffer too small for the kernel's answers, answers are

@@ -618,18 +618,16 @@ FWM  8 IPv6 mh (mh-port) persistent 360
         assert_eq!(got, want);
     }
 
+    /// A listing in `mode` without the version line, numbers abbreviated.
+    fn list(d: &[(VirtualServer, Vec<RealServer>)], mode: ListMode) -> String {
+        render_list(None, d, ListOptions { mode, exact: false })
+    }
+
     #[test]
     fn stats_thresholds_and_tunnel_listings_match_ipvsadm() {
         let mut d = dump(RULES);
         sort_like_ipvsadm(&mut d);
-        let stats = render_list(
-            None,
-            &d[..1],
-            ListOptions {
-                mode: ListMode::Stats,
-                exact: false,
-            },
-        );
+        let stats = list(&d[..1], ListMode::Stats);
         assert_eq!(
             stats,
             "\
@@ -641,26 +639,12 @@ TCP  10.0.0.1:80                         0        0        0        0        0
   -> 10.244.1.4:80                       0        0        0        0        0
 "
         );
-        let rate = render_list(
-            None,
-            &d[..0],
-            ListOptions {
-                mode: ListMode::Rate,
-                exact: false,
-            },
-        );
+        let rate = list(&d[..0], ListMode::Rate);
         assert_eq!(
             rate,
             "Prot LocalAddress:Port                 CPS    InPPS   OutPPS    InBPS   OutBPS\n  -> RemoteAddress:Port\n"
         );
-        let thr = render_list(
-            None,
-            &d[2..3],
-            ListOptions {
-                mode: ListMode::Thresholds,
-                exact: false,
-            },
-        );
+        let thr = list(&d[2..3], ListMode::Thresholds);
         assert_eq!(
             thr,
             "\
@@ -670,14 +654,7 @@ UDP  10.0.0.2:53 wrr persistent 300 mask 255.255.255.0
   -> 10.244.1.5:53                100        50         0          0         
 "
         );
-        let pers = render_list(
-            None,
-            &d[2..3],
-            ListOptions {
-                mode: ListMode::PersistentConn,
-                exact: false,
-            },
-        );
+        let pers = list(&d[2..3], ListMode::PersistentConn);
         assert_eq!(
             pers,
             "\
@@ -687,14 +664,7 @@ UDP  10.0.0.2:53 wrr persistent 300 mask 255.255.255.0
   -> 10.244.1.5:53                3         0           0          0         
 "
         );
-        let tun = render_list(
-            None,
-            &d[3..4],
-            ListOptions {
-                mode: ListMode::TunInfo,
-                exact: false,
-            },
-        );
+        let tun = list(&d[3..4], ListMode::TunInfo);
         assert_eq!(
             tun,
             "\

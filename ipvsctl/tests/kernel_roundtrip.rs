@@ -117,6 +117,12 @@ impl Netns {
         c
     }
 
+    /// Runs `ipvsctl --netns PATH ARGS` (ARGS split at white space) and
+    /// returns its output; the test fails if the command does.
+    fn ctl(&self, args: &str) -> String {
+        ok(&mut self.ipvsctl(&args.split_whitespace().collect::<Vec<_>>()))
+    }
+
     /// `ip netns exec NAME ipvsadm ARGS`.
     fn ipvsadm(&self, args: &[&str]) -> Command {
         let mut c = Command::new("ip");
@@ -191,7 +197,7 @@ fn ipvsadm_restore_then_ipvsctl_save_prints_the_same_rules() {
     let ns = Netns::new();
     let out = with_stdin(&mut ns.ipvsadm(&["-R"]), RULES);
     assert_ok(&out, "ipvsadm -R");
-    let ours = ok(&mut ns.ipvsctl(&["save"]));
+    let ours = ns.ctl("save");
     assert_eq!(
         sorted_lines(&ours),
         sorted_lines(RULES),
@@ -231,7 +237,7 @@ fn listings_match_ipvsadm_line_for_line() {
         let b = ok(&mut ns.ipvsadm(&theirs));
         assert_eq!(a, b, "ipvsctl {ours:?} vs ipvsadm {theirs:?}");
     }
-    let info = ok(&mut ns.ipvsctl(&["info"]));
+    let info = ns.ctl("info");
     let listing = ok(&mut ns.ipvsadm(&["-Ln"]));
     assert_eq!(info.lines().next(), listing.lines().next());
 }
@@ -240,7 +246,7 @@ fn listings_match_ipvsadm_line_for_line() {
 fn json_listing_agrees_with_the_kernel_state() {
     let ns = Netns::new();
     assert_ok(&with_stdin(&mut ns.ipvsadm(&["-R"]), RULES), "ipvsadm -R");
-    let text = ok(&mut ns.ipvsctl(&["list", "--json"]));
+    let text = ns.ctl("list --json");
     let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
     let services = v["services"].as_array().expect("services array");
     let n_services = RULES.lines().filter(|l| l.starts_with("-A")).count();
@@ -332,65 +338,14 @@ fn a_refused_rule_is_reported_with_its_line_and_the_others_are_applied() {
 #[test]
 fn single_commands_add_edit_delete_zero_flush_timeouts() {
     let ns = Netns::new();
-    let sh = |args: &[&str]| ok(&mut ns.ipvsctl(args));
-    sh(&["add-service", "-t", "10.8.0.1:80", "-s", "rr"]);
-    sh(&[
-        "add-service",
-        "-u",
-        "[fd00::8]:53",
-        "-s",
-        "wrr",
-        "-p",
-        "120",
-    ]);
-    sh(&[
-        "add-server",
-        "-t",
-        "10.8.0.1:80",
-        "-r",
-        "10.244.8.1:8080",
-        "-m",
-        "-w",
-        "2",
-    ]);
-    sh(&[
-        "add-server",
-        "-t",
-        "10.8.0.1:80",
-        "-r",
-        "10.244.8.2:8080",
-        "-m",
-        "-x",
-        "10",
-        "-y",
-        "5",
-    ]);
-    sh(&[
-        "add-server",
-        "-u",
-        "[fd00::8]:53",
-        "-r",
-        "[fd00::9]:53",
-        "-m",
-    ]);
-    sh(&["edit-service", "-t", "10.8.0.1:80", "-s", "lc"]);
-    sh(&[
-        "edit-server",
-        "-t",
-        "10.8.0.1:80",
-        "-r",
-        "10.244.8.1:8080",
-        "-m",
-        "-w",
-        "7",
-    ]);
-    sh(&[
-        "delete-server",
-        "-t",
-        "10.8.0.1:80",
-        "-r",
-        "10.244.8.2:8080",
-    ]);
+    ns.ctl("add-service -t 10.8.0.1:80 -s rr");
+    ns.ctl("add-service -u [fd00::8]:53 -s wrr -p 120");
+    ns.ctl("add-server -t 10.8.0.1:80 -r 10.244.8.1:8080 -m -w 2");
+    ns.ctl("add-server -t 10.8.0.1:80 -r 10.244.8.2:8080 -m -x 10 -y 5");
+    ns.ctl("add-server -u [fd00::8]:53 -r [fd00::9]:53 -m");
+    ns.ctl("edit-service -t 10.8.0.1:80 -s lc");
+    ns.ctl("edit-server -t 10.8.0.1:80 -r 10.244.8.1:8080 -m -w 7");
+    ns.ctl("delete-server -t 10.8.0.1:80 -r 10.244.8.2:8080");
     let saved = ok(&mut ns.ipvsadm(&["-Sn"]));
     assert_eq!(
         sorted_lines(&saved),
@@ -400,20 +355,7 @@ fn single_commands_add_edit_delete_zero_flush_timeouts() {
         )
     );
     // Thresholds are not in the save format: check them through the listing.
-    sh(&[
-        "edit-server",
-        "-t",
-        "10.8.0.1:80",
-        "-r",
-        "10.244.8.1:8080",
-        "-m",
-        "-w",
-        "7",
-        "-x",
-        "40",
-        "-y",
-        "20",
-    ]);
+    ns.ctl("edit-server -t 10.8.0.1:80 -r 10.244.8.1:8080 -m -w 7 -x 40 -y 20");
     let thr = ok(&mut ns.ipvsadm(&["-Ln", "--thresholds", "-t", "10.8.0.1:80"]));
     assert!(
         thr.contains("  -> 10.244.8.1:8080              40         20"),
@@ -429,63 +371,42 @@ fn single_commands_add_edit_delete_zero_flush_timeouts() {
     let usage = run(&mut ns.ipvsctl(&["add-service", "-t", "10.8.0.1"]));
     assert_eq!(usage.status.code(), Some(2));
 
-    sh(&["zero"]);
-    sh(&["zero", "-t", "10.8.0.1:80"]);
-    sh(&["delete-service", "-u", "[fd00::8]:53"]);
+    ns.ctl("zero");
+    ns.ctl("zero -t 10.8.0.1:80");
+    ns.ctl("delete-service -u [fd00::8]:53");
     assert_eq!(
         ok(&mut ns.ipvsadm(&["-Sn"])),
         "-A -t 10.8.0.1:80 -s lc\n-a -t 10.8.0.1:80 -r 10.244.8.1:8080 -m -w 7\n"
     );
 
-    sh(&["timeouts", "set", "100", "20", "30"]);
+    ns.ctl("timeouts set 100 20 30");
     assert_eq!(
         ok(&mut ns.ipvsadm(&["-Ln", "--timeout"])),
         "Timeout (tcp tcpfin udp): 100 20 30\n"
     );
-    sh(&["timeouts", "set", "0", "0", "45"]);
-    assert_eq!(sh(&["timeouts"]), "Timeout (tcp tcpfin udp): 100 20 45\n");
+    ns.ctl("timeouts set 0 0 45");
+    assert_eq!(ns.ctl("timeouts"), "Timeout (tcp tcpfin udp): 100 20 45\n");
 
-    sh(&["flush"]);
+    ns.ctl("flush");
     assert_eq!(ok(&mut ns.ipvsadm(&["-Sn"])), "");
 }
 
 #[test]
 fn sync_daemons_start_list_stop_like_ipvsadm() {
     let ns = Netns::new();
-    ok(&mut ns.ipvsctl(&[
-        "daemon",
-        "start",
-        "master",
-        "--mcast-interface",
-        "up0",
-        "--syncid",
-        "5",
-    ]));
-    ok(&mut ns.ipvsctl(&[
-        "daemon",
-        "start",
-        "backup",
-        "--mcast-interface",
-        "up0",
-        "--syncid",
-        "6",
-        "--sync-maxlen",
-        "1400",
-        "--mcast-group",
-        "224.0.0.81",
-        "--mcast-port",
-        "8849",
-        "--mcast-ttl",
-        "2",
-    ]));
-    let ours = ok(&mut ns.ipvsctl(&["daemon", "list"]));
+    ns.ctl("daemon start master --mcast-interface up0 --syncid 5");
+    ns.ctl(
+        "daemon start backup --mcast-interface up0 --syncid 6 --sync-maxlen 1400 \
+         --mcast-group 224.0.0.81 --mcast-port 8849 --mcast-ttl 2",
+    );
+    let ours = ns.ctl("daemon list");
     let theirs = ok(&mut ns.ipvsadm(&["-Ln", "--daemon"]));
     assert_eq!(ours, theirs);
     assert!(ours.contains("backup sync daemon (mcast=up0, syncid=6, maxlen=1400, group=224.0.0.81, port=8849, ttl=2)"), "{ours}");
-    ok(&mut ns.ipvsctl(&["daemon", "stop", "master"]));
-    let after = ok(&mut ns.ipvsctl(&["daemon", "list"]));
+    ns.ctl("daemon stop master");
+    let after = ns.ctl("daemon list");
     assert!(!after.contains("master"), "{after}");
     assert!(after.contains("backup"), "{after}");
-    ok(&mut ns.ipvsctl(&["daemon", "stop", "backup"]));
-    assert_eq!(ok(&mut ns.ipvsctl(&["daemon", "list"])), "");
+    ns.ctl("daemon stop backup");
+    assert_eq!(ns.ctl("daemon list"), "");
 }

@@ -54,6 +54,8 @@
 mod order;
 mod parse;
 mod render;
+#[cfg(test)]
+mod test_support;
 
 pub use order::{
     cmp_real_servers, cmp_services, glibc_merge_sort, service_total_order, sort_like_ipvsadm,

@@ -848,17 +848,7 @@ fn build_real_server(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
-
-    fn one(line: &str) -> Op {
-        match parse_line(line) {
-            Ok(Some(op)) => op,
-            other => panic!("{line:?} -> {other:?}"),
-        }
-    }
+    use crate::rules::test_support::{ip, one};
 
     /// The service an `-A` line adds.
     fn service(line: &str) -> VirtualServer {

@@ -243,22 +243,9 @@ pub fn render_op(op: &Op) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::net::IpAddr;
-
     use super::*;
-    use crate::rules::parse_line;
+    use crate::rules::test_support::{ip, one};
     use crate::types::RealServerKey;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
-
-    fn one(line: &str) -> Op {
-        match parse_line(line) {
-            Ok(Some(op)) => op,
-            other => panic!("{line:?} -> {other:?}"),
-        }
-    }
 
     /// Lines printed by the real `ipvsadm -Sn` (v1.31, UML kernel 6.1) for
     /// rules covering every option; each must parse and render back unchanged.

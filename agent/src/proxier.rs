@@ -438,12 +438,9 @@ impl<K: Kernel> CoreProxier<K> {
             virtual_servers,
             real_servers,
             draining: self.drains.len(),
-            no_local_endpoints_internal: 0,
-            no_local_endpoints_external: desired
-                .filter
-                .health_checks()
-                .filter(|h| h.local_endpoints == 0)
-                .count(),
+            // Per Service port and family, as kube-proxy counts them.
+            no_local_endpoints_internal: self.state.no_local_endpoints_internal(),
+            no_local_endpoints_external: self.state.no_local_endpoints_external(),
         }
     }
 
@@ -865,6 +862,46 @@ mod tests {
             .unwrap_or_else(|| panic!("no rejection counted:\n{text}"));
         assert!(line.contains("kind=\"Service\""), "{line}");
         assert!(line.ends_with(" 1"), "{line}");
+    }
+
+    #[tokio::test]
+    async fn no_local_endpoint_counts_reach_the_outcome() {
+        let mut p = proxier();
+        // Endpoints only on another node; ITP Local on one Service, ETP
+        // Local (NodePort) on another.
+        p.apply_change(service(&WEB.replace(
+            "  type: ClusterIP\n",
+            "  type: ClusterIP\n  internalTrafficPolicy: Local\n",
+        )));
+        p.apply_change(slice("web-1", "web", &["10.244.1.2"]));
+        p.apply_change(service(
+            "metadata: {namespace: default, name: np}\nspec:\n  clusterIP: 10.96.0.11\n  clusterIPs: [10.96.0.11]\n  type: NodePort\n  externalTrafficPolicy: Local\n  ports:\n  - {name: http, port: 80, protocol: TCP, nodePort: 30080}\n",
+        ));
+        p.apply_change(slice("np-1", "np", &["10.244.1.3"]));
+        let out = p.sync(SyncKind::Full).await.unwrap();
+        assert_eq!(
+            (
+                out.no_local_endpoints_internal,
+                out.no_local_endpoints_external
+            ),
+            (1, 1)
+        );
+        // Without endpoints anywhere a port is not counted (kube-proxy's rule).
+        p.apply_change(Change::Deleted(
+            Kind::EndpointSlice,
+            ObjectKey {
+                namespace: "default".into(),
+                name: "web-1".into(),
+            },
+        ));
+        let out = p.sync(SyncKind::Partial).await.unwrap();
+        assert_eq!(
+            (
+                out.no_local_endpoints_internal,
+                out.no_local_endpoints_external
+            ),
+            (0, 1)
+        );
     }
 
     #[test]

@@ -93,6 +93,8 @@ pub struct ProxyState {
     /// Keys on node addresses we programmed and dropped (see
     /// [`PlanPolicy::also_owned`]).
     retired_node_keys: std::collections::BTreeSet<ServiceKey>,
+    /// Sums of [`Contribution::no_local_internal`] / `no_local_external`.
+    no_local: (usize, usize),
     /// During a cold [`ProxyState::replace_all`]: the reference counts and
     /// claims are kept, but the sorted sets and maps of `desired` are built
     /// once at the end (a sort and a bulk build instead of one B-tree
@@ -119,6 +121,7 @@ impl ProxyState {
             desired: DesiredState::default(),
             changes: Changes::default(),
             retired_node_keys: Default::default(),
+            no_local: (0, 0),
             bulk: false,
         };
         s.set_filter_globals();
@@ -145,6 +148,25 @@ impl ProxyState {
     /// The desired node state.
     pub fn desired(&self) -> &DesiredState {
         &self.desired
+    }
+
+    /// Service ports with `internalTrafficPolicy: Local` whose endpoints are
+    /// all on other nodes: their ClusterIPs forward nothing here. Counted as
+    /// kube-proxy counts `kubeproxy_sync_proxy_rules_no_local_endpoints_total
+    /// {traffic_policy="internal"}`: once per Service port and IP family,
+    /// only when the port has usable (ready, or serving and terminating)
+    /// endpoints somewhere. Kept up to date per event; O(1).
+    pub fn no_local_endpoints_internal(&self) -> usize {
+        self.no_local.0
+    }
+
+    /// Service ports with `externalTrafficPolicy: Local` and an external
+    /// address (node port, externalIP or load-balancer IP) whose endpoints
+    /// are all on other nodes: external traffic is dropped here. Same rule
+    /// as [`ProxyState::no_local_endpoints_internal`] (kube-proxy's
+    /// `traffic_policy="external"`). O(1).
+    pub fn no_local_endpoints_external(&self) -> usize {
+        self.no_local.1
     }
 
     /// What changed in the desired state since the last call.
@@ -461,6 +483,11 @@ impl ProxyState {
             .contributions
             .remove(name)
             .unwrap_or_else(|| (rank.clone(), Contribution::default()));
+        // `old`'s counts were added when it was placed: no underflow.
+        self.no_local.0 = (self.no_local.0 + new.no_local_internal as usize)
+            .saturating_sub(old.no_local_internal as usize);
+        self.no_local.1 = (self.no_local.1 + new.no_local_external as usize)
+            .saturating_sub(old.no_local_external as usize);
         // Withdraw old claims that are gone or changed (under the old rank),
         // then place the new ones.
         let same_rank = old_rank == rank;

@@ -91,6 +91,13 @@ pub(crate) struct Contribution {
     pub claims: VecMap<ServiceKey, Arc<PortClaim>>,
     pub health_check: Option<HealthCheckFact>,
     pub rejections: Vec<Rejection>,
+    /// Service ports (per family) with `internalTrafficPolicy: Local`,
+    /// endpoints somewhere, and none on this node.
+    pub no_local_internal: u32,
+    /// Service ports (per family) with `externalTrafficPolicy: Local`, an
+    /// external address (node port, externalIP or load-balancer IP),
+    /// endpoints somewhere, and none on this node.
+    pub no_local_external: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -298,6 +305,21 @@ pub(crate) fn compute(
                 }
                 vs
             };
+            // kube-proxy's `serviceNoLocalEndpointsTotal{Internal,External}`
+            // rule: counted only when the port has usable endpoints
+            // somewhere (`hasEndpoints`) but none on this node.
+            let has_endpoints = !cluster.is_empty();
+            let externally_accessible = port.node_port.is_some()
+                || svc.external_ips.iter().any(|ip| IpFamily::of(ip) == family)
+                || svc.lb_ips.iter().any(|ip| IpFamily::of(ip) == family);
+            if has_endpoints && local.is_empty() {
+                if svc.itp_local {
+                    out.no_local_internal += 1;
+                }
+                if svc.etp_local && externally_accessible {
+                    out.no_local_external += 1;
+                }
+            }
             let internal_eps = if svc.itp_local { &local } else { &cluster };
             let external_eps = if svc.etp_local { &local } else { &cluster };
             // Hairpin: a local endpoint reached through a VIP of its own Service.

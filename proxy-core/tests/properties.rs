@@ -254,6 +254,13 @@ proptest! {
             w.step(&mut s, c);
             let scratch = desired_from_scratch(&config(), &node(), w.svcs.values(), w.slices.values());
             prop_assert_eq!(s.desired(), &scratch);
+            // The no-local-endpoint counts, kept per event, match a relist.
+            let mut cold = ProxyState::new(config(), node());
+            cold.replace_all(w.svcs.values(), w.slices.values());
+            prop_assert_eq!(
+                (s.no_local_endpoints_internal(), s.no_local_endpoints_external()),
+                (cold.no_local_endpoints_internal(), cold.no_local_endpoints_external())
+            );
         }
     }
 

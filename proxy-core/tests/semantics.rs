@@ -429,6 +429,165 @@ fn itp_local_cluster_ip_gets_only_local_endpoints() {
     assert_eq!(table(&d), ["TCP 10.96.0.10:80 -> []"]);
 }
 
+/// (internal, external) no-local-endpoint counts of a state.
+fn no_local(svcs: &[Service], slices: &[EndpointSlice]) -> (usize, usize) {
+    let s = state(config(), node(), svcs, slices);
+    (
+        s.no_local_endpoints_internal(),
+        s.no_local_endpoints_external(),
+    )
+}
+
+#[test]
+fn no_local_endpoints_counted_per_service_port_as_kube_proxy() {
+    let remote = web_slice()
+        .port("dns", "UDP", 5353)
+        .ep("10.0.1.1", "node-b")
+        .build();
+    let two_ports = || web().port("dns", "UDP", 53);
+    // (case, Services, slices, (internal, external))
+    type Case = (
+        &'static str,
+        Vec<Service>,
+        Vec<EndpointSlice>,
+        (usize, usize),
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "ITP Local, endpoints elsewhere: one per port",
+            vec![two_ports().itp_local().build()],
+            vec![remote.clone()],
+            (2, 0),
+        ),
+        (
+            "ITP Local with a local endpoint",
+            vec![two_ports().itp_local().build()],
+            vec![web_slice()
+                .port("dns", "UDP", 5353)
+                .ep("10.0.1.1", "node-b")
+                .ep("10.0.2.1", NODE)
+                .build()],
+            (0, 0),
+        ),
+        (
+            "ITP Local, no endpoints at all (kube-proxy: hasEndpoints false)",
+            vec![two_ports().itp_local().build()],
+            vec![],
+            (0, 0),
+        ),
+        (
+            "ITP Local, only an unready, non-serving endpoint elsewhere",
+            vec![web().itp_local().build()],
+            vec![web_slice()
+                .ep_cond("10.0.1.1", "node-b", Some(false), Some(false), Some(false))
+                .build()],
+            (0, 0),
+        ),
+        (
+            "ITP Local, only a serving terminating endpoint elsewhere",
+            vec![web().itp_local().build()],
+            vec![web_slice()
+                .ep_cond("10.0.1.1", "node-b", Some(false), Some(true), Some(true))
+                .build()],
+            (1, 0),
+        ),
+        (
+            "ITP Cluster: never counted",
+            vec![two_ports().build()],
+            vec![remote.clone()],
+            (0, 0),
+        ),
+        (
+            "ETP Local NodePort, endpoints elsewhere",
+            vec![web().node_port(30080).etp_local(None).build()],
+            vec![remote.clone()],
+            (0, 1),
+        ),
+        (
+            "ETP Local load balancer, endpoints elsewhere",
+            vec![etp_local_lb().build()],
+            vec![remote.clone()],
+            (0, 1),
+        ),
+        (
+            "ETP Local load balancer with a local endpoint",
+            vec![etp_local_lb().build()],
+            vec![web_slice().ep("10.0.2.1", NODE).build()],
+            (0, 0),
+        ),
+        (
+            "ETP Local load balancer without endpoints",
+            vec![etp_local_lb().build()],
+            vec![],
+            (0, 0),
+        ),
+        (
+            "ETP and ITP Local, endpoints elsewhere: both",
+            vec![etp_local_lb().itp_local().build()],
+            vec![remote.clone()],
+            (1, 1),
+        ),
+        (
+            "dual stack ITP Local: one per port and family",
+            vec![web()
+                .cluster_ips(&["10.96.0.10", "fd00:96::10"])
+                .itp_local()
+                .build()],
+            vec![
+                remote.clone(),
+                Slice::new("default", "web-6", "web")
+                    .address_type("IPv6")
+                    .port("http", "TCP", 8080)
+                    .ep("fd00:1::1", "node-b")
+                    .build(),
+            ],
+            (2, 0),
+        ),
+    ];
+    for (case, svcs, slices, want) in cases {
+        assert_eq!(no_local(&svcs, &slices), want, "{case}");
+    }
+}
+
+#[test]
+fn no_local_endpoints_follow_events() {
+    let mut s = ProxyState::new(config(), node());
+    s.apply_service(&web().itp_local().build());
+    s.apply_slice(&web_slice().ep("10.0.1.1", "node-b").build());
+    assert_eq!(s.no_local_endpoints_internal(), 1);
+    // A local endpoint appears.
+    s.apply_slice(
+        &web_slice()
+            .ep("10.0.1.1", "node-b")
+            .ep("10.0.2.1", NODE)
+            .build(),
+    );
+    assert_eq!(s.no_local_endpoints_internal(), 0);
+    s.apply_slice(&web_slice().ep("10.0.1.1", "node-b").build());
+    assert_eq!(s.no_local_endpoints_internal(), 1);
+    // The policy goes back to Cluster, then the Service goes away.
+    s.apply_service(&web().itp_local().build());
+    s.apply_service(&web().build());
+    assert_eq!(s.no_local_endpoints_internal(), 0);
+    s.apply_service(&web().itp_local().build());
+    assert_eq!(s.no_local_endpoints_internal(), 1);
+    s.delete_service("default", "web");
+    assert_eq!(s.no_local_endpoints_internal(), 0);
+    // A relist onto a cold state counts the same.
+    let mut cold = ProxyState::new(config(), node());
+    cold.replace_all(
+        &[etp_local_lb().itp_local().build()],
+        &[web_slice().ep("10.0.1.1", "node-b").build()],
+    );
+    assert_eq!(
+        (
+            cold.no_local_endpoints_internal(),
+            cold.no_local_endpoints_external()
+        ),
+        (1, 1)
+    );
+}
+
 #[test]
 fn topology_hints_filter_to_own_zone_when_all_hinted() {
     let s = web_slice()

@@ -35,9 +35,11 @@ binary() {
 }
 
 # Guest console lines from our payload only: after guest-init's line, without
-# the kernel's own messages.
+# the kernel's own messages and the noise of the power-off.
 payload_lines() {
-  awk 'go && !/^(sysrq|reboot): / && !/^\[ *[0-9]+\.[0-9]+\]/ { print; fflush() }
+  awk 'go && !/^(sysrq|reboot): / && !/^\[ *[0-9]+\.[0-9]+\]/ && !/guest-init\.sh: line [0-9]+: / {
+         print; fflush()
+       }
        /^guest-init:/ { go = 1 }'
 }
 

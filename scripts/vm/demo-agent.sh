@@ -6,28 +6,37 @@
 #   demo-agent.sh IPVS_PROXY EXAMPLES_DIR
 # EXAMPLES_DIR holds manifests/ (what the agent starts with) and
 # manifests-edit/ (files copied over it, one by one, in the second act).
-# Exit status 0 when every check passed. The agent's log: $VM_OUT/agent.log.
+# Exit status 0 when every check passed. The agent's log: $VM_OUT/agent.log
+# (written to the guest's tmpfs while it runs: over 9p, another process's
+# appends show up late).
+#
+# Under qemu's software emulation every process start costs up to a second
+# on a loaded machine: timing and polling use bash builtins, the network is
+# set up with a few `ip -batch` runs, one python3 serves all pods.
 set -u
 bin="$1" examples="$2"
-here="$(cd "$(dirname "$0")" && pwd)"
-net="$here/demo-net.py"
+net="${BASH_SOURCE[0]%/*}/demo-net.py"
 out="${VM_OUT:?run by guest-init.sh}"
 work=/tmp/demo
 dir="$work/manifests"
-mkdir -p "$work" "$dir"
-agent_log="$out/agent.log"
+mkdir -p "$work/ready" "$dir"
+agent_log="$work/agent.log"
+trap 'cp "$agent_log" "$out/agent.log" 2>/dev/null' EXIT
 
-t0=$(date +%s.%N)
-since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
+usec() { echo "${EPOCHREALTIME/./}"; }
+t0=$(usec)
+since() { # START_USEC -> seconds since, one decimal
+  local d=$((($(usec) - $1) / 100000))
+  printf '%d.%d' $((d / 10)) $((d % 10))
+}
 banner() { printf '\n=== [%5s s] %s\n' "$(since "$t0")" "$*"; }
+# sleep without a process: read with a timeout on a pipe nobody writes to.
+exec {nap_fd}<> <(:)
+nap() { read -r -t "$1" -u "$nap_fd" _ || :; }
 checks=() failed=0
-check() { # DESCRIPTION COMMAND...: run, record PASS/FAIL
-  local what="$1"
-  shift
-  if "$@"; then checks+=("PASS  $what"); else
-    checks+=("FAIL  $what")
-    failed=1
-  fi
+record() { # PASS|FAIL DESCRIPTION
+  checks+=("$1  $2")
+  [ "$1" = PASS ] || failed=1
 }
 # tallies DESCRIPTION PROTO VIP PORT N EXPECT [DESCRIPTION ...]: one client
 # run (demo-net.py tally), one check per group.
@@ -38,28 +47,42 @@ tallies() {
     args+=("$2" "$3" "$4" "$5" "$6")
     shift 6
   done
-  rm -f "$work/results"
+  : >"$work/results"
   python3 "$net" tally "$work/results" "${args[@]}"
-  [ -r "$work/results" ] && mapfile -t res <"$work/results"
+  mapfile -t res <"$work/results"
   for i in "${!descs[@]}"; do
-    if [ "${res[$i]:-1}" = 0 ]; then checks+=("PASS  ${descs[$i]}"); else
-      checks+=("FAIL  ${descs[$i]}")
-      failed=1
-    fi
+    if [ "${res[$i]:-1}" = 0 ]; then record PASS "${descs[$i]}"; else record FAIL "${descs[$i]}"; fi
   done
 }
-# wait_for SECONDS COMMAND...: poll (0.2 s) until COMMAND succeeds.
+# wait_for SECONDS COMMAND...: poll (0.2 s) until COMMAND succeeds; gives up
+# after SECONDS, or at once when COMMAND returns 2.
 wait_for() {
-  local limit="$1" start
+  local limit=$(($1 * 1000000)) start rc
   shift
-  start=$(date +%s)
-  until "$@"; do
-    [ $(($(date +%s) - start)) -ge "$limit" ] && return 1
-    sleep 0.2
+  start=$(usec)
+  while :; do
+    "$@"
+    rc=$?
+    [ "$rc" -eq 0 ] && return 0
+    [ "$rc" -eq 2 ] && return 1
+    [ $(($(usec) - start)) -ge "$limit" ] && return 1
+    nap 0.2
   done
+}
+# alive COMMAND...: 2 when the agent has exited, else COMMAND's 0 or 1.
+alive() {
+  kill -0 "$agent" 2>/dev/null || return 2
+  "$@" && return 0
+  return 1
 }
 show() { "$bin" show "$@" --manifests "$dir" --hostname-override node-a; }
-ipvs_has() { ipvsadm -Sn | grep -q -- "$1"; }
+# ipvs_has LINE...: `ipvsadm -Sn` has every LINE (as a substring).
+ipvs_has() {
+  local rules line
+  rules="$(ipvsadm -Sn 2>/dev/null)" || return 1
+  for line in "$@"; do [[ $rules == *"$line"* ]] || return 1; done
+}
+ipvs_lacks() { ! ipvs_has "$1"; }
 all_ready() {
   local p
   for p in a b c d; do [ -e "$work/ready/pod-$p" ] || return 1; done
@@ -67,52 +90,55 @@ all_ready() {
 
 # --- the node and its pods -----------------------------------------------------
 banner "node-a: this VM (uplink0 10.0.2.15); four pods on bridge cni0, each answering with its name"
-ip link add cni0 type bridge && ip link set cni0 up && ip addr add 10.244.0.1/24 dev cni0 || exit 1
-n=11 pods=()
-mkdir -p "$work/ready"
+batch="link add cni0 type bridge
+link set cni0 up
+addr add 10.244.0.1/24 dev cni0"
+pods=()
 for p in a b c d; do
-  ns="pod-$p" ip="10.244.0.$n"
-  n=$((n + 1))
-  {
-    ip netns add "$ns" &&
-      ip link add "veth-$p" type veth peer name eth0 netns "$ns" &&
-      ip link set "veth-$p" master cni0 up &&
-      ip -n "$ns" link set lo up && ip -n "$ns" link set eth0 up &&
-      ip -n "$ns" addr add "$ip/24" dev eth0 &&
-      ip -n "$ns" route add default via 10.244.0.1
-  } || exit 1
-  pods+=("$ns=$ip")
-  echo "$ns  $ip  HTTP :8080, UDP :5353"
+  ip="10.244.0.$((${#pods[@]} + 11))"
+  pods+=("pod-$p=$ip")
+  batch+="
+netns add pod-$p
+link add veth-$p type veth peer name eth0 netns pod-$p
+link set veth-$p master cni0 up"
+  printf 'pod-%s  %s  HTTP :8080, UDP :5353\n' "$p" "$ip"
 done
+ip -batch - <<<"$batch" || exit 1
+for pod in "${pods[@]}"; do
+  ip -n "${pod%=*}" -batch - <<EOF &
+link set lo up
+link set eth0 up
+addr add ${pod#*=}/24 dev eth0
+route add default via 10.244.0.1
+EOF
+done
+for p in a b c d; do wait -n || exit 1; done
+t_pods=$(usec)
 python3 "$net" serve "$work/ready" "${pods[@]}" &
-wait_for 60 all_ready || {
+if wait_for 60 all_ready; then
+  echo "(pods listening $(since "$t_pods") s after python3 started)"
+else
   echo "the pods did not come up in 60 s"
   exit 1
-}
+fi
 
 # --- the agent -------------------------------------------------------------------
 cp "$examples"/manifests/*.yaml "$dir/"
-banner "ipvs-proxy --manifests $dir   (the example Services, from examples/manifests/)"
+banner "ipvs-proxy --manifests $dir   (copied from examples/manifests/)"
 grep -h '^# ' "$dir"/*.yaml | sed 's/^# /  /'
 : >"$agent_log"
+t_start=$(usec)
 "$bin" --manifests "$dir" --hostname-override node-a --cluster-cidr 10.244.0.0/16 \
   --metrics-bind-address 127.0.0.1:10249 --healthz-bind-address 127.0.0.1:10256 \
   >>"$agent_log" 2>&1 &
 agent=$!
-t_start=$(date +%s.%N)
-programmed() {
-  ipvsadm -Sn >"$work/ipvs" 2>/dev/null &&
-    grep -q -- '-A -t 10.96.0.10:80' "$work/ipvs" &&
-    grep -q -- '-A -t 10.96.0.11:80' "$work/ipvs" &&
-    grep -q -- '-A -u 10.96.0.53:53' "$work/ipvs" &&
-    [ "$(grep -c -- '^-a ' "$work/ipvs")" -ge 9 ]
-}
-if wait_for 120 programmed; then
+if wait_for 120 alive ipvs_has '-A -t 10.96.0.10:80' '-A -t 10.96.0.11:80' '-A -u 10.96.0.53:53' \
+  '-a -t 10.96.0.10:80 -r 10.244.0.13:8080' '-a -t 10.96.0.11:80 -r 10.244.0.13:8080' \
+  '-a -u 10.96.0.53:53 -r 10.244.0.13:5353'; then
   echo "all three Services programmed $(since "$t_start") s after the agent started"
 else
-  echo "the agent did not program the Services in 120 s; its log:"
+  echo "the agent did not program the Services (exited, or not within 120 s); its log:"
   tail -n 30 "$agent_log"
-  kill "$agent"
   exit 1
 fi
 
@@ -132,31 +158,32 @@ tallies \
 banner "edit web.yaml: pod-c replaced by pod-d (written aside, then renamed in)"
 for f in "$examples"/manifests-edit/*.yaml; do
   diff -U0 "$dir/${f##*/}" "$f" | grep -v -E '^(@@|--- |\+\+\+ )' | sed 's/^/  /'
+done
+mapfile -t before <"$agent_log"
+t_edit=$(usec)
+for f in "$examples"/manifests-edit/*.yaml; do
   cp "$f" "$dir/.${f##*/}.tmp" && mv "$dir/.${f##*/}.tmp" "$dir/${f##*/}"
 done
-t_edit=$(date +%s.%N)
-log_lines=$(wc -l <"$agent_log")
 moved() {
-  ipvsadm -Sn >"$work/ipvs" 2>/dev/null &&
-    grep -q -- '-a -t 10.96.0.10:80 -r 10.244.0.14:8080 -m -w 1' "$work/ipvs" &&
-    ! grep -q -- '-a -t 10.96.0.10:80 -r 10.244.0.13:8080 -m -w 1' "$work/ipvs"
+  ipvs_has '-a -t 10.96.0.10:80 -r 10.244.0.14:8080 -m -w 1' &&
+    ipvs_lacks '-a -t 10.96.0.10:80 -r 10.244.0.13:8080 -m -w 1'
 }
-if wait_for 60 moved; then
+what="the edit programmed within 60 s (pod-d in, pod-c out of rotation)"
+if wait_for 60 alive moved; then
   echo "programmed $(since "$t_edit") s after the rename; the agent logged:"
-  checks+=("PASS  the edit programmed (pod-d in, pod-c out of rotation) within 60 s")
+  record PASS "$what"
 else
   echo "the edit was not programmed in 60 s; the agent logged:"
-  checks+=("FAIL  the edit programmed (pod-d in, pod-c out of rotation) within 60 s")
-  failed=1
+  record FAIL "$what"
 fi
-# The forwarding changes, without the timestamp and target columns.
-tail -n +$((log_lines + 1)) "$agent_log" | grep -E 'INFO .*(server|address) ' |
+# The forwarding changes since the edit, without the timestamp and target.
+tail -n +$((${#before[@]} + 1)) "$agent_log" | grep -E ' INFO .*(server|address) ' |
   sed -E 's/^[^ ]+ +INFO [^ ]+: /  /'
 
 banner "ipvs-proxy show default/web"
 show default/web
-echo "(pod-c drains at weight 0: IPVS still tracks its closed connections in TIME_WAIT; the"
-echo " agent deletes it once they are gone, or after --drain-period)"
+echo "(pod-c drains at weight 0 while IPVS still tracks its closed connections in"
+echo " TIME_WAIT; the agent deletes it once they are gone, or after --drain-period)"
 
 banner "traffic again"
 tallies \
@@ -164,7 +191,9 @@ tallies \
   tcp 10.96.0.10 80 30 pod-a=10,pod-b=10,pod-d=10 \
   "web-sticky (not edited): 12 requests still all answered by one pod" \
   tcp 10.96.0.11 80 12 one=12
-check "agent still running" kill -0 "$agent"
+if kill -0 "$agent" 2>/dev/null; then record PASS "the agent ran throughout"; else
+  record FAIL "the agent ran throughout (it exited; log: $out/agent.log)"
+fi
 
 banner "checks"
 printf '%s\n' "${checks[@]}"

@@ -13,6 +13,13 @@ fn vip4() -> ServiceKey {
     ServiceKey::tcp(a("10.96.0.1"), 80)
 }
 
+/// The ops that add service `key` (defaults) and then each real server.
+fn add_service_ops(key: ServiceKey, reals: impl IntoIterator<Item = RealServer>) -> Vec<Op> {
+    let mut ops = vec![Op::AddService(VirtualServer::new(key))];
+    ops.extend(reals.into_iter().map(|rs| Op::AddRealServer(key, rs)));
+    ops
+}
+
 #[test]
 fn info_and_empty_list() {
     let ns = TestNs::new();
@@ -153,13 +160,10 @@ fn batch_with_failures() {
     let mut ops = Vec::new();
     for i in 0..300u32 {
         let key = ServiceKey::tcp(a(&format!("10.97.{}.{}", i / 250, i % 250 + 1)), 80);
-        ops.push(Op::AddService(VirtualServer::new(key)));
-        for j in 0..3u32 {
-            ops.push(Op::AddRealServer(
-                key,
-                RealServer::new(a(&format!("10.244.{}.{}", i % 200, j + 1)), 8080),
-            ));
-        }
+        ops.extend(add_service_ops(
+            key,
+            (1..=3).map(|j| RealServer::new(a(&format!("10.244.{}.{j}", i % 200)), 8080)),
+        ));
     }
     // Failing ops in the middle: a duplicate service, a server of a missing
     // service, a duplicate server.
@@ -568,13 +572,10 @@ fn unbatched_apply_matches_batched() {
     let ns = TestNs::new();
     let mut h = ns.handle();
     let k = ServiceKey::tcp(a("10.96.0.1"), 80);
-    let mut ops = vec![Op::AddService(VirtualServer::new(k))];
-    for i in 1..=20 {
-        ops.push(Op::AddRealServer(
-            k,
-            RealServer::new(a(&format!("10.244.0.{i}")), 80),
-        ));
-    }
+    let mut ops = add_service_ops(
+        k,
+        (1..=20).map(|i| RealServer::new(a(&format!("10.244.0.{i}")), 80)),
+    );
     ops.push(Op::AddService(VirtualServer::new(k))); // exists
     ops.push(Op::EditRealServer(
         k,
@@ -681,13 +682,10 @@ fn large_dump_and_batch() {
             )),
             80,
         );
-        ops.push(Op::AddService(VirtualServer::new(k)));
-        for j in 1..=5u32 {
-            ops.push(Op::AddRealServer(
-                k,
-                RealServer::new(a(&format!("10.244.{}.{j}", i % 250)), 8080),
-            ));
-        }
+        ops.extend(add_service_ops(
+            k,
+            (1..=5).map(|j| RealServer::new(a(&format!("10.244.{}.{j}", i % 250)), 8080)),
+        ));
     }
     let t = Instant::now();
     let report = h.apply(&ops).unwrap();

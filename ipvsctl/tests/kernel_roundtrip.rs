@@ -62,21 +62,14 @@ struct Netns {
 }
 
 fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    out
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
+/// Runs `cmd`, fails the test unless it succeeds, returns its stdout.
 fn ok(cmd: &mut Command) -> String {
     let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out, &format!("{cmd:?}"));
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
@@ -162,6 +155,7 @@ fn sorted_lines(s: &str) -> Vec<String> {
     v
 }
 
+/// Fails the test, with the output, unless `out` is a success.
 fn assert_ok(out: &Output, what: &str) {
     assert!(
         out.status.success(),

@@ -7,7 +7,7 @@
 //! `--log-format`) and `--hostname-override`, which still win when given, and
 //! the flags that have no configuration field (`--master`, `--cleanup`,
 //! `--write-config-to`, and ours: `--manifests`, `--drain-period`,
-//! `--service-cluster-ip-range`). kube-proxy drops the other flags silently;
+//! `--service-cluster-ip-range`, `--packet-filter`). kube-proxy drops the other flags silently;
 //! we log a warning naming each one.
 
 use std::collections::BTreeSet;
@@ -99,6 +99,35 @@ impl LogFormat {
             Self::Text => "text",
             Self::Json => "json",
         }
+    }
+}
+
+/// Which packet filter the agent maintains next to IPVS (`--packet-filter`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum PacketFilter {
+    /// Our nftables table: masquerade marking, hairpin, LoadBalancer source
+    /// ranges, externalTrafficPolicy Local pod routing, service-IP guard.
+    /// Preflight fails when the kernel or `nft` cannot hold it.
+    #[default]
+    Nftables,
+    /// No packet filter: IPVS and the dummy interface only. For kernels
+    /// without nftables (user-mode Linux benchmarks and tests); nothing the
+    /// table would enforce is enforced, and the agent says so loudly at start.
+    None,
+}
+
+impl PacketFilter {
+    /// The flag value (`nftables` or `none`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Nftables => "nftables",
+            Self::None => "none",
+        }
+    }
+
+    /// Whether our nftables table is maintained.
+    pub fn is_enabled(self) -> bool {
+        self == Self::Nftables
     }
 }
 
@@ -215,6 +244,9 @@ pub struct Flags {
     /// (ours) Program an in-memory model instead of the kernel: logs every change it would make, touches nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// (ours) The packet filter kept next to IPVS: 'nftables' (default) or 'none' (kernels without nftables; masquerade, LB source ranges and ETP Local pod routing are then NOT enforced).
+    #[arg(long, value_enum, value_name = "FILTER")]
+    pub packet_filter: Option<PacketFilter>,
 }
 
 /// How traffic from pods on this node is recognised (`detectLocalMode`).
@@ -319,6 +351,8 @@ pub struct ProxyConfig {
     pub drain_period: Duration,
     /// (ours) Service cluster IP ranges.
     pub service_cidrs: Vec<IpNet>,
+    /// (ours) The packet filter kept next to IPVS (`--packet-filter`).
+    pub packet_filter: PacketFilter,
 }
 
 /// Default `--drain-period`.
@@ -358,6 +392,7 @@ impl Default for ProxyConfig {
             verbosity: 0,
             drain_period: DEFAULT_DRAIN_PERIOD,
             service_cidrs: vec![],
+            packet_filter: PacketFilter::Nftables,
         }
     }
 }
@@ -419,6 +454,9 @@ pub fn resolve(flags: &Flags, node_name_env: Option<&str>) -> Result<Resolved, C
     }
     if let Some(s) = &flags.service_cluster_ip_range {
         cfg.service_cidrs = parse_cidr_list("--service-cluster-ip-range", s)?;
+    }
+    if let Some(p) = flags.packet_filter {
+        cfg.packet_filter = p;
     }
     validate(&cfg)?;
     Ok(Resolved {
@@ -1537,6 +1575,40 @@ somethingNew: 1
         assert_eq!(r.config.hostname_override.as_deref(), Some("worker-1"));
         let r = resolve(&flags(&["--hostname-override=a"]), Some("b")).unwrap();
         assert_eq!(r.config.hostname_override.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn packet_filter_defaults_to_nftables_and_none_is_explicit() {
+        let d = resolve_args(&[]).unwrap().config;
+        assert_eq!(d.packet_filter, PacketFilter::Nftables);
+        assert!(d.packet_filter.is_enabled());
+        let n = resolve_args(&["--packet-filter=none"]).unwrap().config;
+        assert_eq!(n.packet_filter, PacketFilter::None);
+        assert!(!n.packet_filter.is_enabled());
+        assert_eq!(
+            resolve_args(&["--packet-filter", "nftables"])
+                .unwrap()
+                .config
+                .packet_filter,
+            PacketFilter::Nftables
+        );
+        // Like --manifests, the flag has no configuration field: it applies
+        // with --config too, and is not reported as ignored.
+        let file = temp_file("pf.yaml", FULL);
+        let r = resolve(
+            &flags(&["--config", file.to_str().unwrap(), "--packet-filter=none"]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(r.config.packet_filter, PacketFilter::None);
+        assert!(
+            !r.warnings.join("\n").contains("packet-filter"),
+            "{:?}",
+            r.warnings
+        );
+        // Anything else is refused by the parser, never taken as "none".
+        assert!(Cli::try_parse_from(["ipvs-proxy", "--packet-filter=iptables"]).is_err());
+        assert!(Cli::try_parse_from(["ipvs-proxy", "--packet-filter="]).is_err());
     }
 
     #[test]

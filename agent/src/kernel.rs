@@ -1,13 +1,63 @@
 //! The real [`Kernel`]: the `dataplane` crate (IPVS through ipvs-rs, the
-//! dummy interface, our nftables table).
+//! dummy interface, our nftables table), and how the agent opens it:
+//! preflight, then set-up, honouring `--packet-filter`.
 
 use std::future::Future;
 
-use dataplane::Dataplane;
+use dataplane::preflight::{self, PreflightConfig};
+use dataplane::sysctl::SysctlConfig;
+use dataplane::{Dataplane, DataplaneConfig, SetupReport};
 use ipvs::ServiceKey;
 use proxy_core::{Observed, ObservedVirtualServer, Plan};
 
+use crate::config::{PacketFilter, ProxyConfig};
 use crate::proxier::{op_label, FailedOp, Kernel};
+
+/// Logged at start (level warn) when the agent runs with
+/// `--packet-filter none`.
+pub const NO_PACKET_FILTER_WARNING: &str = "PACKET FILTER OFF (--packet-filter none): only IPVS and the kube-ipvs0 addresses are programmed; \
+NO nftables table, so masquerade (SNAT for --masquerade-all / off-cluster sources / hairpin), \
+LoadBalancer source ranges, externalTrafficPolicy Local pod routing and the service-IP guard are NOT enforced. \
+Use only on kernels without nftables (benchmarks, tests)";
+
+/// The dataplane configuration for the agent's configuration.
+pub fn dataplane_config(cfg: &ProxyConfig) -> DataplaneConfig {
+    DataplaneConfig {
+        sysctl: SysctlConfig {
+            ipv6: true,
+            strict_arp: cfg.ipvs.strict_arp,
+        },
+        packet_filter: cfg.packet_filter.is_enabled(),
+        ..DataplaneConfig::default()
+    }
+}
+
+/// The start-up checks for the agent's configuration: IPVS, the default
+/// scheduler, and nftables unless `--packet-filter none`.
+pub fn preflight_config(cfg: &ProxyConfig) -> PreflightConfig {
+    PreflightConfig {
+        schedulers: vec![cfg.ipvs.scheduler.clone()],
+        check_nftables: cfg.packet_filter.is_enabled(),
+        ..PreflightConfig::default()
+    }
+}
+
+/// Runs preflight (loading missing modules), warns loudly when the packet
+/// filter is off, then opens and sets up the dataplane (dummy interface,
+/// sysctls). A missing piece fails here with everything missing named.
+pub async fn open(cfg: &ProxyConfig) -> Result<(Dataplane, SetupReport), dataplane::Error> {
+    // Blocking (modprobe, nft -c) but once, before anything else runs.
+    let report = preflight::run(&preflight_config(cfg))?;
+    if !report.loaded.is_empty() {
+        tracing::info!(modules = ?report.loaded, "loaded kernel modules");
+    }
+    if cfg.packet_filter == PacketFilter::None {
+        tracing::warn!("{NO_PACKET_FILTER_WARNING}");
+    }
+    let mut dp = Dataplane::new(dataplane_config(cfg)).await?;
+    let setup = dp.setup().await?;
+    Ok((dp, setup))
+}
 
 /// The node's kernel, through the dataplane.
 #[derive(Debug)]
@@ -92,6 +142,75 @@ impl Kernel for DataplaneKernel {
                 });
             }
             Ok(out)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packet_filter_reaches_dataplane_and_preflight() {
+        let on = ProxyConfig::default();
+        assert!(dataplane_config(&on).packet_filter);
+        assert!(preflight_config(&on).check_nftables);
+        let off = ProxyConfig {
+            packet_filter: PacketFilter::None,
+            ipvs: crate::config::IpvsConfig {
+                scheduler: "wrr".into(),
+                strict_arp: true,
+                ..ProxyConfig::default().ipvs
+            },
+            ..ProxyConfig::default()
+        };
+        let d = dataplane_config(&off);
+        assert!(!d.packet_filter);
+        assert!(d.sysctl.strict_arp);
+        let p = preflight_config(&off);
+        assert!(!p.check_nftables);
+        assert_eq!(p.schedulers, vec!["wrr".to_string()]);
+        assert!(p.load_modules);
+    }
+
+    #[test]
+    fn the_warning_names_what_is_not_enforced() {
+        for w in [
+            "--packet-filter none",
+            "masquerade",
+            "LoadBalancer source ranges",
+            "externalTrafficPolicy Local",
+            "NOT enforced",
+        ] {
+            assert!(NO_PACKET_FILTER_WARNING.contains(w), "{w}");
+        }
+    }
+
+    #[test]
+    fn without_nftables_open_fails_unless_the_filter_is_off() {
+        // The host may lack IPVS too; what matters is which items are named.
+        let nft_missing = |e: &dataplane::Error| match e {
+            dataplane::Error::Preflight(m) => m.iter().any(|m| {
+                matches!(
+                    m,
+                    preflight::Missing::NftProgram { .. } | preflight::Missing::Nftables { .. }
+                )
+            }),
+            _ => false,
+        };
+        let mut pre = preflight_config(&ProxyConfig::default());
+        pre.nft = "/nonexistent/nft".into();
+        pre.load_modules = false;
+        let e = preflight::run(&pre).expect_err("no nft program");
+        assert!(nft_missing(&e), "{e}");
+        let mut pre = preflight_config(&ProxyConfig {
+            packet_filter: PacketFilter::None,
+            ..ProxyConfig::default()
+        });
+        pre.nft = "/nonexistent/nft".into();
+        pre.load_modules = false;
+        if let Err(e) = preflight::run(&pre) {
+            assert!(!nft_missing(&e), "{e}");
         }
     }
 }

@@ -33,7 +33,9 @@ pub struct DataplaneConfig {
     pub manage_sysctls: bool,
     /// Maintain our nftables table. Off only where the kernel has no
     /// nftables and the packet filter is not needed (kernel tests of the
-    /// IPVS and address paths).
+    /// IPVS and address paths; the agent's `--packet-filter none`): plans'
+    /// filter operations are then tracked as facts but nothing is rendered
+    /// or sent to `nft`, and [`Dataplane::cleanup`] leaves nftables alone.
     pub packet_filter: bool,
 }
 
@@ -219,6 +221,16 @@ impl Dataplane {
         if filter_unchanged {
             return Ok(report);
         }
+        if !self.cfg.packet_filter {
+            // Keep the facts (the next plan is computed against them) but
+            // render and send nothing.
+            let facts = self.filter.get_or_insert_with(FilterFacts::default);
+            for op in &plan.filter {
+                apply_filter_op(facts, op);
+            }
+            self.unbind(plan, &mut report).await?;
+            return Ok(report);
+        }
         let mut facts = self.filter.clone().unwrap_or_default();
         for op in &plan.filter {
             apply_filter_op(&mut facts, op);
@@ -229,9 +241,7 @@ impl Dataplane {
             bound.remove(a);
         }
         let spec = filter_spec(&facts, &bound, self.cfg.masquerade_bit);
-        if !self.cfg.packet_filter {
-            self.filter = Some(facts);
-        } else if self.applied_spec.as_ref() != Some(&spec) {
+        if self.applied_spec.as_ref() != Some(&spec) {
             let res = match &self.applied_spec {
                 Some(old) => self.nft.update(old, &spec),
                 None => self.nft.apply(&spec).map(|()| FilterChange::Table),
@@ -250,13 +260,19 @@ impl Dataplane {
         } else {
             self.filter = Some(facts);
         }
+        self.unbind(plan, &mut report).await?;
+        Ok(report)
+    }
+
+    /// The last phase of [`Dataplane::apply`]: unbind addresses.
+    async fn unbind(&mut self, plan: &Plan, report: &mut ApplyReport) -> Result<()> {
         for (addr, res) in self.link.remove_addresses(&plan.unbind).await? {
             match res {
                 Ok(()) => report.unbound += 1,
                 Err(e) => report.unbind_failures.push((addr, e)),
             }
         }
-        Ok(report)
+        Ok(())
     }
 
     /// Forgets the filter state applied by this process, so the next plan

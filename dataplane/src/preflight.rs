@@ -265,6 +265,32 @@ mod tests {
         assert!(m.to_string().contains("the nft program"), "{m}");
     }
 
+    fn names_nft(m: &Missing) -> bool {
+        matches!(m, Missing::NftProgram { .. } | Missing::Nftables { .. })
+    }
+
+    #[test]
+    fn nftables_is_checked_unless_turned_off() {
+        // IPVS may be missing on the host running this; only the nft items
+        // are asserted.
+        let on = PreflightConfig {
+            nft: PathBuf::from("/nonexistent/nft"),
+            load_modules: false,
+            ..PreflightConfig::default()
+        };
+        match run(&on) {
+            Err(crate::Error::Preflight(m)) => assert!(m.iter().any(names_nft), "{m:?}"),
+            other => panic!("a missing nft must fail preflight: {other:?}"),
+        }
+        let off = PreflightConfig {
+            check_nftables: false,
+            ..on
+        };
+        if let Err(crate::Error::Preflight(m)) = run(&off) {
+            assert!(!m.iter().any(names_nft), "{m:?}");
+        }
+    }
+
     #[test]
     fn messages_name_the_module() {
         let m = Missing::Scheduler {

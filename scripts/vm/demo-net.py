@@ -27,8 +27,6 @@ import threading
 from collections import Counter
 
 TIMEOUT = 3.0
-
-
 CLONE_NEWNET = 0x40000000
 
 
@@ -118,53 +116,70 @@ def ask_udp(vip, port):
     return data.decode().strip()
 
 
-def matches(tally, n, expect):
-    if not expect:
-        return True
+def parse_expect(expect):
+    """EXPECT -> None (any), ("one", N) or a dict pod -> count; ValueError if malformed."""
     if expect == "-":
-        return True
+        return None
     if expect.startswith("one="):
-        return len(tally) == 1 and sum(tally.values()) == int(expect[4:]) == n
+        return ("one", int(expect[4:]))
     want = {}
     for item in expect.split(","):
-        pod, _, count = item.partition("=")
+        pod, sep, count = item.partition("=")
+        if not pod or not sep:
+            raise ValueError(f"bad EXPECT item {item!r}")
         want[pod] = int(count)
+    return want
+
+
+def matches(tally, n, want):
+    if want is None:
+        return True
+    if isinstance(want, tuple):
+        return len(tally) == 1 and sum(tally.values()) == want[1] == n
     return dict(tally) == want
 
 
-def tally(proto, vip, port, n, expect):
+def tally(proto, vip, port, n, want):
     ask = ask_tcp if proto == "tcp" else ask_udp
-    port, n = int(port), int(n)
     answers = Counter()
     errors = Counter()
     for _ in range(n):
         try:
             answers[ask(vip, port)] += 1
-        except OSError as e:
-            errors[type(e).__name__ if not str(e) else str(e)] += 1
+        except (OSError, ValueError) as e:  # ValueError: an answer not in UTF-8
+            errors[str(e) or type(e).__name__] += 1
     counts = "  ".join(f"{pod} {c:>2}" for pod, c in sorted(answers.items()))
     line = f"{n} x {proto.upper()} {vip}:{port}  ->  {counts or 'no answer'}"
     if errors:
         line += "  failed " + ", ".join(f"{c} ({e})" for e, c in errors.items())
     print(line, flush=True)
-    return 0 if not errors and matches(answers, n, expect) else 1
+    return 0 if not errors and matches(answers, n, want) else 1
 
 
 def main(argv):
     if len(argv) >= 3 and argv[0] == "serve" and all("=" in p for p in argv[2:]):
         serve_all(argv[1], argv[2:])
         return 0
-    groups = [argv[i : i + 5] for i in range(2, len(argv), 5)]
-    if (
-        len(argv) >= 7
-        and argv[0] == "tally"
-        and (len(argv) - 2) % 5 == 0
-        and all(g[0] in ("tcp", "udp") for g in groups)
-    ):
+    if len(argv) >= 7 and argv[0] == "tally" and (len(argv) - 2) % 5 == 0:
+        groups = []
+        for i in range(2, len(argv), 5):
+            proto, vip, port, n, expect = argv[i : i + 5]
+            if proto not in ("tcp", "udp"):
+                return usage(f"bad protocol {proto!r}")
+            try:
+                groups.append((proto, vip, int(port), int(n), parse_expect(expect)))
+            except ValueError as e:
+                return usage(str(e))
         with open(argv[1], "w") as results:
             for g in groups:
                 results.write(f"{tally(*g)}\n")
         return 0
+    return usage()
+
+
+def usage(problem=None):
+    if problem:
+        print(f"demo-net.py: {problem}", file=sys.stderr)
     print(__doc__, file=sys.stderr)
     return 2
 

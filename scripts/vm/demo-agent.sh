@@ -13,6 +13,8 @@
 # Under qemu's software emulation every process start costs up to a second
 # on a loaded machine: timing and polling use bash builtins, the network is
 # set up with a few `ip -batch` runs, one python3 serves all pods.
+# Functions below are called indirectly (wait_for, alive).
+# shellcheck disable=SC2317
 set -u
 bin="$1" examples="$2"
 net="${BASH_SOURCE[0]%/*}/demo-net.py"

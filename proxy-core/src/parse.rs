@@ -1,7 +1,6 @@
 //! Kubernetes objects -> validated internal form, once per event. Bad input
 //! becomes [`Rejection`]s; nothing here panics.
 
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -10,7 +9,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::config::{Config, IpFamily, Scheduler};
-use crate::model::ServiceName;
+use crate::model::{ServiceName, ServicePortName};
 use crate::reject::{ObjectKind, ObjectRef, RejectReason, Rejection};
 
 /// Annotation selecting a per-Service IPVS scheduler (e.g. `sh`, `mh`).
@@ -31,6 +30,8 @@ pub(crate) type Rank = (Option<(i64, i32)>, std::sync::Arc<ServiceName>);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ParsedPort {
+    /// `namespace/name:port`, shared by every virtual server of the port.
+    pub owner: std::sync::Arc<ServicePortName>,
     pub index: usize,
     pub name: String,
     pub protocol: Protocol,
@@ -41,7 +42,8 @@ pub(crate) struct ParsedPort {
 /// A Service we proxy, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ParsedService {
-    pub name: ServiceName,
+    /// The same allocation as `rank.1`.
+    pub name: std::sync::Arc<ServiceName>,
     pub rank: Rank,
     /// At most one per family, only families the node proxies.
     pub cluster_ips: Vec<IpAddr>,
@@ -61,17 +63,26 @@ pub(crate) struct ParsedService {
     pub publish_not_ready: bool,
 }
 
-fn obj(kind: ObjectKind, ns: &str, name: &str) -> ObjectRef {
-    ObjectRef {
-        kind,
-        namespace: ns.to_owned(),
-        name: name.to_owned(),
-    }
+/// The object being parsed, borrowed: the owned [`ObjectRef`] is built only
+/// when a rejection needs it (rare), not once per object.
+#[derive(Clone, Copy)]
+struct Obj<'a> {
+    kind: ObjectKind,
+    ns: &'a str,
+    name: &'a str,
 }
 
-fn reject(o: &ObjectRef, reason: RejectReason, whole: bool, detail: String) -> Rejection {
+fn obj<'a>(kind: ObjectKind, ns: &'a str, name: &'a str) -> Obj<'a> {
+    Obj { kind, ns, name }
+}
+
+fn reject(o: &Obj<'_>, reason: RejectReason, whole: bool, detail: String) -> Rejection {
     Rejection {
-        object: o.clone(),
+        object: ObjectRef {
+            kind: o.kind,
+            namespace: o.ns.to_owned(),
+            name: o.name.to_owned(),
+        },
         reason,
         whole_object: whole,
         detail,
@@ -90,7 +101,7 @@ pub(crate) fn parse_protocol(p: Option<&str>) -> Option<Protocol> {
 /// The protocol of a Service or EndpointSlice port, or a rejection of that
 /// port (the object's other ports still count).
 fn port_protocol(
-    o: &ObjectRef,
+    o: &Obj<'_>,
     pname: &str,
     protocol: Option<&str>,
     rejections: &mut Vec<Rejection>,
@@ -109,6 +120,52 @@ fn port_protocol(
 
 fn port_u16(p: i32) -> Option<u16> {
     u16::try_from(p).ok().filter(|p| *p != 0)
+}
+
+/// `str::parse::<IpAddr>`, with a fast path for the common IPv4 form.
+trait ParseIp {
+    fn parse_ip(&self) -> Result<IpAddr, std::net::AddrParseError>;
+}
+
+impl ParseIp for str {
+    fn parse_ip(&self) -> Result<IpAddr, std::net::AddrParseError> {
+        match parse_ipv4_fast(self.as_bytes()) {
+            Some(a) => Ok(IpAddr::V4(a)),
+            None => self.parse::<IpAddr>(),
+        }
+    }
+}
+
+/// Four decimal octets without leading zeros, each at most 255 (exactly
+/// what `Ipv4Addr::from_str` accepts in this shape); `None` for anything
+/// else, which the caller hands to the standard parser, so the outcome is
+/// the standard one for every input.
+fn parse_ipv4_fast(b: &[u8]) -> Option<std::net::Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut i = 0;
+    for (n, o) in octets.iter_mut().enumerate() {
+        if n > 0 {
+            if b.get(i) != Some(&b'.') {
+                return None;
+            }
+            i += 1;
+        }
+        let start = i;
+        let mut v: u32 = 0;
+        while let Some(d) = b.get(i).filter(|d| d.is_ascii_digit()) {
+            v = v * 10 + u32::from(d - b'0');
+            i += 1;
+            if i - start > 3 {
+                return None;
+            }
+        }
+        let len = i - start;
+        if len == 0 || (len > 1 && b[start] == b'0') {
+            return None;
+        }
+        *o = u8::try_from(v).ok()?;
+    }
+    (i == b.len()).then_some(std::net::Ipv4Addr::from(octets))
 }
 
 /// The outcome of parsing a Service.
@@ -145,6 +202,7 @@ pub(crate) fn parse_service(
         return ServiceParse::Rejected;
     };
     let o = obj(ObjectKind::Service, ns, name);
+    let sname = std::sync::Arc::new(ServiceName::new(ns, name));
     if svc
         .metadata
         .labels
@@ -172,7 +230,7 @@ pub(crate) fn parse_service(
     }
     let mut cluster_ips: Vec<IpAddr> = Vec::new();
     for (i, raw) in raw_ips.iter().enumerate() {
-        match raw.parse::<IpAddr>() {
+        match raw.parse_ip() {
             Ok(ip) => {
                 if cluster_ips
                     .iter()
@@ -204,7 +262,7 @@ pub(crate) fn parse_service(
     }
     // Families the node does not proxy are dropped at translation time, so
     // a configuration change needs no re-parse.
-    let families: BTreeSet<IpFamily> = cluster_ips.iter().map(IpFamily::of).collect();
+    let has_family = |f: IpFamily| cluster_ips.iter().any(|c| IpFamily::of(c) == f);
     let limits = &config.limits;
 
     let raw_ports = spec.ports.as_deref().unwrap_or(&[]);
@@ -268,6 +326,11 @@ pub(crate) fn parse_service(
             continue;
         }
         ports.push(ParsedPort {
+            owner: std::sync::Arc::new(ServicePortName {
+                service: (*sname).clone(),
+                port: pname.clone(),
+                protocol,
+            }),
             index,
             name: pname,
             protocol,
@@ -278,8 +341,8 @@ pub(crate) fn parse_service(
 
     let mut external_ips = Vec::new();
     for raw in spec.external_ips.iter().flatten() {
-        match raw.parse::<IpAddr>() {
-            Ok(ip) if families.contains(&IpFamily::of(&ip)) => {
+        match raw.parse_ip() {
+            Ok(ip) if has_family(IpFamily::of(&ip)) => {
                 if !external_ips.contains(&ip) {
                     external_ips.push(ip)
                 }
@@ -309,8 +372,8 @@ pub(crate) fn parse_service(
             let Some(raw) = ing.ip.as_deref() else {
                 continue;
             };
-            match raw.parse::<IpAddr>() {
-                Ok(ip) if families.contains(&IpFamily::of(&ip)) => {
+            match raw.parse_ip() {
+                Ok(ip) if has_family(IpFamily::of(&ip)) => {
                     if !lb_ips.contains(&ip) {
                         lb_ips.push(ip)
                     }
@@ -422,9 +485,8 @@ pub(crate) fn parse_service(
         .creation_timestamp
         .as_ref()
         .map(|t| (t.0.as_second(), t.0.subsec_nanosecond()));
-    let sname = ServiceName::new(ns, name);
     ServiceParse::Proxied(Box::new(ParsedService {
-        rank: (rank_time, std::sync::Arc::new(sname.clone())),
+        rank: (rank_time, sname.clone()),
         name: sname,
         cluster_ips,
         external_ips,
@@ -466,7 +528,7 @@ pub(crate) struct ParsedEndpoint {
 /// An EndpointSlice, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ParsedSlice {
-    pub service: ServiceName,
+    pub service: std::sync::Arc<ServiceName>,
     pub family: IpFamily,
     pub ports: Vec<SlicePort>,
     pub endpoints: Vec<ParsedEndpoint>,
@@ -567,7 +629,7 @@ pub(crate) fn parse_slice(
             ));
             continue;
         };
-        let addr = match raw.parse::<IpAddr>() {
+        let addr = match raw.parse_ip() {
             Ok(a) if IpFamily::of(&a) == family => a,
             _ => {
                 rejections.push(reject(
@@ -610,9 +672,59 @@ pub(crate) fn parse_slice(
         });
     }
     Some(ParsedSlice {
-        service: ServiceName::new(ns, svc.as_str()),
+        service: std::sync::Arc::new(ServiceName::new(ns, svc.as_str())),
         family,
         ports,
         endpoints,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ParseIp;
+    use proptest::prelude::*;
+    use std::net::IpAddr;
+
+    fn agrees(s: &str) {
+        assert_eq!(s.parse_ip(), s.parse::<IpAddr>(), "{s:?}");
+    }
+
+    #[test]
+    fn fast_ipv4_parse_agrees_with_std() {
+        for s in [
+            "1.2.3.4",
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.128.0.10",
+            "256.1.1.1",
+            "1.2.3.256",
+            "01.2.3.4",
+            "1.2.3.04",
+            "1.2.3.00",
+            "0000.1.1.1",
+            "1.2.3",
+            "1.2.3.4.",
+            ".1.2.3.4",
+            "1..2.3",
+            " 1.2.3.4",
+            "1.2.3.4 ",
+            "1.2.3.4x",
+            "1.2.3.-4",
+            "+1.2.3.4",
+            "",
+            "::1",
+            "fd00::10",
+            "::ffff:1.2.3.4",
+            "9999.1.1.1",
+        ] {
+            agrees(s);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn fast_ipv4_parse_agrees_with_std_on_digit_strings(s in "[0-9.]{0,20}") {
+            prop_assert_eq!(s.parse_ip(), s.parse::<IpAddr>());
+        }
+    }
 }

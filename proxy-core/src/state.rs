@@ -72,18 +72,64 @@ impl<K: std::hash::Hash + Eq + Copy, V: Clone + PartialEq> Claims<K, V> {
     }
 }
 
+/// A prefix of [`FilterEntry`]'s derived order as integers: `entry_key(a) <
+/// entry_key(b)` implies `a < b` (variant, then the leading fields of each
+/// variant in declaration order).
+type EntryKey = (u8, u32, (u8, u128), u32);
+
+fn protocol_key(p: ipvs::Protocol) -> u32 {
+    match p {
+        ipvs::Protocol::Tcp => 0,
+        ipvs::Protocol::Udp => 1,
+        ipvs::Protocol::Sctp => 2,
+        ipvs::Protocol::Other(v) => (3 << 16) | u32::from(v),
+        // `Protocol` is non-exhaustive: a variant added after `Other` sorts
+        // last, as here (ties are ordered by the derived `Ord`).
+        _ => u32::MAX,
+    }
+}
+
+/// `IpAddr`'s order (every IPv4 address before every IPv6 one).
+fn addr_key(a: &IpAddr) -> (u8, u128) {
+    match a {
+        IpAddr::V4(v) => (0, u128::from(v.to_bits())),
+        IpAddr::V6(v) => (1, v.to_bits()),
+    }
+}
+
+fn entry_key(e: &FilterEntry) -> EntryKey {
+    match e {
+        FilterEntry::ServicePort(f) => (
+            0,
+            protocol_key(f.protocol),
+            addr_key(&f.addr),
+            u32::from(f.port),
+        ),
+        FilterEntry::NodePort(f) => (1, protocol_key(f.protocol), (0, u128::from(f.port)), 0),
+        FilterEntry::Hairpin(f) => (
+            2,
+            protocol_key(f.protocol),
+            addr_key(&f.addr),
+            u32::from(f.port),
+        ),
+        FilterEntry::HealthCheck(f) => (3, 0, (0, u128::from(f.port)), 0),
+    }
+}
+
 /// Everything the proxy knows, with the desired state kept up to date
 /// incrementally. Feed it events; read [`ProxyState::desired`]; take
 /// [`ProxyState::take_changes`] for [`crate::plan_changes`].
 #[derive(Debug)]
 pub struct ProxyState {
     ctx: Ctx,
-    services: HashMap<ServiceName, ParsedService>,
+    // Names are shared (`Arc`): one allocation per Service name, however
+    // many indexes hold it.
+    services: HashMap<Arc<ServiceName>, ParsedService>,
     service_rejections: HashMap<ServiceName, Vec<Rejection>>,
-    slices: HashMap<ServiceName, VecMap<String, ParsedSlice>>,
-    slice_service: HashMap<SliceId, ServiceName>,
+    slices: HashMap<Arc<ServiceName>, VecMap<String, ParsedSlice>>,
+    slice_service: HashMap<SliceId, Arc<ServiceName>>,
     slice_rejections: HashMap<SliceId, Vec<Rejection>>,
-    contributions: HashMap<ServiceName, (Rank, Contribution)>,
+    contributions: HashMap<Arc<ServiceName>, (Rank, Contribution)>,
     vs_claims: Claims<ServiceKey, Arc<PortClaim>>,
     hc_claims: Claims<u16, HealthCheckFact>,
     address_refs: HashMap<IpAddr, u32>,
@@ -220,7 +266,7 @@ impl ProxyState {
 
     fn recompute_all(&mut self) {
         self.set_filter_globals();
-        let mut names: Vec<ServiceName> = self.services.keys().cloned().collect();
+        let mut names: Vec<Arc<ServiceName>> = self.services.keys().cloned().collect();
         names.extend(self.contributions.keys().cloned());
         names.sort();
         names.dedup();
@@ -233,8 +279,9 @@ impl ProxyState {
     pub fn apply_service(&mut self, svc: &Service) {
         let mut rejections = Vec::new();
         let parsed = parse_service(svc, &self.ctx.config, &mut rejections);
-        let name = match (&svc.metadata.namespace, &svc.metadata.name) {
-            (Some(ns), Some(n)) => ServiceName::new(ns.as_str(), n.as_str()),
+        let name: Arc<ServiceName> = match (&parsed, &svc.metadata.namespace, &svc.metadata.name) {
+            (ServiceParse::Proxied(p), _, _) => Arc::clone(&p.name),
+            (_, Some(ns), Some(n)) => Arc::new(ServiceName::new(ns.as_str(), n.as_str())),
             _ => {
                 // Nameless objects cannot be tracked; record and stop.
                 self.service_rejections
@@ -242,20 +289,21 @@ impl ProxyState {
                 return;
             }
         };
-        if rejections.is_empty() {
-            self.service_rejections.remove(&name);
-        } else {
-            self.service_rejections.insert(name.clone(), rejections);
+        if !rejections.is_empty() {
+            self.service_rejections
+                .insert(ServiceName::clone(&name), rejections);
+        } else if !self.service_rejections.is_empty() {
+            self.service_rejections.remove(&*name);
         }
         match parsed {
             ServiceParse::Proxied(p) => {
-                if self.services.get(&name) == Some(&*p) {
+                if self.services.get(&*name) == Some(&*p) {
                     return;
                 }
-                self.services.insert(name.clone(), *p);
+                self.services.insert(Arc::clone(&name), *p);
             }
             ServiceParse::Ignored | ServiceParse::Rejected => {
-                if self.services.remove(&name).is_none() {
+                if self.services.remove(&*name).is_none() {
                     return;
                 }
             }
@@ -285,10 +333,10 @@ impl ProxyState {
             slice.metadata.namespace.clone().unwrap_or_default(),
             slice.metadata.name.clone().unwrap_or_default(),
         );
-        if rejections.is_empty() {
-            self.slice_rejections.remove(&id);
-        } else {
+        if !rejections.is_empty() {
             self.slice_rejections.insert(id.clone(), rejections);
+        } else if !self.slice_rejections.is_empty() {
+            self.slice_rejections.remove(&id);
         }
         match parsed {
             Some(p) => {
@@ -337,6 +385,8 @@ impl ProxyState {
     /// Replaces everything with these objects (after a relist). Only the
     /// Services whose inputs changed are recomputed; slices are taken before
     /// Services so that a cold start computes each Service once.
+    // Never inlined: profiles (callgrind `--toggle-collect`) measure it by name.
+    #[inline(never)]
     pub fn replace_all<'a>(
         &mut self,
         services: impl IntoIterator<Item = &'a Service>,
@@ -389,6 +439,7 @@ impl ProxyState {
         let gone: Vec<ServiceName> = self
             .services
             .keys()
+            .map(|n| &**n)
             .chain(self.service_rejections.keys())
             .filter(|n| !seen_svc.contains(*n))
             .cloned()
@@ -403,20 +454,26 @@ impl ProxyState {
     /// (which are exactly what the incremental path keeps in them).
     fn finish_bulk(&mut self) {
         self.bulk = false;
-        let mut vs: Vec<(ServiceKey, crate::model::DesiredVirtualServer)> = self
+        // Keys are sorted with references to the claims, so each (large)
+        // virtual server is built once, in order, and moved only into the map.
+        let mut vs: Vec<(ServiceKey, &Arc<PortClaim>)> = self
             .vs_claims
             .by_key
             .iter()
-            .filter_map(|(k, m)| m.first().map(|(_, c)| (*k, c.desired())))
+            .filter_map(|(k, m)| m.first().map(|(_, c)| (*k, c)))
             .collect();
         vs.sort_unstable_by_key(|e| e.0);
-        self.desired.virtual_servers = vs.into_iter().collect();
+        self.desired.virtual_servers = vs.into_iter().map(|(k, c)| (k, c.desired())).collect();
         let mut addrs: Vec<IpAddr> = self.address_refs.keys().copied().collect();
         addrs.sort_unstable();
         self.desired.addresses = addrs.into_iter().collect();
-        let mut entries: Vec<FilterEntry> = self.filter_refs.keys().cloned().collect();
-        entries.sort_unstable();
-        self.desired.filter.entries = entries.into_iter().collect();
+        // Filter entries: sorted by an integer key that orders like the
+        // derived `Ord` as far as it goes (ties fall back to `Ord`), moving
+        // references, not entries.
+        let mut entries: Vec<(EntryKey, &FilterEntry)> =
+            self.filter_refs.keys().map(|e| (entry_key(e), e)).collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+        self.desired.filter.entries = entries.into_iter().map(|(_, e)| e.clone()).collect();
     }
 
     /// Every standing rejection: per object, plus the losers of conflicts.
@@ -469,14 +526,17 @@ impl ProxyState {
     }
 
     fn recompute(&mut self, name: &ServiceName) {
-        let (rank, new) = match self.services.get(name) {
+        let (key, rank, new) = match self.services.get(name) {
             Some(svc) => (
+                Some(Arc::clone(&svc.name)),
                 svc.rank.clone(),
                 compute(svc, self.slices.get(name), &self.ctx),
             ),
-            None if self.contributions.contains_key(name) => {
-                ((None, Arc::new(name.clone())), Contribution::default())
-            }
+            None if self.contributions.contains_key(name) => (
+                None,
+                (None, Arc::new(name.clone())),
+                Contribution::default(),
+            ),
             None => return,
         };
         let (old_rank, old) = self
@@ -517,8 +577,8 @@ impl ProxyState {
                 }
             }
         }
-        if self.services.contains_key(name) {
-            self.contributions.insert(name.clone(), (rank, new));
+        if let Some(key) = key {
+            self.contributions.insert(key, (rank, new));
         }
     }
 
@@ -661,7 +721,7 @@ pub fn desired_from_scratch<'a>(
         );
         by_id.insert(id, parse_slice(s, config, &node.name, &mut Vec::new()));
     }
-    let mut grouped: HashMap<ServiceName, VecMap<String, ParsedSlice>> = HashMap::default();
+    let mut grouped: HashMap<Arc<ServiceName>, VecMap<String, ParsedSlice>> = HashMap::default();
     for ((_, name), p) in by_id {
         if let Some(p) = p {
             grouped
@@ -673,7 +733,7 @@ pub fn desired_from_scratch<'a>(
     let mut vs: BTreeMap<ServiceKey, (Rank, Arc<PortClaim>)> = BTreeMap::new();
     let mut hc: BTreeMap<u16, (Rank, HealthCheckFact)> = BTreeMap::new();
     for p in parsed.values().flatten() {
-        let c = compute(p, grouped.get(&p.name), &ctx);
+        let c = compute(p, grouped.get(&*p.name), &ctx);
         for (k, claim) in c.claims {
             match vs.get(&k) {
                 Some((r, _)) if *r <= p.rank => {}

@@ -11,9 +11,9 @@ use crate::config::{Config, IpFamily, NodeFacts};
 use crate::fwmark;
 use crate::model::{
     DesiredVirtualServer, FilterEntry, HairpinFact, HealthCheckFact, Masquerade, NodePortFact,
-    ServicePortFact, ServicePortName, VipKind,
+    ServiceName, ServicePortFact, ServicePortName, VipKind,
 };
-use crate::parse::{ParsedPort, ParsedService, ParsedSlice};
+use crate::parse::{ParsedEndpoint, ParsedPort, ParsedService, ParsedSlice};
 use crate::reject::{ObjectKind, ObjectRef, RejectReason, Rejection};
 use crate::vecmap::VecMap;
 
@@ -58,7 +58,7 @@ impl Ctx {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PortClaim {
     pub server: VirtualServer,
-    pub owner: ServicePortName,
+    pub owner: Arc<ServicePortName>,
     pub kind: VipKind,
     /// Sorted, de-duplicated.
     pub real_servers: Box<[RealServerKey]>,
@@ -73,7 +73,7 @@ impl PortClaim {
     pub fn desired(&self) -> DesiredVirtualServer {
         DesiredVirtualServer {
             server: self.server.clone(),
-            owner: self.owner.clone(),
+            owner: ServicePortName::clone(&self.owner),
             kind: self.kind,
             real_servers: self
                 .real_servers
@@ -100,19 +100,20 @@ pub(crate) struct Contribution {
     pub no_local_external: u32,
 }
 
-#[derive(Debug, Clone)]
-struct Ep {
+/// One endpoint of one Service port, as seen by that Service.
+#[derive(Debug, Clone, Copy)]
+struct Ep<'a> {
     addr: IpAddr,
     port: u16,
     ready: bool,
     serving: bool,
     terminating: bool,
     local: bool,
-    zone_hints: Option<Vec<String>>,
-    node_hints: Option<Vec<String>>,
+    /// The parsed endpoint (for its topology hints).
+    src: &'a ParsedEndpoint,
 }
 
-impl Ep {
+impl Ep<'_> {
     fn score(&self) -> u8 {
         if self.ready {
             2
@@ -127,14 +128,20 @@ impl Ep {
 /// The endpoints of one Service port in one family, merged over slices and
 /// de-duplicated by address:port (the best condition wins; ties go to the
 /// slice with the smallest name).
-fn merged_endpoints(
+fn merged_endpoints<'a>(
     svc: &ParsedService,
     port: &ParsedPort,
     family: IpFamily,
-    slices: &VecMap<String, ParsedSlice>,
+    slices: &'a VecMap<String, ParsedSlice>,
     ctx: &Ctx,
-) -> Vec<Ep> {
-    let mut eps: Vec<Ep> = Vec::new();
+) -> Vec<Ep<'a>> {
+    let mut eps: Vec<Ep> = Vec::with_capacity(
+        slices
+            .values()
+            .filter(|s| s.family == family)
+            .map(|s| s.endpoints.len())
+            .sum(),
+    );
     for slice in slices.values().filter(|s| s.family == family) {
         let Some(sp) = slice
             .ports
@@ -156,8 +163,7 @@ fn merged_endpoints(
                 serving,
                 terminating: e.terminating,
                 local: e.local,
-                zone_hints: e.zone_hints.clone(),
-                node_hints: e.node_hints.clone(),
+                src: e,
             };
             eps.push(cand);
         }
@@ -192,7 +198,7 @@ fn hinted(h: &Option<Vec<String>>, name: &str) -> bool {
 /// topology-mode annotation). Hints are only set by the EndpointSlice
 /// controller when the Service asks for them, so the Service is not checked.
 fn topology(eps: &[Ep], node: &str, zone: Option<&str>) -> Topology {
-    let ready = || eps.iter().filter(|e| e.ready);
+    let ready = || eps.iter().filter(|e| e.ready).map(|e| e.src);
     if !node.is_empty()
         && ready().all(|e| e.node_hints.is_some())
         && ready().any(|e| hinted(&e.node_hints, node))
@@ -208,17 +214,18 @@ fn topology(eps: &[Ep], node: &str, zone: Option<&str>) -> Topology {
 }
 
 /// kube-proxy's `CategorizeEndpoints`: (cluster endpoints, local endpoints).
-fn categorize<'a>(eps: &'a [Ep], node: &str, zone: Option<&str>) -> (Vec<&'a Ep>, Vec<&'a Ep>) {
+fn categorize<'a, 'b>(
+    eps: &'a [Ep<'b>],
+    node: &str,
+    zone: Option<&str>,
+) -> (Vec<&'a Ep<'b>>, Vec<&'a Ep<'b>>) {
     let topo = topology(eps, node, zone);
-    let mut cluster: Vec<&Ep> = eps
-        .iter()
-        .filter(|e| e.ready)
-        .filter(|e| match topo {
-            Topology::None => true,
-            Topology::SameNode => hinted(&e.node_hints, node),
-            Topology::SameZone => zone.is_some_and(|z| hinted(&e.zone_hints, z)),
-        })
-        .collect();
+    let mut cluster: Vec<&Ep> = Vec::with_capacity(eps.len());
+    cluster.extend(eps.iter().filter(|e| e.ready).filter(|e| match topo {
+        Topology::None => true,
+        Topology::SameNode => hinted(&e.src.node_hints, node),
+        Topology::SameZone => zone.is_some_and(|z| hinted(&e.src.zone_hints, z)),
+    }));
     if cluster.is_empty() {
         // No ready endpoint anywhere: fall back to serving, terminating ones.
         cluster = eps.iter().filter(|e| e.serving && e.terminating).collect();
@@ -233,14 +240,14 @@ fn categorize<'a>(eps: &'a [Ep], node: &str, zone: Option<&str>) -> (Vec<&'a Ep>
     (cluster, local)
 }
 
+/// The endpoints come sorted and unique by address:port from
+/// [`merged_endpoints`]; the sort below is then a linear check.
 fn real_servers(eps: &[&Ep]) -> Box<[RealServerKey]> {
-    let mut v: Vec<RealServerKey> = eps
-        .iter()
-        .map(|e| RealServerKey {
-            addr: e.addr,
-            port: e.port,
-        })
-        .collect();
+    let mut v: Vec<RealServerKey> = Vec::with_capacity(eps.len());
+    v.extend(eps.iter().map(|e| RealServerKey {
+        addr: e.addr,
+        port: e.port,
+    }));
     v.sort_unstable();
     v.dedup();
     v.into_boxed_slice()
@@ -275,7 +282,8 @@ pub(crate) fn compute(
         .source_ranges
         .iter()
         .any(|r| ctx.node_addrs.iter().any(|a| r.contains(a)));
-    let mut local_ready: BTreeSet<IpAddr> = BTreeSet::new();
+    // Distinct local ready endpoint IPs, for the health check only.
+    let mut local_ready: Vec<IpAddr> = Vec::new();
     let has_external =
         svc.node_ports_enabled || !svc.external_ips.is_empty() || !svc.lb_ips.is_empty();
 
@@ -290,15 +298,15 @@ pub(crate) fn compute(
         let family = IpFamily::of(&cip);
         for port in &svc.ports {
             let eps = merged_endpoints(svc, port, family, slices, ctx);
-            local_ready.extend(eps.iter().filter(|e| e.local && e.ready).map(|e| e.addr));
+            if svc.health_check_node_port.is_some() {
+                local_ready.extend(eps.iter().filter(|e| e.local && e.ready).map(|e| e.addr));
+            }
             let (cluster, local) = categorize(&eps, &ctx.node.name, zone);
-            let owner = ServicePortName {
-                service: svc.name.clone(),
-                port: port.name.clone(),
-                protocol: port.protocol,
-            };
+            let owner = &port.owner;
             let base = |k: ServiceKey| {
-                let mut vs = VirtualServer::new(k).scheduler(scheduler.name.clone());
+                let mut vs = VirtualServer::new(k);
+                // In place: no new allocation when the name fits ("rr").
+                vs.scheduler.clone_from(&scheduler.name);
                 vs.flags |= scheduler.flags;
                 if let Some(t) = svc.affinity_timeout {
                     vs = vs.persistent(t);
@@ -322,19 +330,38 @@ pub(crate) fn compute(
             }
             let internal_eps = if svc.itp_local { &local } else { &cluster };
             let external_eps = if svc.etp_local { &local } else { &cluster };
-            // Hairpin: a local endpoint reached through a VIP of its own Service.
-            let hairpins: BTreeSet<FilterEntry> = internal_eps
-                .iter()
-                .chain(external_eps.iter())
-                .filter(|e| e.local)
-                .map(|e| {
+            // Hairpin: a local endpoint reached through a VIP of its own
+            // Service. Sorted and unique (the claims compare their entries).
+            let mut hairpins: Vec<FilterEntry> = Vec::new();
+            let local_eps = |v: &[&Ep]| v.iter().filter(|e| e.local).count();
+            let n_local = local_eps(internal_eps)
+                + if std::ptr::eq(internal_eps, external_eps) {
+                    0
+                } else {
+                    local_eps(external_eps)
+                };
+            if n_local > 0 {
+                hairpins.reserve_exact(n_local);
+                let mut hp: Vec<(IpAddr, u16)> = internal_eps
+                    .iter()
+                    .chain(if std::ptr::eq(internal_eps, external_eps) {
+                        [].iter()
+                    } else {
+                        external_eps.iter()
+                    })
+                    .filter(|e| e.local)
+                    .map(|e| (e.addr, e.port))
+                    .collect();
+                hp.sort_unstable();
+                hp.dedup();
+                hairpins.extend(hp.into_iter().map(|(addr, p)| {
                     FilterEntry::Hairpin(HairpinFact {
                         protocol: port.protocol,
-                        addr: e.addr,
-                        port: e.port,
+                        addr,
+                        port: p,
                     })
-                })
-                .collect();
+                }));
+            }
 
             let pod_fwmark = if svc.etp_local && has_external {
                 let mark = match (port.node_port, svc.health_check_node_port) {
@@ -371,13 +398,14 @@ pub(crate) fn compute(
                            eps: &[&Ep],
                            bind: Option<IpAddr>,
                            fact: Option<FilterEntry>| {
-                let mut filter: Vec<FilterEntry> = hairpins.iter().cloned().collect();
+                let mut filter: Vec<FilterEntry> = Vec::with_capacity(hairpins.len() + 1);
+                filter.extend(hairpins.iter().cloned());
                 filter.extend(fact);
                 out.claims.insert(
                     vs.key,
                     Arc::new(PortClaim {
                         server: vs,
-                        owner: owner.clone(),
+                        owner: Arc::clone(owner),
                         kind,
                         real_servers: real_servers(eps),
                         bind,
@@ -506,9 +534,11 @@ pub(crate) fn compute(
         }
     }
     if let Some(port) = svc.health_check_node_port {
+        local_ready.sort_unstable();
+        local_ready.dedup();
         out.health_check = Some(HealthCheckFact {
             port,
-            service: svc.name.clone(),
+            service: ServiceName::clone(&svc.name),
             local_endpoints: u32::try_from(local_ready.len()).unwrap_or(u32::MAX),
         });
     }

@@ -40,8 +40,9 @@ fn main() {
     let mut s = ProxyState::new(config(), node());
     s.replace_all(&svcs, &slices);
     println!(
-        "{} virtual servers, {} real servers",
+        "{} virtual servers, {} real servers, {} filter entries",
         s.desired().virtual_servers.len(),
-        s.desired().real_server_count()
+        s.desired().real_server_count(),
+        s.desired().filter.entries.len()
     );
 }

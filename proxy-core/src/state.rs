@@ -72,48 +72,83 @@ impl<K: std::hash::Hash + Eq + Copy, V: Clone + PartialEq> Claims<K, V> {
     }
 }
 
-/// A prefix of [`FilterEntry`]'s derived order as integers: `entry_key(a) <
-/// entry_key(b)` implies `a < b` (variant, then the leading fields of each
-/// variant in declaration order).
-type EntryKey = (u8, u32, (u8, u128), u32);
-
-fn protocol_key(p: ipvs::Protocol) -> u32 {
-    match p {
-        ipvs::Protocol::Tcp => 0,
-        ipvs::Protocol::Udp => 1,
-        ipvs::Protocol::Sctp => 2,
-        ipvs::Protocol::Other(v) => (3 << 16) | u32::from(v),
-        // `Protocol` is non-exhaustive: a variant added after `Other` sorts
-        // last, as here (ties are ordered by the derived `Ord`).
-        _ => u32::MAX,
-    }
-}
-
-/// `IpAddr`'s order (every IPv4 address before every IPv6 one).
-fn addr_key(a: &IpAddr) -> (u8, u128) {
-    match a {
-        IpAddr::V4(v) => (0, u128::from(v.to_bits())),
-        IpAddr::V6(v) => (1, v.to_bits()),
-    }
-}
+/// A sort key for [`FilterEntry`]: `entry_key(a) < entry_key(b)` implies
+/// `a < b` for every entry the engine makes (protocols TCP, UDP and SCTP).
+/// The keys (here and in [`short_keys`]) only make the sort cheap (integers
+/// instead of the derived comparison of enums): the `BTreeSet` built from the
+/// sorted entries sorts its input again (stable, linear when already sorted),
+/// which settles ties and any other protocol.
+type EntryKey = (u128, u64);
 
 fn entry_key(e: &FilterEntry) -> EntryKey {
+    let proto = |p: ipvs::Protocol| -> u128 {
+        match p {
+            ipvs::Protocol::Tcp => 0,
+            ipvs::Protocol::Udp => 1,
+            ipvs::Protocol::Sctp => 2,
+            _ => 3,
+        }
+    };
+    // Variant (2 bits), protocol (2), family (1), then the address and port.
+    let addr_port = |disc: u128, p: ipvs::Protocol, a: &IpAddr, port: u16| -> EntryKey {
+        let head = (disc << 126) | (proto(p) << 124);
+        match a {
+            IpAddr::V4(v) => (head | (u128::from(v.to_bits()) << 16) | u128::from(port), 0),
+            IpAddr::V6(v) => {
+                let bits = v.to_bits();
+                (
+                    head | (1 << 123) | (bits >> 5),
+                    (u64::try_from(bits & 31).unwrap_or(0) << 16) | u64::from(port),
+                )
+            }
+        }
+    };
     match e {
-        FilterEntry::ServicePort(f) => (
+        FilterEntry::ServicePort(f) => addr_port(0, f.protocol, &f.addr, f.port),
+        FilterEntry::NodePort(f) => (
+            (1 << 126) | (proto(f.protocol) << 124) | u128::from(f.port),
             0,
-            protocol_key(f.protocol),
-            addr_key(&f.addr),
-            u32::from(f.port),
         ),
-        FilterEntry::NodePort(f) => (1, protocol_key(f.protocol), (0, u128::from(f.port)), 0),
-        FilterEntry::Hairpin(f) => (
-            2,
-            protocol_key(f.protocol),
-            addr_key(&f.addr),
-            u32::from(f.port),
-        ),
-        FilterEntry::HealthCheck(f) => (3, 0, (0, u128::from(f.port)), 0),
+        FilterEntry::Hairpin(f) => addr_port(2, f.protocol, &f.addr, f.port),
+        FilterEntry::HealthCheck(f) => ((3 << 126) | u128::from(f.port), 0),
     }
+}
+
+/// `(short key << 64) | index` for every entry when each has a short key
+/// (IPv4 and node-port entries: variant, protocol, then address and port in
+/// 62 bits), so a sort of plain integers orders the entries; `None` when
+/// one has not (IPv6).
+fn short_keys(entries: &[&FilterEntry]) -> Option<Vec<u128>> {
+    let proto = |p: ipvs::Protocol| -> Option<u64> {
+        match p {
+            ipvs::Protocol::Tcp => Some(0),
+            ipvs::Protocol::Udp => Some(1),
+            ipvs::Protocol::Sctp => Some(2),
+            _ => None,
+        }
+    };
+    let v4 = |disc: u64, p: ipvs::Protocol, a: &IpAddr, port: u16| match a {
+        IpAddr::V4(v) => Some(
+            (disc << 62) | (proto(p)? << 60) | (u64::from(v.to_bits()) << 16) | u64::from(port),
+        ),
+        IpAddr::V6(_) => None,
+    };
+    let mut out = Vec::with_capacity(entries.len());
+    for (i, e) in entries.iter().enumerate() {
+        let k = match e {
+            FilterEntry::ServicePort(f) => v4(0, f.protocol, &f.addr, f.port)?,
+            FilterEntry::NodePort(f) => {
+                (1 << 62)
+                    | (proto(f.protocol)? << 60)
+                    | (u64::from(f.port) << 1)
+                    | u64::from(f.family == crate::config::IpFamily::V6)
+            }
+            FilterEntry::Hairpin(f) => v4(2, f.protocol, &f.addr, f.port)?,
+            FilterEntry::HealthCheck(f) => (3 << 62) | u64::from(f.port),
+        };
+        out.push((u128::from(k) << 64) | i as u128);
+    }
+    Some(out)
 }
 
 /// Everything the proxy knows, with the desired state kept up to date
@@ -467,13 +502,25 @@ impl ProxyState {
         let mut addrs: Vec<IpAddr> = self.address_refs.keys().copied().collect();
         addrs.sort_unstable();
         self.desired.addresses = addrs.into_iter().collect();
-        // Filter entries: sorted by an integer key that orders like the
-        // derived `Ord` as far as it goes (ties fall back to `Ord`), moving
-        // references, not entries.
-        let mut entries: Vec<(EntryKey, &FilterEntry)> =
-            self.filter_refs.keys().map(|e| (entry_key(e), e)).collect();
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
-        self.desired.filter.entries = entries.into_iter().map(|(_, e)| e.clone()).collect();
+        // Filter entries: sorted by integer keys that order like the derived
+        // `Ord` (see `entry_key`), moving references, not entries.
+        let refs: Vec<&FilterEntry> = self.filter_refs.keys().collect();
+        let sorted: Vec<&FilterEntry> = match short_keys(&refs) {
+            // The usual case (IPv4): one `u128` per entry, key and index.
+            Some(mut keys) => {
+                keys.sort_unstable();
+                keys.iter()
+                    .map(|k| refs[usize::try_from(*k as u64).unwrap_or(0)])
+                    .collect()
+            }
+            None => {
+                let mut v: Vec<(EntryKey, &FilterEntry)> =
+                    refs.iter().map(|e| (entry_key(e), *e)).collect();
+                v.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+                v.into_iter().map(|(_, e)| e).collect()
+            }
+        };
+        self.desired.filter.entries = sorted.into_iter().cloned().collect();
     }
 
     /// Every standing rejection: per object, plus the losers of conflicts.

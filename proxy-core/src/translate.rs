@@ -1,7 +1,7 @@
 //! One Service (+ its EndpointSlices) -> its share of the desired state.
 //! Pure and proportional to the size of that Service.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -75,11 +75,15 @@ impl PortClaim {
             server: self.server.clone(),
             owner: ServicePortName::clone(&self.owner),
             kind: self.kind,
-            real_servers: self
-                .real_servers
-                .iter()
-                .map(|k| (*k, RealServer::new(k.addr, k.port)))
-                .collect(),
+            // Inserted in ascending order (the keys are sorted): each goes
+            // to the end of the last leaf, nothing is shifted or re-sorted.
+            real_servers: {
+                let mut m = BTreeMap::new();
+                for k in self.real_servers.iter() {
+                    m.insert(*k, RealServer::new(k.addr, k.port));
+                }
+                m
+            },
         }
     }
 }

@@ -34,13 +34,14 @@ binary() {
   echo "$target_dir/$dir/$bin"
 }
 
-# Guest console lines from our payload only: after guest-init's line, without
-# the kernel's own messages and the noise of the power-off.
+# Guest console lines from our payload only: after guest-init's line (which
+# may share its line with the firmware's last words: no newline in between),
+# without the kernel's own messages and the noise of the power-off.
 payload_lines() {
   awk 'go && !/^(sysrq|reboot): / && !/^\[ *[0-9]+\.[0-9]+\]/ && !/guest-init\.sh: line [0-9]+: / {
          print; fflush()
        }
-       /^guest-init:/ { go = 1 }'
+       /guest-init: (qemu|uml) kernel / { go = 1 }'
 }
 
 demo_ipvsctl() {

@@ -157,6 +157,12 @@ tallies \
   udp 10.96.0.53 53 9 pod-a=3,pod-b=3,pod-c=3
 
 # --- the edit ----------------------------------------------------------------------
+banner "a long-lived connection to web, kept open across the edit"
+coproc HOLD { exec python3 "$net" hold 10.96.0.10 80 pod-c; }
+held_before=""
+[ -n "${HOLD[0]:-}" ] && read -r -t 60 -u "${HOLD[0]}" held_before
+echo "opened (HTTP/1.1 keep-alive), answered by: ${held_before:-nothing}"
+
 banner "edit web.yaml: pod-c replaced by pod-d (written aside, then renamed in)"
 for f in "$examples"/manifests-edit/*.yaml; do
   diff -U0 "$dir/${f##*/}" "$f" | grep -v -E '^(@@|--- |\+\+\+ )' | sed 's/^/  /'
@@ -184,10 +190,21 @@ tail -n +$((${#before[@]} + 1)) "$agent_log" | grep -E ' INFO .*(server|address)
 
 banner "ipvs-proxy show default/web"
 show default/web
-echo "(pod-c drains at weight 0 while IPVS still tracks its closed connections in"
-echo " TIME_WAIT; the agent deletes it once they are gone, or after --drain-period)"
+echo "(pod-c drains at weight 0: no new connections; the open one (active 1) and"
+echo " the closed ones IPVS still tracks in TIME_WAIT (inactive) keep it until they"
+echo " are gone, or until --drain-period)"
 
 banner "traffic again"
+held_after=""
+if [ -n "${HOLD[1]:-}" ] && echo >&"${HOLD[1]}"; then
+  read -r -t 30 -u "${HOLD[0]}" held_after
+fi
+echo "the connection opened before the edit, asked again: ${held_after:-no answer}"
+if [ "$held_before" = pod-c ] && [ "$held_after" = pod-c ]; then
+  record PASS "the connection opened before the edit still works, answered by pod-c (draining)"
+else
+  record FAIL "the connection opened before the edit still works, answered by pod-c (draining)"
+fi
 tallies \
   "web after the edit: 30 requests spread evenly over pod-a, pod-b, pod-d, none to pod-c" \
   tcp 10.96.0.10 80 30 pod-a=10,pod-b=10,pod-d=10 \

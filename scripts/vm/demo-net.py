@@ -13,6 +13,11 @@
         these counts), "one=N" (all N answered by one pod) or "-" (any).
         A group passes when every request was answered and the tally
         matches; RESULTS gets one line per group, "0" (passed) or "1".
+    demo-net.py hold VIP PORT POD
+        A long-lived HTTP/1.1 connection to VIP:PORT answered by POD: opens
+        connections until one is (at most 6), prints POD; then sends one
+        more request on it for every line read on stdin, printing who
+        answered (or "failed: ..."). Exit 1 when no connection reached POD.
 
 Standard library only (the guest's root is the host's, which has python3);
 one interpreter for all pods and one per tally: every process start is slow
@@ -27,6 +32,7 @@ import threading
 from collections import Counter
 
 TIMEOUT = 3.0
+KEEPALIVE = 600.0
 CLONE_NEWNET = 0x40000000
 
 
@@ -53,12 +59,16 @@ def serve_all(ready_dir, pods):
 
 def serve(name, ip, ready_file):
     body = f"{name}\n".encode()
-    reply = (
-        b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
-        + str(len(body)).encode()
-        + b"\r\n\r\n"
-        + body
-    )
+
+    def reply(version):
+        return (
+            version
+            + b" 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
+
     tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     tcp.bind((ip, 8080))
@@ -72,16 +82,24 @@ def serve(name, ip, ready_file):
             udp.sendto(body, peer)
 
     def answer_tcp(conn):
+        # HTTP/1.0: one answer, then close. HTTP/1.1: keep the connection
+        # for more requests (the held connection of `hold`).
         with conn:
-            conn.settimeout(TIMEOUT)
+            conn.settimeout(KEEPALIVE)
             data = b""
             try:
-                while b"\r\n\r\n" not in data and len(data) < 8192:
-                    chunk = conn.recv(2048)
-                    if not chunk:
-                        break
-                    data += chunk
-                conn.sendall(reply)
+                while True:
+                    while b"\r\n\r\n" not in data:
+                        chunk = conn.recv(2048)
+                        if not chunk or len(data) > 8192:
+                            return
+                        data += chunk
+                    head, _, data = data.partition(b"\r\n\r\n")
+                    request_line = head.split(b"\r\n", 1)[0]
+                    keep = request_line.endswith(b"HTTP/1.1")
+                    conn.sendall(reply(b"HTTP/1.1" if keep else b"HTTP/1.0"))
+                    if not keep:
+                        return
             except OSError:
                 pass
 
@@ -106,6 +124,55 @@ def ask_tcp(vip, port):
     if not head.startswith(b"HTTP/1.0 200"):
         raise OSError(f"bad answer {data[:60]!r}")
     return body.decode().strip()
+
+
+def ask_again(conn, vip):
+    """One HTTP/1.1 request on an open connection (a file from makefile("rwb"))."""
+    conn.write(f"GET / HTTP/1.1\r\nHost: {vip}\r\n\r\n".encode())
+    conn.flush()
+    status = conn.readline()
+    if not status.startswith(b"HTTP/1.1 200"):
+        raise OSError(f"bad answer {status[:60]!r}")
+    length = 0
+    while True:
+        line = conn.readline()
+        if not line:
+            raise OSError("connection closed")
+        if line in (b"\r\n", b"\n"):
+            break
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return conn.read(length).decode().strip()
+
+
+def hold(vip, port, want):
+    """Opens connections to VIP:PORT until one is answered by WANT (at most
+    6), keeps it, prints who answered; then one more request on it per line
+    read on stdin, printing who answered or "failed: ..."."""
+    for _ in range(6):
+        sock = socket.create_connection((vip, port), timeout=TIMEOUT)
+        sock.settimeout(KEEPALIVE)
+        conn = sock.makefile("rwb")
+        try:
+            who = ask_again(conn, vip)
+        except (OSError, ValueError) as e:
+            print(f"failed: {e}", flush=True)
+            return 1
+        if who == want:
+            break
+        conn.close()
+        sock.close()
+    else:
+        print(f"failed: no connection reached {want} in 6 tries", flush=True)
+        return 1
+    print(who, flush=True)
+    for _ in sys.stdin:
+        try:
+            print(ask_again(conn, vip), flush=True)
+        except (OSError, ValueError) as e:
+            print(f"failed: {e}", flush=True)
+    return 0
 
 
 def ask_udp(vip, port):
@@ -157,6 +224,8 @@ def tally(proto, vip, port, n, want):
 
 
 def main(argv):
+    if len(argv) == 4 and argv[0] == "hold" and argv[2].isdigit():
+        return hold(argv[1], int(argv[2]), argv[3])
     if len(argv) >= 3 and argv[0] == "serve" and all("=" in p for p in argv[2:]):
         serve_all(argv[1], argv[2:])
         return 0

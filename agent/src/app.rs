@@ -95,7 +95,9 @@ pub fn local_addresses(skip_interface: &str) -> BTreeSet<IpAddr> {
     out
 }
 
-/// A client for the API server from the configuration and `--master`.
+/// A client for the API server from the configuration and `--master`,
+/// rate-limited by `clientConnection.qps`/`.burst` as client-go does
+/// (see [`crate::ratelimit`]).
 pub async fn kube_client(cfg: &ProxyConfig, master: Option<&str>) -> Result<Client, AppError> {
     let err = |e: &dyn std::fmt::Display| AppError::Client(e.to_string());
     let mut kcfg = match (&cfg.client.kubeconfig, master) {
@@ -111,7 +113,8 @@ pub async fn kube_client(cfg: &ProxyConfig, master: Option<&str>) -> Result<Clie
     if let Some(m) = master {
         kcfg.cluster_url = m.parse().map_err(|e| err(&e))?;
     }
-    Client::try_from(kcfg).map_err(|e| err(&e))
+    let limit = crate::ratelimit::RateLimit::from_client_config(cfg.client.qps, cfg.client.burst);
+    crate::ratelimit::client(kcfg, limit).map_err(|e| err(&e))
 }
 
 /// Services, EndpointSlices and the Node, read once.
@@ -404,8 +407,11 @@ pub async fn run(flags: &Flags, cfg: ProxyConfig) -> Result<(), AppError> {
             let client = kube_client(&cfg, flags.master.as_deref()).await?;
             tracing::info!(node = %node, "watching the API server");
             let (sink, events_rx) = EventSink::channel(EVENT_QUEUE);
+            // Its own client and rate limit, as kube-proxy's event client:
+            // posting events never delays a list or a watch.
+            let events_client = kube_client(&cfg, flags.master.as_deref()).await?;
             tokio::spawn(events::run(
-                client.clone(),
+                events_client,
                 node.clone(),
                 events_rx,
                 events::RateLimit::default(),

@@ -14,5 +14,6 @@ pub mod kernel;
 pub mod logging;
 pub mod metrics;
 pub mod proxier;
+pub mod ratelimit;
 pub mod source;
 pub mod sync;

@@ -764,11 +764,13 @@ pub fn validate(cfg: &ProxyConfig) -> Result<(), ConfigError> {
             "must be greater than or equal to 0",
         ));
     }
-    if !(cfg.client.qps.is_finite() && cfg.client.qps >= 0.0) {
+    // Like kube-proxy, only burst is checked: a negative qps means no
+    // client-side rate limit in client-go (agent/src/ratelimit.rs).
+    if !cfg.client.qps.is_finite() {
         return Err(invalid(
             "clientConnection.qps (--kube-api-qps)",
             cfg.client.qps,
-            "must be a non-negative number",
+            "must be a finite number",
         ));
     }
     if !(-1000..=1000).contains(&cfg.oom_score_adj) {

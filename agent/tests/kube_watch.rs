@@ -10,14 +10,17 @@
 //! deletions into deletions; list failures retried with backoff without
 //! deleting anything (fail static). Rejection Events: a malformed Service
 //! yields exactly one POST to events.k8s.io/v1 with the expected fields, a
-//! valid one none, later syncs none, a new generation one more. Not covered: authentication, protobuf,
+//! valid one none, later syncs none, a new generation one more. Client-side
+//! rate limit (`--kube-api-qps`/`--kube-api-burst`): requests spaced by the
+//! token bucket, client-go's defaults for 0, none for a negative qps, one
+//! token per watch however many events it carries. Not covered: authentication, protobuf,
 //! streaming lists (sendInitialEvents), real apiserver paging (`continue`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::body::{Bytes, Frame, Incoming};
@@ -45,6 +48,8 @@ struct StandIn {
     rv: Arc<Mutex<u64>>,
     resources: Arc<Mutex<HashMap<&'static str, Resource>>>,
     requests: Arc<Mutex<Vec<String>>>,
+    /// When each request arrived (same order as `requests`).
+    arrivals: Arc<Mutex<Vec<Instant>>>,
     /// POST/PATCH/PUT requests: (method, path, JSON body).
     writes: Arc<Mutex<Vec<(String, String, Value)>>>,
 }
@@ -82,8 +87,25 @@ impl StandIn {
             rv: Arc::new(Mutex::new(100)),
             resources: Arc::new(Mutex::new(m)),
             requests: Arc::new(Mutex::new(Vec::new())),
+            arrivals: Arc::new(Mutex::new(Vec::new())),
             writes: Arc::new(Mutex::new(Vec::new())),
         }
+    }
+
+    fn record(&self, uri: String) {
+        self.requests.lock().unwrap().push(uri);
+        self.arrivals.lock().unwrap().push(Instant::now());
+    }
+
+    /// Arrival times of the requests whose URI satisfies `pred`.
+    fn arrivals_of(&self, pred: impl Fn(&str) -> bool) -> Vec<Instant> {
+        let uris = self.requests.lock().unwrap();
+        let times = self.arrivals.lock().unwrap();
+        uris.iter()
+            .zip(times.iter())
+            .filter(|(u, _)| pred(u))
+            .map(|(_, t)| *t)
+            .collect()
     }
 
     fn next_rv(&self) -> String {
@@ -186,7 +208,7 @@ impl StandIn {
     async fn write(&self, req: Request<Incoming>) -> Response<Body> {
         let method = req.method().to_string();
         let path = req.uri().path().to_string();
-        self.requests.lock().unwrap().push(req.uri().to_string());
+        self.record(req.uri().to_string());
         let body = req.into_body().collect().await.unwrap().to_bytes();
         let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         self.writes
@@ -214,7 +236,7 @@ impl StandIn {
 
     fn handle(&self, req: &Request<Incoming>) -> Response<Body> {
         let uri = req.uri().to_string();
-        self.requests.lock().unwrap().push(uri.clone());
+        self.record(uri.clone());
         let path = req.uri().path();
         let query = req.uri().query().unwrap_or("");
         let watch = query
@@ -610,4 +632,114 @@ async fn a_malformed_service_gets_one_warning_event() {
     for t in tasks {
         t.abort();
     }
+}
+
+/// `N` sequential lists through `client`; how long they took.
+async fn lists(client: &kube::Client, n: usize) -> Duration {
+    let api = kube::Api::<k8s_openapi::api::core::v1::Service>::all(client.clone());
+    let t0 = Instant::now();
+    for _ in 0..n {
+        api.list(&Default::default()).await.expect("list");
+    }
+    t0.elapsed()
+}
+
+/// `--kube-api-qps`/`--kube-api-burst` as client-go applies them: a token
+/// bucket of `burst` tokens refilled at `qps`, one token per request.
+#[tokio::test]
+async fn requests_are_rate_limited_like_client_go() {
+    use ipvs_proxy::ratelimit::{self, RateLimit};
+    let api = StandIn::new();
+    api.put(SERVICES, service("a", "one", "10.96.0.1"));
+    let addr = start(api.clone()).await;
+    let config = || kube::Config::new(format!("http://{addr}").parse().unwrap());
+
+    // qps 10, burst 3: 13 requests = 3 at once + 10 at 100 ms intervals.
+    let limited = ratelimit::client(config(), RateLimit::from_client_config(10.0, 3)).unwrap();
+    let took = lists(&limited, 13).await;
+    assert!(took >= Duration::from_millis(990), "{took:?}");
+    let at = api.arrivals_of(|u| u.starts_with(SERVICES));
+    assert_eq!(at.len(), 13);
+    for w in at[3..].windows(2) {
+        // Requests leave at 100 ms intervals once the burst is spent.
+        assert!(w[1] - w[0] >= Duration::from_millis(90), "{at:?}");
+    }
+
+    // A negative qps: no limit. The same 13 requests take well under the
+    // limited run's second.
+    let unlimited = ratelimit::client(config(), RateLimit::from_client_config(-1.0, 3)).unwrap();
+    let took = lists(&unlimited, 13).await;
+    assert!(took < Duration::from_millis(900), "{took:?}");
+
+    // qps 0 and burst 0 are client-go's defaults 5 and 10: the 11th and
+    // 12th requests wait for tokens (200 ms each).
+    let defaults = ratelimit::client(config(), RateLimit::from_client_config(0.0, 0)).unwrap();
+    let took = lists(&defaults, 12).await;
+    assert!(took >= Duration::from_millis(390), "{took:?}");
+}
+
+/// A watch takes one token when it is opened, however many events its
+/// stream then carries.
+#[tokio::test]
+async fn a_watch_counts_once() {
+    use ipvs_proxy::ratelimit::{self, RateLimit};
+    let api = StandIn::new();
+    api.put(SERVICES, service("a", "one", "10.96.0.1"));
+    api.put(NODES, json!({"metadata": {"name": "n1"}}));
+    let addr = start(api.clone()).await;
+    let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
+    // Three lists spend the burst; the three watches then open one per
+    // 250 ms.
+    let client = ratelimit::client(config, RateLimit::from_client_config(4.0, 3)).unwrap();
+    let (tx, mut rx) = mpsc::channel(256);
+    let task = tokio::spawn(run_cluster(client, "n1".into(), tx));
+    let mut listed = 0;
+    while listed < 3 {
+        if let Change::Listed(_) = recv(&mut rx, Duration::from_secs(20)).await.expect("lists") {
+            listed += 1;
+        }
+    }
+    let is_watch = |u: &str| u.contains("watch=true");
+    for _ in 0..100 {
+        if api.arrivals_of(is_watch).len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut watches = api.arrivals_of(is_watch);
+    assert_eq!(watches.len(), 3, "{:?}", api.requests.lock().unwrap());
+    watches.sort();
+    let lists_at = api.arrivals_of(|u| !is_watch(u));
+    let first = *lists_at.iter().min().unwrap();
+    for (i, w) in watches.iter().enumerate() {
+        let due = Duration::from_millis(250 * (i as u64 + 1));
+        assert!(
+            *w - first >= due - Duration::from_millis(20),
+            "watch {i}: {:?}",
+            *w - first
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = api.requests.lock().unwrap().len();
+    // 40 events on the open Service watch arrive without new requests,
+    // faster than the 4 tokens a second they would need as requests.
+    let t0 = Instant::now();
+    for i in 0..40 {
+        api.put(
+            SERVICES,
+            service("a", &format!("s{i}"), &format!("10.96.1.{i}")),
+        );
+    }
+    let mut got = 0;
+    while got < 40 {
+        let c = recv(&mut rx, Duration::from_secs(20))
+            .await
+            .expect("events");
+        if applied_name(&c).is_some() {
+            got += 1;
+        }
+    }
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    assert_eq!(api.requests.lock().unwrap().len(), before);
+    task.abort();
 }

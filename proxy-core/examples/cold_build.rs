@@ -37,6 +37,30 @@ fn main() {
             s.build()
         })
         .collect();
+    let cpu = || {
+        nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+            .map(std::time::Duration::from)
+            .unwrap_or_default()
+    };
+    // With `repeat`: further builds, first each dropped before the next
+    // (memory reused), then all kept (fresh memory each time, as criterion's
+    // `iter_with_large_drop` does), printing this thread's CPU time for each.
+    let repeat: usize = std::env::args()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(0);
+    for mode in ["dropped", "kept"] {
+        let mut kept = Vec::new();
+        for _ in 0..repeat {
+            let t = cpu();
+            let mut s = ProxyState::new(config(), node());
+            s.replace_all(&svcs, &slices);
+            println!("{mode}: {:.1} ms CPU", (cpu() - t).as_secs_f64() * 1e3);
+            if mode == "kept" {
+                kept.push(s);
+            }
+        }
+    }
     let mut s = ProxyState::new(config(), node());
     s.replace_all(&svcs, &slices);
     println!(

@@ -280,7 +280,7 @@ pub(crate) fn parse_service(
         return ServiceParse::Rejected;
     }
     let node_ports_enabled = type_ == "NodePort" || type_ == "LoadBalancer";
-    let mut ports: Vec<ParsedPort> = Vec::new();
+    let mut ports: Vec<ParsedPort> = Vec::with_capacity(raw_ports.len());
     for (index, p) in raw_ports.iter().enumerate() {
         let pname = p.name.clone().unwrap_or_default();
         let Some(protocol) = port_protocol(&o, &pname, p.protocol.as_deref(), rejections) else {
@@ -519,10 +519,30 @@ pub(crate) struct ParsedEndpoint {
     pub terminating: bool,
     /// `nodeName` is this node (the node name is fixed for a `ProxyState`).
     pub local: bool,
+    /// Topology hints, boxed: most endpoints have none, and every endpoint
+    /// of the cluster is held, so the common case costs one pointer.
+    pub hints: Option<Box<Hints>>,
+}
+
+/// An endpoint's topology hints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Hints {
     /// `hints.forZones` names; `None` when the endpoint has no zone hints.
-    pub zone_hints: Option<Vec<String>>,
+    pub zones: Option<Vec<String>>,
     /// `hints.forNodes` names; `None` when the endpoint has no node hints.
-    pub node_hints: Option<Vec<String>>,
+    pub nodes: Option<Vec<String>>,
+}
+
+impl ParsedEndpoint {
+    /// `hints.forZones` names, if any.
+    pub fn zone_hints(&self) -> Option<&Vec<String>> {
+        self.hints.as_ref().and_then(|h| h.zones.as_ref())
+    }
+
+    /// `hints.forNodes` names, if any.
+    pub fn node_hints(&self) -> Option<&Vec<String>> {
+        self.hints.as_ref().and_then(|h| h.nodes.as_ref())
+    }
 }
 
 /// An EndpointSlice, validated.
@@ -583,7 +603,7 @@ pub(crate) fn parse_slice(
             return None;
         }
     };
-    let mut ports = Vec::new();
+    let mut ports = Vec::with_capacity(slice.ports.as_ref().map_or(0, Vec::len));
     for p in slice.ports.iter().flatten() {
         let pname = p.name.clone().unwrap_or_default();
         let Some(protocol) = port_protocol(&o, &pname, p.protocol.as_deref(), rejections) else {
@@ -661,14 +681,19 @@ pub(crate) fn parse_slice(
             .and_then(|h| h.for_nodes.as_ref())
             .filter(|n| !n.is_empty())
             .map(|n| n.iter().map(|n| n.name.clone()).collect());
+        let hints = (zone_hints.is_some() || node_hints.is_some()).then(|| {
+            Box::new(Hints {
+                zones: zone_hints,
+                nodes: node_hints,
+            })
+        });
         endpoints.push(ParsedEndpoint {
-            node_hints,
             addr,
             ready,
             serving,
             terminating,
             local: !node_name.is_empty() && ep.node_name.as_deref() == Some(node_name),
-            zone_hints,
+            hints,
         });
     }
     Some(ParsedSlice {

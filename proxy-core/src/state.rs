@@ -44,7 +44,11 @@ impl<K: std::hash::Hash + Eq + Copy, V: Clone + PartialEq> Claims<K, V> {
     /// winner before and after when it changed.
     #[allow(clippy::type_complexity)]
     fn set(&mut self, k: K, rank: &Rank, v: Option<V>) -> Option<(Option<V>, Option<V>)> {
-        let m = self.by_key.entry(k).or_default();
+        // Almost every key has one claimant: room for one, not four.
+        let m = self
+            .by_key
+            .entry(k)
+            .or_insert_with(|| Vec::with_capacity(1));
         let before = m.first().map(|(_, v)| v.clone());
         let pos = m.binary_search_by(|(r, _)| r.cmp(rank));
         match (v, pos) {
@@ -74,7 +78,7 @@ impl<K: std::hash::Hash + Eq + Copy, V: Clone + PartialEq> Claims<K, V> {
 
 /// A sort key for [`FilterEntry`]: `entry_key(a) < entry_key(b)` implies
 /// `a < b` for every entry the engine makes (protocols TCP, UDP and SCTP).
-/// The keys (here and in [`short_keys`]) only make the sort cheap (integers
+/// The keys (here and in [`filter_short_key`]) only make the sort cheap (integers
 /// instead of the derived comparison of enums): the `BTreeSet` built from the
 /// sorted entries sorts its input again (stable, linear when already sorted),
 /// which settles ties and any other protocol.
@@ -114,41 +118,73 @@ fn entry_key(e: &FilterEntry) -> EntryKey {
     }
 }
 
-/// `(short key << 64) | index` for every entry when each has a short key
-/// (IPv4 and node-port entries: variant, protocol, then address and port in
-/// 62 bits), so a sort of plain integers orders the entries; `None` when
-/// one has not (IPv6).
-fn short_keys(entries: &[&FilterEntry]) -> Option<Vec<u128>> {
-    let proto = |p: ipvs::Protocol| -> Option<u64> {
-        match p {
-            ipvs::Protocol::Tcp => Some(0),
-            ipvs::Protocol::Udp => Some(1),
-            ipvs::Protocol::Sctp => Some(2),
-            _ => None,
-        }
-    };
-    let v4 = |disc: u64, p: ipvs::Protocol, a: &IpAddr, port: u16| match a {
+/// Sorts `v` by `key` when every element has one (`true`), as plain
+/// integers: key and index packed into one `u128`. Leaves `v` unsorted and
+/// returns `false` as soon as one element has no key.
+fn sort_by_short_key<T: Copy>(v: &mut [T], key: impl Fn(&T) -> Option<u64>) -> bool {
+    let mut keys = Vec::with_capacity(v.len());
+    for (i, x) in v.iter().enumerate() {
+        let Some(k) = key(x) else {
+            return false;
+        };
+        keys.push((u128::from(k) << 64) | i as u128);
+    }
+    keys.sort_unstable();
+    let sorted: Vec<T> = keys.iter().map(|k| v[*k as u64 as usize]).collect();
+    v.copy_from_slice(&sorted);
+    true
+}
+
+fn protocol_short(p: ipvs::Protocol) -> Option<u64> {
+    match p {
+        ipvs::Protocol::Tcp => Some(0),
+        ipvs::Protocol::Udp => Some(1),
+        ipvs::Protocol::Sctp => Some(2),
+        _ => None,
+    }
+}
+
+/// Variant, protocol, IPv4 address, port in 64 bits, in that order.
+fn v4_short(disc: u64, p: ipvs::Protocol, a: &IpAddr, port: u16) -> Option<u64> {
+    match a {
         IpAddr::V4(v) => Some(
-            (disc << 62) | (proto(p)? << 60) | (u64::from(v.to_bits()) << 16) | u64::from(port),
+            (disc << 62)
+                | (protocol_short(p)? << 60)
+                | (u64::from(v.to_bits()) << 16)
+                | u64::from(port),
         ),
         IpAddr::V6(_) => None,
-    };
-    let mut out = Vec::with_capacity(entries.len());
-    for (i, e) in entries.iter().enumerate() {
-        let k = match e {
-            FilterEntry::ServicePort(f) => v4(0, f.protocol, &f.addr, f.port)?,
-            FilterEntry::NodePort(f) => {
-                (1 << 62)
-                    | (proto(f.protocol)? << 60)
-                    | (u64::from(f.port) << 1)
-                    | u64::from(f.family == crate::config::IpFamily::V6)
-            }
-            FilterEntry::Hairpin(f) => v4(2, f.protocol, &f.addr, f.port)?,
-            FilterEntry::HealthCheck(f) => (3 << 62) | u64::from(f.port),
-        };
-        out.push((u128::from(k) << 64) | i as u128);
     }
-    Some(out)
+}
+
+/// A 64-bit key that orders IPv4 and node-port [`FilterEntry`]s as the
+/// derived `Ord` does (variant, protocol, then address and port); `None`
+/// for the others (IPv6).
+fn filter_short_key(e: &FilterEntry) -> Option<u64> {
+    Some(match e {
+        FilterEntry::ServicePort(f) => v4_short(0, f.protocol, &f.addr, f.port)?,
+        FilterEntry::NodePort(f) => {
+            (1 << 62)
+                | (protocol_short(f.protocol)? << 60)
+                | (u64::from(f.port) << 1)
+                | u64::from(f.family == crate::config::IpFamily::V6)
+        }
+        FilterEntry::Hairpin(f) => v4_short(2, f.protocol, &f.addr, f.port)?,
+        FilterEntry::HealthCheck(f) => (3 << 62) | u64::from(f.port),
+    })
+}
+
+/// A 64-bit key that orders IPv4 address [`ServiceKey`]s as the derived
+/// `Ord` does; `None` for the others (IPv6, firewall marks).
+fn vs_short_key(k: &ServiceKey) -> Option<u64> {
+    match k {
+        ServiceKey::Addr {
+            protocol,
+            addr,
+            port,
+        } => v4_short(0, *protocol, addr, *port),
+        _ => None,
+    }
 }
 
 /// Everything the proxy knows, with the desired state kept up to date
@@ -497,29 +533,22 @@ impl ProxyState {
             .iter()
             .filter_map(|(k, m)| m.first().map(|(_, c)| (*k, c)))
             .collect();
-        vs.sort_unstable_by_key(|e| e.0);
+        if !sort_by_short_key(&mut vs, |e| vs_short_key(&e.0)) {
+            vs.sort_unstable_by_key(|e| e.0);
+        }
         self.desired.virtual_servers = vs.into_iter().map(|(k, c)| (k, c.desired())).collect();
         let mut addrs: Vec<IpAddr> = self.address_refs.keys().copied().collect();
         addrs.sort_unstable();
         self.desired.addresses = addrs.into_iter().collect();
         // Filter entries: sorted by integer keys that order like the derived
         // `Ord` (see `entry_key`), moving references, not entries.
-        let refs: Vec<&FilterEntry> = self.filter_refs.keys().collect();
-        let sorted: Vec<&FilterEntry> = match short_keys(&refs) {
-            // The usual case (IPv4): one `u128` per entry, key and index.
-            Some(mut keys) => {
-                keys.sort_unstable();
-                keys.iter()
-                    .map(|k| refs[usize::try_from(*k as u64).unwrap_or(0)])
-                    .collect()
-            }
-            None => {
-                let mut v: Vec<(EntryKey, &FilterEntry)> =
-                    refs.iter().map(|e| (entry_key(e), *e)).collect();
-                v.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
-                v.into_iter().map(|(_, e)| e).collect()
-            }
-        };
+        let mut sorted: Vec<&FilterEntry> = self.filter_refs.keys().collect();
+        if !sort_by_short_key(&mut sorted, |e| filter_short_key(e)) {
+            let mut v: Vec<(EntryKey, &FilterEntry)> =
+                sorted.iter().map(|e| (entry_key(e), *e)).collect();
+            v.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+            sorted = v.into_iter().map(|(_, e)| e).collect();
+        }
         self.desired.filter.entries = sorted.into_iter().cloned().collect();
     }
 

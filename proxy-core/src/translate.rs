@@ -191,8 +191,8 @@ enum Topology {
     SameZone,
 }
 
-fn hinted(h: &Option<Vec<String>>, name: &str) -> bool {
-    h.as_ref().is_some_and(|h| h.iter().any(|x| x == name))
+fn hinted(h: Option<&Vec<String>>, name: &str) -> bool {
+    h.is_some_and(|h| h.iter().any(|x| x == name))
 }
 
 /// kube-proxy's `topologyModeFromHints`: node hints are used when every
@@ -204,13 +204,15 @@ fn hinted(h: &Option<Vec<String>>, name: &str) -> bool {
 fn topology(eps: &[Ep], node: &str, zone: Option<&str>) -> Topology {
     let ready = || eps.iter().filter(|e| e.ready).map(|e| e.src);
     if !node.is_empty()
-        && ready().all(|e| e.node_hints.is_some())
-        && ready().any(|e| hinted(&e.node_hints, node))
+        && ready().all(|e| e.node_hints().is_some())
+        && ready().any(|e| hinted(e.node_hints(), node))
     {
         return Topology::SameNode;
     }
     if let Some(zone) = zone {
-        if ready().all(|e| e.zone_hints.is_some()) && ready().any(|e| hinted(&e.zone_hints, zone)) {
+        if ready().all(|e| e.zone_hints().is_some())
+            && ready().any(|e| hinted(e.zone_hints(), zone))
+        {
             return Topology::SameZone;
         }
     }
@@ -227,8 +229,8 @@ fn categorize<'a, 'b>(
     let mut cluster: Vec<&Ep> = Vec::with_capacity(eps.len());
     cluster.extend(eps.iter().filter(|e| e.ready).filter(|e| match topo {
         Topology::None => true,
-        Topology::SameNode => hinted(&e.src.node_hints, node),
-        Topology::SameZone => zone.is_some_and(|z| hinted(&e.src.zone_hints, z)),
+        Topology::SameNode => hinted(e.src.node_hints(), node),
+        Topology::SameZone => zone.is_some_and(|z| hinted(e.src.zone_hints(), z)),
     }));
     if cluster.is_empty() {
         // No ready endpoint anywhere: fall back to serving, terminating ones.

@@ -36,6 +36,10 @@ impl<K: Ord, V> VecMap<K, V> {
         match self.find(&k) {
             Ok(i) => Some(std::mem::replace(&mut self.items[i].1, v)),
             Err(i) => {
+                // Most maps hold one entry: no room for four on the first.
+                if self.items.capacity() == 0 {
+                    self.items.reserve_exact(1);
+                }
                 self.items.insert(i, (k, v));
                 None
             }

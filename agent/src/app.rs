@@ -25,6 +25,12 @@ use crate::sync::{self, LoopConfig};
 /// Name of our dummy interface (the dataplane's default).
 pub const DUMMY_INTERFACE: &str = "kube-ipvs0";
 
+/// Changes waiting for the sync loop. Each holds a whole object, so the
+/// queue is kept short: a source that runs ahead waits (3,000 x 10 from
+/// manifests, --dry-run: 4,096 -> 256 lowered VmHWM 58 -> 53 MB, no slower
+/// time).
+const CHANGE_QUEUE: usize = 256;
+
 /// Rejection events waiting to be posted; more are dropped.
 const EVENT_QUEUE: usize = 256;
 
@@ -388,7 +394,8 @@ pub async fn run(flags: &Flags, cfg: ProxyConfig) -> Result<(), AppError> {
     .await?;
     let hc = Arc::new(ServiceHealthServers::new(vec![], health.clone()));
 
-    let (tx, rx) = mpsc::channel(4096);
+    // Small: objects wait here fully parsed; the source waits instead.
+    let (tx, rx) = mpsc::channel(CHANGE_QUEUE);
     // Events need an API server: with --manifests, rejections are only
     // logged and counted.
     let event_sink = match &flags.manifests {

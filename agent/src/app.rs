@@ -27,8 +27,8 @@ pub const DUMMY_INTERFACE: &str = "kube-ipvs0";
 
 /// Changes waiting for the sync loop. Each holds a whole object, so the
 /// queue is kept short: a source that runs ahead waits (3,000 x 10 from
-/// manifests, --dry-run: 4,096 -> 256 lowered VmHWM 58 -> 53 MB, no slower
-/// time).
+/// manifests, --dry-run: 4,096 -> 256 lowered VmHWM 58 -> 53 MB, start-up
+/// no slower).
 const CHANGE_QUEUE: usize = 256;
 
 /// Rejection events waiting to be posted; more are dropped.

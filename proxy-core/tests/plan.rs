@@ -509,3 +509,67 @@ fn local_node_forwarding_reported_by_the_kernel_is_not_a_difference() {
     let p = plan(s.desired(), &obs, &s.policy(), &mut drains, now);
     assert!(matches!(&p.ipvs[..], [Op::EditRealServer(_, r)] if r.weight == 1));
 }
+
+#[test]
+fn after_a_restart_a_busy_draining_server_starts_a_new_drain_period() {
+    let mut s = web_state(&["10.0.1.1", "10.0.1.2", "10.0.1.3"], "TCP");
+    let mut obs = Observed::default();
+    let mut drains = DrainBook::new();
+    let t0 = Instant::now();
+    step(&s, &mut obs, &mut drains, t0);
+    set_conns(&mut obs, &vip(), "10.0.1.2", 1, 0);
+    set_conns(&mut obs, &vip(), "10.0.1.3", 1, 0);
+    s.apply_slice(
+        &Slice::new("default", "web-1", "web")
+            .port("http", "TCP", 8080)
+            .ep("10.0.1.1", "node-b")
+            .build(),
+    );
+    step(&s, &mut obs, &mut drains, t0);
+    assert_eq!(drains.len(), 2);
+    // A restart: the kernel keeps both at weight 0, the drain book is new.
+    let period = s.config().drain_period;
+    let t1 = t0 + period - Duration::from_secs(1);
+    let mut drains = DrainBook::new();
+    set_conns(&mut obs, &vip(), "10.0.1.3", 0, 0);
+    let p = step(&s, &mut obs, &mut drains, t1);
+    // The idle one goes at once; the busy one is not deleted at t0 + period
+    // but drains again from t1, without a new weight edit.
+    assert!(matches!(&p.ipvs[..], [Op::DeleteRealServer(_, r)] if r.addr == ip("10.0.1.3")));
+    assert!(p.drains_started.is_empty());
+    assert_eq!(drains.len(), 1);
+    let p = step(&s, &mut obs, &mut drains, t0 + period);
+    assert!(p.ipvs.is_empty());
+    let p = step(
+        &s,
+        &mut obs,
+        &mut drains,
+        t1 + period - Duration::from_secs(1),
+    );
+    assert!(p.ipvs.is_empty());
+    let p = step(&s, &mut obs, &mut drains, t1 + period);
+    assert!(matches!(&p.ipvs[..], [Op::DeleteRealServer(_, r)] if r.addr == ip("10.0.1.2")));
+    assert!(obs.converged(s.desired(), &s.policy()));
+}
+
+#[test]
+fn external_ip_on_a_node_address_left_by_a_previous_run_is_not_adopted() {
+    let svc = || Svc::new("default", "web", "10.96.0.10").port("http", "TCP", 80);
+    let mut first = ProxyState::new(config(), node());
+    first.apply_service(&svc().external_ip(NODE_IP).build());
+    let mut obs = Observed::default();
+    let mut drains = DrainBook::new();
+    let now = Instant::now();
+    step(&first, &mut obs, &mut drains, now);
+    let k = ServiceKey::tcp(ip(NODE_IP), 80);
+    let before = obs.virtual_servers.get(&k).cloned();
+    assert!(before.is_some());
+    // A new process that never programmed it: port 80 on a node address is
+    // outside the NodePort range and the address is not on our dummy
+    // interface, so the virtual server is not ours and stays untouched.
+    let mut second = ProxyState::new(config(), node());
+    second.apply_service(&svc().build());
+    step(&second, &mut obs, &mut drains, now);
+    assert_eq!(obs.virtual_servers.get(&k).cloned(), before);
+    assert!(obs.converged(second.desired(), &second.policy()));
+}

@@ -469,10 +469,22 @@ impl ProxyState {
             && self.service_rejections.is_empty()
             && self.slice_rejections.is_empty()
             && self.contributions.is_empty();
+        let slices = slices.into_iter();
+        let services = services.into_iter();
         if cold {
             // The first plan after this is a full one: no keys to record.
             self.changes.full = true;
             self.bulk = true;
+            // Sized once instead of grown (and rehashed) step by step.
+            let n_slices = slices.size_hint().0;
+            let n_services = services.size_hint().0;
+            self.slice_service.reserve(n_slices);
+            self.slices.reserve(n_slices.min(n_services.max(1)));
+            self.services.reserve(n_services);
+            self.contributions.reserve(n_services);
+            self.vs_claims.by_key.reserve(n_services);
+            self.address_refs.reserve(n_services);
+            self.filter_refs.reserve(n_services);
             for s in slices {
                 self.apply_slice(s);
             }

@@ -30,13 +30,20 @@ pub(crate) type Rank = (Option<(i64, i32)>, std::sync::Arc<ServiceName>);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ParsedPort {
-    /// `namespace/name:port`, shared by every virtual server of the port.
+    /// `namespace/name:port`, shared by every virtual server of the port;
+    /// `owner.port` is the port's name.
     pub owner: std::sync::Arc<ServicePortName>,
     pub index: usize,
-    pub name: String,
     pub protocol: Protocol,
     pub port: u16,
     pub node_port: Option<u16>,
+}
+
+impl ParsedPort {
+    /// The port's `name` (may be empty).
+    pub fn name(&self) -> &str {
+        &self.owner.port
+    }
 }
 
 /// A Service we proxy, validated.
@@ -282,8 +289,8 @@ pub(crate) fn parse_service(
     let node_ports_enabled = type_ == "NodePort" || type_ == "LoadBalancer";
     let mut ports: Vec<ParsedPort> = Vec::with_capacity(raw_ports.len());
     for (index, p) in raw_ports.iter().enumerate() {
-        let pname = p.name.clone().unwrap_or_default();
-        let Some(protocol) = port_protocol(&o, &pname, p.protocol.as_deref(), rejections) else {
+        let pname: &str = p.name.as_deref().unwrap_or("");
+        let Some(protocol) = port_protocol(&o, pname, p.protocol.as_deref(), rejections) else {
             continue;
         };
         let Some(port) = port_u16(p.port) else {
@@ -312,7 +319,7 @@ pub(crate) fn parse_service(
         };
         if let Some(prev) = ports
             .iter()
-            .find(|q| (q.protocol == protocol && q.port == port) || q.name == pname)
+            .find(|q| (q.protocol == protocol && q.port == port) || q.name() == pname)
         {
             rejections.push(reject(
                 &o,
@@ -320,7 +327,9 @@ pub(crate) fn parse_service(
                 false,
                 format!(
                     "port {pname:?} ({protocol} {port}) duplicates port {:?} ({} {})",
-                    prev.name, prev.protocol, prev.port
+                    prev.name(),
+                    prev.protocol,
+                    prev.port
                 ),
             ));
             continue;
@@ -328,11 +337,10 @@ pub(crate) fn parse_service(
         ports.push(ParsedPort {
             owner: std::sync::Arc::new(ServicePortName {
                 service: (*sname).clone(),
-                port: pname.clone(),
+                port: pname.to_owned(),
                 protocol,
             }),
             index,
-            name: pname,
             protocol,
             port,
             node_port,

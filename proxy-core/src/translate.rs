@@ -150,7 +150,7 @@ fn merged_endpoints<'a>(
         let Some(sp) = slice
             .ports
             .iter()
-            .find(|sp| sp.name == port.name && sp.protocol == port.protocol)
+            .find(|sp| sp.name == port.name() && sp.protocol == port.protocol)
         else {
             continue;
         };
@@ -390,7 +390,7 @@ pub(crate) fn compute(
                         detail: format!(
                             "port {:?}: no node port and no encodable health-check port; \
                              pods on this node reach only local endpoints via external addresses",
-                            port.name
+                            port.name()
                         ),
                     });
                 }

@@ -484,10 +484,18 @@ impl ProxyState {
             self.contributions.reserve(n_services);
             self.vs_claims.by_key.reserve(n_services);
             self.address_refs.reserve(n_services);
-            self.filter_refs.reserve(n_services);
             for s in slices {
                 self.apply_slice(s);
             }
+            // One served-port entry per Service port, plus about one hairpin
+            // entry per local endpoint.
+            let local: usize = self
+                .slices
+                .values()
+                .flat_map(|m| m.values())
+                .map(|p| p.endpoints.iter().filter(|e| e.local).count())
+                .sum();
+            self.filter_refs.reserve(n_services + local);
             for s in services {
                 self.apply_service(s);
             }

@@ -1,8 +1,8 @@
 #!/bin/bash
 # Agent benchmark payload, run inside UML by benches/agent/run.sh (through
 # scripts/vm/uml.sh; the guest is set up by scripts/vm/guest-init.sh).
-# For each size N: a fresh ip_vs module, the manifests copied to the guest's
-# tmpfs, then
+# For each size N, REPEAT times: a fresh ip_vs module, the manifests copied
+# to the guest's tmpfs, then
 #   1. start `ipvs-proxy --manifests DIR --packet-filter none`; bench_probe
 #      polls until every Service's virtual server has its 10 real servers:
 #      start -> complete;
@@ -13,7 +13,9 @@
 #   4. VmRSS, VmHWM and CPU time (utime + stime) of the agent from /proc.
 # Writes "KEY VALUE" lines to $VM_OUT/results.txt (times in microseconds,
 # memory in kB, CPU in clock ticks), its log to $VM_OUT/guest.log, the
-# agent's logs to $VM_OUT/agent-N.log.
+# agent's logs to $VM_OUT/agent-N.log. Also recorded: when the agent had read
+# every manifest (its log), its sync-duration histograms (/metrics), and how
+# long `ipvs-proxy plan` takes on the same manifests in the guest.
 set -u
 # shellcheck disable=SC1091
 . "$VM_OUT/bench.env"
@@ -58,73 +60,87 @@ say "bench: sizes $SIZES x $REALS real servers, $CHANGES changes, agent $AGENT"
 put "kernel" "$(uname -r)"
 put "clk_tck" "$(getconf CLK_TCK)"
 for n in $SIZES; do
-  reset_kernel
-  D="$W/$n"
-  mkdir -p "$D"
-  cp -r "$VM_OUT/data/$n/manifests" "$D/m"
-  # Prepared replacements, in the same directory (rename is atomic) under
-  # names the agent does not read.
-  k=0
-  while read -r file vip new old; do
-    cp "$VM_OUT/data/$n/changes/c$k.yaml" "$D/m/.c$k.tmp"
-    k=$((k + 1))
-  done <"$VM_OUT/data/$n/changes.txt"
-  sync
+  for rep in $(seq "$REPEAT"); do
+    say "N=$n: repetition $rep of $REPEAT"
+    reset_kernel
+    D="$W/$n"
+    mkdir -p "$D"
+    cp -r "$VM_OUT/data/$n/manifests" "$D/m"
+    # Prepared replacements, in the same directory (rename is atomic) under
+    # names the agent does not read.
+    k=0
+    while read -r file vip new old; do
+      cp "$VM_OUT/data/$n/changes/c$k.yaml" "$D/m/.c$k.tmp"
+      k=$((k + 1))
+    done <"$VM_OUT/data/$n/changes.txt"
+    sync
 
-  say "N=$n: starting the agent"
-  t0=$(now_us)
-  "$AGENT" --manifests "$D/m" --hostname-override bench-node --packet-filter none \
-    >"$D/agent.log" 2>&1 &
-  pid=$!
-  if "$PROBE" complete "$t0" "$VM_OUT/data/$n/keys.txt" "$REALS" "$COMPLETE_TIMEOUT" >"$D/complete.txt"; then
-    put "complete_us_$n" "$(awk '$1=="complete_us"{print $2}' "$D/complete.txt")"
-    put "complete_polls_$n" "$(awk '$1=="polls"{print $2}' "$D/complete.txt")"
-    say "N=$n: complete: $(tr '\n' ' ' <"$D/complete.txt")"
-  else
-    bad "N=$n: IPVS state not complete after ${COMPLETE_TIMEOUT}s: $(tr '\n' ' ' <"$D/complete.txt")"
-  fi
-  if ! kill -0 "$pid" 2>/dev/null; then
-    bad "N=$n: the agent exited early"
-    cp "$D/agent.log" "$VM_OUT/agent-$n.log"
-    continue
-  fi
-  proc_sample "$pid" "complete_$n"
-
-  # The whole state, once: exactly what `ipvs-proxy plan` predicts.
-  ipvsadm -Sn | sort >"$D/state"
-  if cmp -s "$D/state" "$VM_OUT/data/$n/plan.sorted"; then
-    put "state_ok_$n" 1
-  else
-    put "state_ok_$n" 0
-    diff "$D/state" "$VM_OUT/data/$n/plan.sorted" | head -20
-    bad "N=$n: kernel state differs from the plan ($(wc -l <"$D/state") lines vs $(wc -l <"$VM_OUT/data/$n/plan.sorted"))"
-  fi
-  put "state_lines_$n" "$(wc -l <"$D/state")"
-
-  k=0
-  while read -r file vip new old; do
-    # Let the agent settle between changes (no coalescing of two changes).
-    sleep 0.5
-    if "$PROBE" change "$D/m/.c$k.tmp" "$D/m/$file" "$vip" "$new" "$old" "$CHANGE_TIMEOUT" >"$D/change$k.txt"; then
-      put "change_us_$n" "$(awk '$1=="change_us"{print $2}' "$D/change$k.txt")"
+    say "N=$n: starting the agent"
+    t0=$(now_us)
+    "$AGENT" --manifests "$D/m" --hostname-override bench-node --packet-filter none \
+      >"$D/agent.log" 2>&1 &
+    pid=$!
+    if "$PROBE" complete "$t0" "$VM_OUT/data/$n/keys.txt" "$REALS" "$COMPLETE_TIMEOUT" >"$D/complete.txt"; then
+      put "complete_us_$n" "$(awk '$1=="complete_us"{print $2}' "$D/complete.txt")"
+      put "complete_polls_$n" "$(awk '$1=="polls"{print $2}' "$D/complete.txt")"
+      say "N=$n: complete: $(tr '\n' ' ' <"$D/complete.txt")"
     else
-      bad "N=$n: change $k ($file: $old -> $new) not seen in ${CHANGE_TIMEOUT}s: $(tr '\n' ' ' <"$D/change$k.txt")"
+      bad "N=$n: IPVS state not complete after ${COMPLETE_TIMEOUT}s: $(tr '\n' ' ' <"$D/complete.txt")"
     fi
-    k=$((k + 1))
-  done <"$VM_OUT/data/$n/changes.txt"
-  sleep 1
-  proc_sample "$pid" "end_$n"
-  # Threads and the agent's own view of its syncs, for the record.
-  put "threads_$n" "$(awk '$1=="Threads:"{print $2}' "/proc/$pid/status")"
-  kill -TERM "$pid"
-  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$pid" 2>/dev/null && { bad "N=$n: the agent ignored SIGTERM for 10 s"; kill -KILL "$pid"; }
-  wait "$pid"
-  put "agent_exit_$n" "$?"
-  put "agent_log_lines_$n" "$(wc -l <"$D/agent.log")"
-  grep -iE 'warn|error' "$D/agent.log" | head -20 >"$VM_OUT/agent-$n.warnings.log"
-  head -c 200000 "$D/agent.log" >"$VM_OUT/agent-$n.log"
-  rm -rf "$D"
+    if ! kill -0 "$pid" 2>/dev/null; then
+      bad "N=$n: the agent exited early"
+      cp "$D/agent.log" "$VM_OUT/agent-$n.log"
+      rm -rf "$D"
+      continue
+    fi
+    proc_sample "$pid" "complete_$n"
+    # When the agent had read every manifest (its log line), from the start.
+    t_list=$(grep -m1 'initial list complete kind=EndpointSlice' "$D/agent.log" | cut -d' ' -f1)
+    [ -n "$t_list" ] && put "listed_us_$n" $(($(date -d "$t_list" +%s%6N) - t0))
+
+    # The whole state, once: exactly what `ipvs-proxy plan` predicts.
+    ipvsadm -Sn | sort >"$D/state"
+    if cmp -s "$D/state" "$VM_OUT/data/$n/plan.sorted"; then
+      put "state_ok_$n" 1
+    else
+      put "state_ok_$n" 0
+      diff "$D/state" "$VM_OUT/data/$n/plan.sorted" | head -20
+      bad "N=$n: kernel state differs from the plan ($(wc -l <"$D/state") lines vs $(wc -l <"$VM_OUT/data/$n/plan.sorted"))"
+    fi
+    put "state_lines_$n" "$(wc -l <"$D/state")"
+
+    k=0
+    while read -r file vip new old; do
+      # Let the agent settle between changes (no coalescing of two changes).
+      sleep 0.5
+      if "$PROBE" change "$D/m/.c$k.tmp" "$D/m/$file" "$vip" "$new" "$old" "$CHANGE_TIMEOUT" >"$D/change$k.txt"; then
+        put "change_us_$n" "$(awk '$1=="change_us"{print $2}' "$D/change$k.txt")"
+      else
+        bad "N=$n: change $k ($file: $old -> $new) not seen in ${CHANGE_TIMEOUT}s: $(tr '\n' ' ' <"$D/change$k.txt")"
+      fi
+      k=$((k + 1))
+    done <"$VM_OUT/data/$n/changes.txt"
+    sleep 1
+    proc_sample "$pid" "end_$n"
+    # The agent's own sync timings (kube-proxy's histograms: _sum and _count).
+    curl -s --max-time 10 http://127.0.0.1:10249/metrics |
+      awk -v n="$n" '/^kubeproxy_sync_(full_|partial_)?proxy_rules_duration_seconds_(sum|count) / { print $1 "_" n, $2 }' >>"$res"
+    # Threads and the agent's own view of its syncs, for the record.
+    put "threads_$n" "$(awk '$1=="Threads:"{print $2}' "/proc/$pid/status")"
+    kill -TERM "$pid"
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && { bad "N=$n: the agent ignored SIGTERM for 10 s"; kill -KILL "$pid"; }
+    wait "$pid"
+    put "agent_exit_$n" "$?"
+    put "agent_log_lines_$n" "$(wc -l <"$D/agent.log")"
+    grep -iE 'warn|error' "$D/agent.log" | head -20 >"$VM_OUT/agent-$n.warnings.log"
+    cp "$D/agent.log" "$VM_OUT/agent-$n.log"
+    # The same parsing and planning without a kernel: `ipvs-proxy plan`.
+    t1=$(now_us)
+    "$AGENT" plan --manifests "$VM_OUT/data/$n/manifests" --node-name bench-node --node-ip 10.0.2.15 >/dev/null 2>&1
+    put "plan_us_$n" $(($(now_us) - t1))
+    rm -rf "$D"
+  done
 done
 say "bench done (fail=$fail)"
 exit "$fail"

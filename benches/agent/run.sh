@@ -17,7 +17,9 @@
 # Results: a table with ratios to kube-proxy v1.30.3 (measured on the same
 # UML kernel, /work/shared/notes/anchors.md) on stdout and in
 # .vm/bench-agent/report.txt; raw numbers in .vm/bench-agent/results.txt.
-# Env: REALS (default 10), CHANGES (default 12), UML_MEM (default 2048M),
+# Env: REALS (default 10), CHANGES (default 12), REPEAT (default 3: each
+# size measured that many times, each on a fresh module and a fresh agent;
+# the table shows medians), UML_MEM (default 2048M),
 # VM_TIMEOUT (s, default 3600), CARGO_TARGET_DIR (not under /tmp or /run).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -28,6 +30,7 @@ cd "$REPO"
 SIZES="${*:-100 1000 3000}"
 REALS="${REALS:-10}"
 CHANGES="${CHANGES:-12}"
+REPEAT="${REPEAT:-3}"
 for n in $SIZES; do
   case "$n" in '' | *[!0-9]*) die "sizes must be numbers (got $n)" ;; esac
   [ "$n" -le 62500 ] || die "at most 62500 Services (one /12 of cluster IPs)"
@@ -74,15 +77,20 @@ PROBE=$probe
 SIZES="$SIZES"
 REALS=$REALS
 CHANGES=$CHANGES
+REPEAT=$REPEAT
 COMPLETE_TIMEOUT=600
 CHANGE_TIMEOUT=60
 ENV
 
 log "booting UML for the agent benchmark (sizes: $SIZES; x $REALS endpoints; $CHANGES changes each)"
 vm_timeout="${VM_TIMEOUT:-3600}"
+# UML is one host process: other load on the host slows the guest and
+# inflates its CPU accounting. Recorded with the results.
+echo "before $(cut -d' ' -f1-3 /proc/loadavg)" >"$out/host_load.txt"
 VM_TIMEOUT="$vm_timeout" VM_TEST_TIMEOUT="$vm_timeout" \
   bash "$REPO/scripts/vm/uml.sh" "$out" "$here/guest.sh" ||
   die "the benchmark VM did not run (logs in $out)"
+echo "after $(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/host_load.txt"
 rc="$(cat "$out/payload.rc")"
 python3 "$here/report.py" "$out" | tee "$out/report.txt"
 [ "$rc" = 0 ] || die "benchmark payload failed (exit $rc): see $out/console.log and $out/guest.log"

@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use futures::TryStreamExt;
+use futures::{stream, StreamExt, TryStreamExt};
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use rtnetlink::{Handle, LinkDummy, LinkUnspec};
@@ -24,6 +24,9 @@ const ENODEV: i32 = 19;
 const EEXIST: i32 = 17;
 const EADDRNOTAVAIL: i32 = 99;
 const ENOENT: i32 = 2;
+
+/// Address additions in flight at once in [`DummyLink::add_addresses`].
+const ADD_IN_FLIGHT: usize = 64;
 
 /// Our dummy interface, reached through one rtnetlink connection.
 ///
@@ -215,11 +218,15 @@ impl DummyLink {
             return Ok(Vec::new());
         }
         let index = self.ensure().await?;
-        let mut out = Vec::with_capacity(addrs.len());
-        for a in addrs {
-            out.push((*a, self.add_address_at(index, *a).await));
-        }
-        Ok(out)
+        // Up to ADD_IN_FLIGHT requests in flight on the one connection
+        // instead of one round trip each: the kernel answers every request
+        // as it comes, and the answers are read in bursts (3,000 service
+        // addresses at start-up). Outcomes keep the order of `addrs`.
+        Ok(stream::iter(addrs.iter().copied())
+            .map(|a| async move { (a, self.add_address_at(index, a).await) })
+            .buffered(ADD_IN_FLIGHT)
+            .collect()
+            .await)
     }
 
     async fn add_address_at(&self, index: u32, addr: IpAddr) -> Result<()> {

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 
 use common::k8s::{service, slice, sync, Ep};
 use common::{rt, sh, Netns};
+use dataplane::nft::FilterChange;
 use dataplane::{Dataplane, DataplaneConfig};
 use proxy_core::{Config, DrainBook, NodeFacts, ProxyState};
 use serde_json::json;
@@ -180,5 +181,44 @@ fn cleanup_removes_ours_and_leaves_foreign_objects() {
         // A second cleanup finds nothing of ours.
         let again = dp.cleanup(&st.policy()).await.unwrap();
         assert!(again.virtual_servers.is_empty() && !again.interface_deleted);
+    });
+}
+
+/// The agent's `--packet-filter none`: `nft` is never run (it points at a
+/// program that does not exist), yet IPVS and the addresses are programmed,
+/// the filter facts are tracked (the next plan is empty), and cleanup
+/// leaves nftables alone.
+#[test]
+fn without_the_packet_filter_nft_is_never_run() {
+    let _ns = Netns::enter("dp-nofilter").with_uplink();
+    rt().block_on(async {
+        let mut dp = Dataplane::new(DataplaneConfig {
+            nft: "/nonexistent/nft".into(),
+            ..cfg()
+        })
+        .await
+        .unwrap();
+        dp.setup().await.unwrap();
+        let st = web_state();
+        let mut drains = DrainBook::new();
+        let (p, rep) = sync(&mut dp, &st, &mut drains).await;
+        assert!(!p.filter.is_empty(), "filter facts to track: {p:?}");
+        assert_eq!(rep.filter_change, FilterChange::Unchanged);
+        let l = ipvs_list();
+        assert!(l.contains("TCP  10.96.0.10:80 rr"), "{l}");
+        assert!(
+            l.contains("10.244.1.2:8080") && l.contains("10.244.2.2:8080"),
+            "{l}"
+        );
+        assert!(sh("ip addr show dev kube-ipvs0").contains("10.96.0.10/32"));
+        let (p2, _) = sync(&mut dp, &st, &mut drains).await;
+        assert!(
+            p2.ipvs.is_empty() && p2.bind.is_empty() && p2.filter.is_empty(),
+            "{p2:?}"
+        );
+        let rep = dp.cleanup(&st.policy()).await.unwrap();
+        assert!(!rep.table_deleted);
+        assert!(rep.interface_deleted);
+        assert!(!ipvs_list().contains("10.96.0.10"));
     });
 }

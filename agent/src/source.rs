@@ -323,13 +323,20 @@ pub struct Manifests {
 }
 
 /// Reads every `*.yaml`, `*.yml` and `*.json` file of `dir` (not recursive),
-/// multi-document, in file name order. A missing namespace is `default`.
+/// multi-document, in file name order. A missing namespace is `default`;
+/// an object defined twice is taken from its first file, as the agent does.
 /// One bad document fails the whole read. For one-shot commands (`plan`,
 /// `show`); the agent follows a directory with [`ManifestIndex`].
 pub fn read_manifests(dir: &Path) -> Result<Manifests, ManifestError> {
     let mut out = Manifests::default();
+    let mut seen = HashSet::new();
     for (path, _) in manifest_files(dir)? {
         for doc in parse_path(&path)? {
+            if let Doc::Object(o, _) = &doc {
+                if !seen.insert(o.id()) {
+                    continue;
+                }
+            }
             match doc {
                 Doc::Object(Object::Service(s), _) => out.services.push(*s),
                 Doc::Object(Object::EndpointSlice(s), _) => out.slices.push(*s),
@@ -1130,6 +1137,15 @@ metadata:
         .unwrap();
         let err = read_manifests(&d).unwrap_err();
         assert!(err.to_string().contains("bad.yaml: document 0"), "{err}");
+        // Defined twice: the first file's copy, as the agent uses.
+        std::fs::remove_file(d.join("bad.yaml")).unwrap();
+        std::fs::write(d.join("a.yaml"), WEB.replace("10.96.0.10", "10.96.0.11")).unwrap();
+        let m = read_manifests(&d).unwrap();
+        assert_eq!(m.services.len(), 1);
+        assert_eq!(
+            m.services[0].spec.as_ref().unwrap().cluster_ip.as_deref(),
+            Some("10.96.0.11")
+        );
     }
 
     async fn next(rx: &mut mpsc::Receiver<Change>) -> Change {

@@ -1072,6 +1072,24 @@ metadata:
     }
 
     #[tokio::test]
+    async fn index_applies_kube_proxys_selector() {
+        let d = temp_dir("selector");
+        std::fs::write(d.join("a.yaml"), WEB).unwrap();
+        let mut index = ManifestIndex::default();
+        refresh(&mut index, &d).await;
+        // The Service gains the service-proxy-name label: not ours any more.
+        let other = WEB.replacen(
+            "  name: web\n",
+            "  name: web\n  labels: {service.kubernetes.io/service-proxy-name: other}\n",
+            1,
+        );
+        std::fs::write(d.join("a.yaml"), other).unwrap();
+        let (_, out) = refresh(&mut index, &d).await;
+        assert_eq!(ids(&out), ["-Service default/web"]);
+        assert_eq!(index.len(), 1);
+    }
+
+    #[tokio::test]
     async fn index_objects_in_two_files_come_from_the_first() {
         let d = temp_dir("dups");
         let one = WEB.replace("10.96.0.10", "10.96.0.11");

@@ -68,13 +68,12 @@ fn finish(r: Result<String, app::AppError>) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // One thread: every allocation comes from glibc's main arena. With
-    // worker threads, list pages decoded on one thread and freed on
-    // another left ~20 MB of arena slack: 3,000 x 10 from an API server
-    // (dry run) peaked at 76-77 MB with 2 workers, 56 MB with one thread,
-    // as fast. The longest stretch without a yield is one plan (~0.1-0.3 s
-    // at 3,000 Services), well inside a probe's 1 s timeout.
-    let rt = match tokio::runtime::Builder::new_current_thread()
+    // Not a current-thread runtime: it lowered the peak from an API server
+    // (3,000 x 10, dry run: 76 -> 57 MB, glibc arenas) but on a real kernel
+    // (UML benchmark, same tree) took 36.6 s instead of 10.1 s to the
+    // complete state and 507 instead of 166 ms per change.
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
     {

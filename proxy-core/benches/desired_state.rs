@@ -12,47 +12,17 @@
 //! pods than a real node runs; it makes the build heavier, not lighter.
 
 use std::hint::black_box;
-use std::net::Ipv4Addr;
 use std::time::Instant;
 
 use std::time::Duration;
 
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use proxy_core::{plan, plan_changes, DrainBook, Observed, ProxyState};
 
 #[path = "../tests/common/mod.rs"]
 mod common;
-use common::{config, node, Slice, Svc};
-
-fn svc(i: u32) -> Service {
-    let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 0)) + i);
-    Svc::new("bench", &format!("svc-{i}"), &ip.to_string())
-        .port("http", "TCP", 80)
-        .build()
-}
-
-fn slice(i: u32, eps: u32, shift: u32) -> EndpointSlice {
-    let mut s =
-        Slice::new("bench", &format!("svc-{i}-abc"), &format!("svc-{i}")).port("http", "TCP", 8080);
-    for j in 0..eps {
-        let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 0)) + i * 16 + j + shift);
-        s = s.ep(
-            &ip.to_string(),
-            if j % 3 == 0 { "node-a" } else { "node-b" },
-        );
-    }
-    s.build()
-}
-
-fn cluster(n: u32) -> (Vec<Service>, Vec<EndpointSlice>) {
-    (
-        (0..n).map(svc).collect(),
-        (0..n).map(|i| slice(i, 10, 0)).collect(),
-    )
-}
+use common::{bench_cluster as cluster, bench_slice as slice, config, node};
 
 fn full_state<M: Measurement>(c: &mut Criterion<M>, tag: &str) {
     let (svcs, slices) = cluster(10_000);

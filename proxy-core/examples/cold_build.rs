@@ -2,41 +2,18 @@
 //! endpoints), for instruction-count profiling:
 //! `valgrind --tool=callgrind --toggle-collect='*replace_all*' target/release/examples/cold_build`.
 
-use std::net::Ipv4Addr;
-
 use proxy_core::ProxyState;
 
 #[path = "../tests/common/mod.rs"]
 mod common;
-use common::{config, node, Slice, Svc};
+use common::{bench_cluster, config, node};
 
 fn main() {
     let n: u32 = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(10_000);
-    let svcs: Vec<_> = (0..n)
-        .map(|i| {
-            let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 0)) + i);
-            Svc::new("bench", &format!("svc-{i}"), &ip.to_string())
-                .port("http", "TCP", 80)
-                .build()
-        })
-        .collect();
-    let slices: Vec<_> = (0..n)
-        .map(|i| {
-            let mut s = Slice::new("bench", &format!("svc-{i}-abc"), &format!("svc-{i}"))
-                .port("http", "TCP", 8080);
-            for j in 0..10 {
-                let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 0)) + i * 16 + j);
-                s = s.ep(
-                    &ip.to_string(),
-                    if j % 3 == 0 { "node-a" } else { "node-b" },
-                );
-            }
-            s.build()
-        })
-        .collect();
+    let (svcs, slices) = bench_cluster(n);
     let cpu = || {
         nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
             .map(std::time::Duration::from)

@@ -10,13 +10,11 @@
 //! Without valgrind it prints the process's resident set size (VmRSS) at each
 //! step, a coarser figure that includes allocator slack.
 
-use std::net::Ipv4Addr;
-
 use proxy_core::ProxyState;
 
 #[path = "../tests/common/mod.rs"]
 mod common;
-use common::{config, node, Slice, Svc};
+use common::{bench_cluster, config, node};
 
 /// VmRSS in KiB from /proc/self/status (0 where unavailable).
 fn rss_kib() -> u64 {
@@ -37,28 +35,7 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(3_000);
     let rss0 = rss_kib();
-    let svcs: Vec<_> = (0..n)
-        .map(|i| {
-            let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 0)) + i);
-            Svc::new("bench", &format!("svc-{i}"), &ip.to_string())
-                .port("http", "TCP", 80)
-                .build()
-        })
-        .collect();
-    let slices: Vec<_> = (0..n)
-        .map(|i| {
-            let mut s = Slice::new("bench", &format!("svc-{i}-abc"), &format!("svc-{i}"))
-                .port("http", "TCP", 8080);
-            for j in 0..10 {
-                let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 0)) + i * 16 + j);
-                s = s.ep(
-                    &ip.to_string(),
-                    if j % 3 == 0 { "node-a" } else { "node-b" },
-                );
-            }
-            s.build()
-        })
-        .collect();
+    let (svcs, slices) = bench_cluster(n);
     let rss1 = rss_kib();
     let mut s = ProxyState::new(config(), node());
     s.replace_all(&svcs, &slices);

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 
 use k8s_openapi::api::core::v1::{
     ClientIPConfig, LoadBalancerIngress, LoadBalancerStatus, Service, ServicePort, ServiceSpec,
@@ -275,4 +276,37 @@ pub fn config() -> Config {
         local_detect: proxy_core::LocalDetect::ClusterCidr(vec!["10.0.0.0/16".parse().unwrap()]),
         ..Config::default()
     }
+}
+
+/// The benchmark cluster's Service `i`: `bench/svc-{i}`, ClusterIP
+/// 10.96.0.0 + i, one TCP port 80 named `http`.
+pub fn bench_svc(i: u32) -> Service {
+    let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 0)) + i);
+    Svc::new("bench", &format!("svc-{i}"), &ip.to_string())
+        .port("http", "TCP", 80)
+        .build()
+}
+
+/// The benchmark cluster's EndpointSlice of Service `i`: `eps` ready
+/// endpoints (port 8080) from 10.128.0.0 + 16 i + `shift`; every third, from
+/// the first, on this node (`node-a`), the others on `node-b`.
+pub fn bench_slice(i: u32, eps: u32, shift: u32) -> EndpointSlice {
+    let mut s =
+        Slice::new("bench", &format!("svc-{i}-abc"), &format!("svc-{i}")).port("http", "TCP", 8080);
+    for j in 0..eps {
+        let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 0)) + i * 16 + j + shift);
+        s = s.ep(
+            &ip.to_string(),
+            if j % 3 == 0 { "node-a" } else { "node-b" },
+        );
+    }
+    s.build()
+}
+
+/// The benchmark cluster: `n` Services with 10 endpoints each.
+pub fn bench_cluster(n: u32) -> (Vec<Service>, Vec<EndpointSlice>) {
+    (
+        (0..n).map(bench_svc).collect(),
+        (0..n).map(|i| bench_slice(i, 10, 0)).collect(),
+    )
 }

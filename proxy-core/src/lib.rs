@@ -33,8 +33,9 @@ mod vecmap;
 
 pub use config::{Config, IpFamily, Limits, LocalDetect, NodeFacts, NodePortAddresses, Scheduler};
 pub use model::{
-    DesiredState, DesiredVirtualServer, FilterEntry, FilterFacts, HairpinFact, HealthCheckFact,
-    Masquerade, NodePortFact, ServiceName, ServicePortFact, ServicePortName, VipKind,
+    DesiredRealServer, DesiredState, DesiredVirtualServer, FilterEntry, FilterFacts, HairpinFact,
+    HealthCheckFact, Masquerade, NodePortFact, RealServers, ServiceName, ServicePortFact,
+    ServicePortName, VipKind,
 };
 pub use parse::{
     DEFAULT_AFFINITY_TIMEOUT, SCHEDULER_ANNOTATION, SCHEDULER_FLAGS_ANNOTATION, SERVICE_NAME_LABEL,

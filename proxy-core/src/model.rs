@@ -5,9 +5,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
-use ipvs::{Protocol, RealServer, RealServerKey, ServiceKey, VirtualServer};
+use ipvs::{ForwardMethod, Protocol, RealServer, RealServerKey, ServiceKey, VirtualServer};
 
 use crate::config::{IpFamily, LocalDetect};
 
@@ -101,22 +102,143 @@ impl fmt::Display for VipKind {
 }
 
 /// One virtual server we want programmed, with its real servers and owner.
+///
+/// The desired state holds each one behind an [`Arc`] shared with the
+/// engine's claim on its key: building the state copies nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredVirtualServer {
     /// The IPVS virtual server (key, scheduler, flags, persistence).
     pub server: VirtualServer,
-    /// The Service port it implements, for logs and `show`.
-    pub owner: ServicePortName,
+    /// The Service port it implements, for logs and `show` (shared by
+    /// every virtual server of that port).
+    pub owner: Arc<ServicePortName>,
     /// Which address of the Service it serves.
     pub kind: VipKind,
-    /// Its real servers (all weight 1, masquerade).
-    pub real_servers: BTreeMap<RealServerKey, RealServer>,
+    /// Its real servers (all weight 1, masquerade), sorted by key.
+    pub real_servers: RealServers,
 }
 
 impl DesiredVirtualServer {
     /// The key.
     pub fn key(&self) -> &ServiceKey {
         &self.server.key
+    }
+}
+
+/// A real server as the proxy decides it: address, port, weight and
+/// forwarding method. The rest of an [`ipvs::RealServer`] (thresholds,
+/// tunnel settings, counters) is never set by the proxy, so the desired
+/// state does not carry it: [`DesiredRealServer::to_real_server`] builds the
+/// kernel's form where an operation needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DesiredRealServer {
+    /// Address and port.
+    pub key: RealServerKey,
+    /// Weight (`-w`).
+    pub weight: u32,
+    /// Forwarding method (`-m`).
+    pub forward: ForwardMethod,
+}
+
+impl DesiredRealServer {
+    /// A masqueraded real server with weight 1 (what every Service endpoint
+    /// gets).
+    pub fn new(addr: IpAddr, port: u16) -> Self {
+        DesiredRealServer {
+            key: RealServerKey { addr, port },
+            weight: 1,
+            forward: ForwardMethod::Masquerade,
+        }
+    }
+
+    /// The real server as ipvs-rs programs it (no thresholds, no tunnel
+    /// settings).
+    pub fn to_real_server(&self) -> RealServer {
+        RealServer::new(self.key.addr, self.key.port)
+            .weight(self.weight)
+            .forward(self.forward)
+    }
+
+    /// True when an observed real server has this configuration: the same
+    /// as [`crate::real_server_matches`]`(&self.to_real_server(), observed)`
+    /// (read-only fields ignored; the kernel's `LOCALNODE` for a
+    /// masqueraded local address is not a difference), without building
+    /// the kernel's form.
+    pub fn matches(&self, observed: &RealServer) -> bool {
+        let forward_ok = self.forward == observed.forward
+            || (self.forward == ForwardMethod::Masquerade
+                && observed.forward == ForwardMethod::Local);
+        self.key == observed.key
+            && forward_ok
+            && self.weight == observed.weight
+            && observed.upper_threshold == 0
+            && observed.lower_threshold == 0
+            && observed.tunnel == ipvs::Tunnel::default()
+    }
+}
+
+/// The real servers of a desired virtual server: sorted by key, one per
+/// key, in one allocation (a virtual server rarely has more than a few
+/// dozen, and the state holds one set per virtual server).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RealServers(Box<[DesiredRealServer]>);
+
+impl RealServers {
+    /// Number of real servers.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when there are none (the virtual server forwards nothing).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The real server with this key.
+    pub fn get(&self, key: &RealServerKey) -> Option<&DesiredRealServer> {
+        self.0
+            .binary_search_by(|r| r.key.cmp(key))
+            .ok()
+            .map(|i| &self.0[i])
+    }
+
+    /// True when a real server has this key.
+    pub fn contains_key(&self, key: &RealServerKey) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// The real servers, by key.
+    pub fn iter(&self) -> std::slice::Iter<'_, DesiredRealServer> {
+        self.0.iter()
+    }
+
+    /// The keys, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &RealServerKey> {
+        self.0.iter().map(|r| &r.key)
+    }
+
+    /// The real servers as a sorted slice.
+    pub fn as_slice(&self) -> &[DesiredRealServer] {
+        &self.0
+    }
+}
+
+impl FromIterator<DesiredRealServer> for RealServers {
+    /// Sorts by key; of several with one key, the first is kept.
+    fn from_iter<I: IntoIterator<Item = DesiredRealServer>>(iter: I) -> Self {
+        let mut v: Vec<DesiredRealServer> = iter.into_iter().collect();
+        // Stable, and linear on the (usual) already sorted input.
+        v.sort_by_key(|r| r.key);
+        v.dedup_by(|later, first| later.key == first.key);
+        RealServers(v.into_boxed_slice())
+    }
+}
+
+impl<'a> IntoIterator for &'a RealServers {
+    type Item = &'a DesiredRealServer;
+    type IntoIter = std::slice::Iter<'a, DesiredRealServer>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
     }
 }
 
@@ -294,8 +416,9 @@ impl FilterFacts {
 /// Everything the node should hold for the Services it knows.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DesiredState {
-    /// Virtual servers by key, each with its real servers and owner.
-    pub virtual_servers: BTreeMap<ServiceKey, DesiredVirtualServer>,
+    /// Virtual servers by key, each with its real servers and owner
+    /// (shared with the engine: cloning the state copies no virtual server).
+    pub virtual_servers: BTreeMap<ServiceKey, Arc<DesiredVirtualServer>>,
     /// Addresses to bind on the dummy interface (`/32`, `/128`).
     pub addresses: BTreeSet<IpAddr>,
     /// Packet-filter facts.
@@ -309,5 +432,72 @@ impl DesiredState {
             .values()
             .map(|v| v.real_servers.len())
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{DesiredRealServer, RealServers};
+    use ipvs::{ForwardMethod, RealServer};
+    use proptest::prelude::*;
+    use std::net::IpAddr;
+
+    proptest! {
+        /// The lean comparison agrees with comparing the kernel's form.
+        #[test]
+        fn matches_agrees_with_real_server_matches(
+            d_port in 1u16..4, d_weight in 0u32..3, d_fwd in 0u32..3,
+            o_port in 1u16..4, o_weight in 0u32..3, o_fwd in 0u32..3,
+            upper in 0u32..2, lower in 0u32..2, tun_port in 0u16..2,
+            active in 0u32..3,
+        ) {
+            let a: IpAddr = "10.0.0.1".parse().unwrap();
+            let d = DesiredRealServer {
+                key: ipvs::RealServerKey { addr: a, port: d_port },
+                weight: d_weight,
+                forward: ForwardMethod::from(d_fwd),
+            };
+            let mut o = RealServer::new(a, o_port)
+                .weight(o_weight)
+                .forward(ForwardMethod::from(o_fwd));
+            o.upper_threshold = upper;
+            o.lower_threshold = lower;
+            o.tunnel.port = tun_port;
+            o.conns.active = active;
+            prop_assert_eq!(
+                d.matches(&o),
+                crate::real_server_matches(&d.to_real_server(), &o)
+            );
+        }
+    }
+
+    #[test]
+    fn real_servers_are_sorted_and_unique_by_key() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let rs: RealServers = [
+            DesiredRealServer::new(ip("10.0.0.2"), 80),
+            DesiredRealServer::new(ip("10.0.0.1"), 81),
+            DesiredRealServer {
+                weight: 0,
+                ..DesiredRealServer::new(ip("10.0.0.1"), 80)
+            },
+            DesiredRealServer::new(ip("10.0.0.1"), 80),
+        ]
+        .into_iter()
+        .collect();
+        let keys: Vec<String> = rs
+            .keys()
+            .map(|k| format!("{}:{}", k.addr, k.port))
+            .collect();
+        assert_eq!(keys, ["10.0.0.1:80", "10.0.0.1:81", "10.0.0.2:80"]);
+        // The first of two with one key is kept.
+        let k = ipvs::RealServerKey {
+            addr: ip("10.0.0.1"),
+            port: 80,
+        };
+        assert_eq!(rs.get(&k).map(|r| r.weight), Some(0));
+        assert!(!rs.contains_key(&ipvs::RealServerKey { port: 82, ..k }));
+        assert_eq!(rs.len(), 3);
+        assert_eq!(rs.iter().count(), rs.as_slice().len());
     }
 }

@@ -463,9 +463,9 @@ fn plan_virtual_servers(
         ) {
             (Some(d), None) => {
                 out.ipvs.push(Op::AddService(d.server.clone()));
-                for rs in d.real_servers.values() {
+                for rs in d.real_servers.iter() {
                     drains.started.remove(&(*key, rs.key));
-                    out.ipvs.push(Op::AddRealServer(*key, rs.clone()));
+                    out.ipvs.push(Op::AddRealServer(*key, rs.to_real_server()));
                 }
             }
             (Some(d), Some(o)) => {
@@ -474,12 +474,12 @@ fn plan_virtual_servers(
                 if !d.server.same_config(&o.server) {
                     out.ipvs.push(Op::EditService(d.server.clone()));
                 }
-                for rs in d.real_servers.values() {
+                for rs in d.real_servers.iter() {
                     drains.started.remove(&(*key, rs.key));
                     match o.real_servers.get(&rs.key) {
-                        None => out.ipvs.push(Op::AddRealServer(*key, rs.clone())),
-                        Some(ors) if !real_server_matches(rs, ors) => {
-                            out.ipvs.push(Op::EditRealServer(*key, rs.clone()))
+                        None => out.ipvs.push(Op::AddRealServer(*key, rs.to_real_server())),
+                        Some(ors) if !rs.matches(ors) => {
+                            out.ipvs.push(Op::EditRealServer(*key, rs.to_real_server()))
                         }
                         Some(_) => {}
                     }
@@ -759,9 +759,9 @@ impl Observed {
             if !d.server.same_config(&o.server) || d.real_servers.len() != o.real_servers.len() {
                 return false;
             }
-            for (rk, rs) in &d.real_servers {
-                match o.real_servers.get(rk) {
-                    Some(ors) if real_server_matches(rs, ors) => {}
+            for rs in &d.real_servers {
+                match o.real_servers.get(&rs.key) {
+                    Some(ors) if rs.matches(ors) => {}
                     _ => return false,
                 }
             }

@@ -10,10 +10,13 @@ use crate::model::DesiredState;
 /// unsigned comparisons), so compare with
 /// `diff <(ipvs-proxy plan | sort) <(ipvsadm -Sn | sort)`.
 pub fn render_ipvsadm_save(desired: &DesiredState) -> String {
-    ipvs::rules::render_save(
-        desired
-            .virtual_servers
-            .values()
-            .map(|v| (&v.server, v.real_servers.values())),
-    )
+    let rendered: Vec<(&ipvs::VirtualServer, Vec<ipvs::RealServer>)> = desired
+        .virtual_servers
+        .values()
+        .map(|v| {
+            let reals = v.real_servers.iter().map(|r| r.to_real_server()).collect();
+            (&v.server, reals)
+        })
+        .collect();
+    ipvs::rules::render_save(rendered.iter().map(|(vs, reals)| (*vs, reals)))
 }

@@ -618,7 +618,7 @@ impl ProxyState {
 
     /// The Service port that owns a virtual server, for `show`.
     pub fn owner_of(&self, key: &ServiceKey) -> Option<&crate::model::ServicePortName> {
-        self.desired.virtual_servers.get(key).map(|v| &v.owner)
+        self.desired.virtual_servers.get(key).map(|v| &*v.owner)
     }
 
     fn recompute(&mut self, name: &ServiceName) {

@@ -1,17 +1,17 @@
 //! One Service (+ its EndpointSlices) -> its share of the desired state.
 //! Pure and proportional to the size of that Service.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use ipvs::{Protocol, RealServer, RealServerKey, ServiceKey, VirtualServer};
+use ipvs::{Protocol, ServiceKey, VirtualServer};
 
 use crate::config::{Config, IpFamily, NodeFacts};
 use crate::fwmark;
 use crate::model::{
-    DesiredVirtualServer, FilterEntry, HairpinFact, HealthCheckFact, Masquerade, NodePortFact,
-    ServiceName, ServicePortFact, ServicePortName, VipKind,
+    DesiredRealServer, DesiredVirtualServer, FilterEntry, HairpinFact, HealthCheckFact, Masquerade,
+    NodePortFact, RealServers, ServiceName, ServicePortFact, VipKind,
 };
 use crate::parse::{ParsedEndpoint, ParsedPort, ParsedService, ParsedSlice};
 use crate::reject::{ObjectKind, ObjectRef, RejectReason, Rejection};
@@ -51,17 +51,12 @@ impl Ctx {
     }
 }
 
-/// One virtual server a Service wants, with what comes with it. The real
-/// servers are kept as sorted keys (all weight 1, masquerade): the full
-/// [`DesiredVirtualServer`] is built only for the winner of a key, so the
-/// state holds one full copy of each virtual server, not two.
+/// One virtual server a Service wants, with what comes with it. The
+/// virtual server itself is shared with the desired state while this claim
+/// wins its key: the state holds no copy of its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PortClaim {
-    pub server: VirtualServer,
-    pub owner: Arc<ServicePortName>,
-    pub kind: VipKind,
-    /// Sorted, de-duplicated.
-    pub real_servers: Box<[RealServerKey]>,
+    pub vs: Arc<DesiredVirtualServer>,
     /// The address to bind on the dummy interface, if any.
     pub bind: Option<IpAddr>,
     /// Filter entries that exist while this claim wins.
@@ -70,21 +65,8 @@ pub(crate) struct PortClaim {
 
 impl PortClaim {
     /// The virtual server as the desired state holds it.
-    pub fn desired(&self) -> DesiredVirtualServer {
-        DesiredVirtualServer {
-            server: self.server.clone(),
-            owner: ServicePortName::clone(&self.owner),
-            kind: self.kind,
-            // Inserted in ascending order (the keys are sorted): each goes
-            // to the end of the last leaf, nothing is shifted or re-sorted.
-            real_servers: {
-                let mut m = BTreeMap::new();
-                for k in self.real_servers.iter() {
-                    m.insert(*k, RealServer::new(k.addr, k.port));
-                }
-                m
-            },
-        }
+    pub fn desired(&self) -> Arc<DesiredVirtualServer> {
+        Arc::clone(&self.vs)
     }
 }
 
@@ -247,16 +229,11 @@ fn categorize<'a, 'b>(
 }
 
 /// The endpoints come sorted and unique by address:port from
-/// [`merged_endpoints`]; the sort below is then a linear check.
-fn real_servers(eps: &[&Ep]) -> Box<[RealServerKey]> {
-    let mut v: Vec<RealServerKey> = Vec::with_capacity(eps.len());
-    v.extend(eps.iter().map(|e| RealServerKey {
-        addr: e.addr,
-        port: e.port,
-    }));
-    v.sort_unstable();
-    v.dedup();
-    v.into_boxed_slice()
+/// [`merged_endpoints`]; the sort in `collect` is then a linear check.
+fn real_servers(eps: &[&Ep]) -> RealServers {
+    eps.iter()
+        .map(|e| DesiredRealServer::new(e.addr, e.port))
+        .collect()
 }
 
 fn key(protocol: Protocol, addr: IpAddr, port: u16) -> ServiceKey {
@@ -410,10 +387,12 @@ pub(crate) fn compute(
                 out.claims.insert(
                     vs.key,
                     Arc::new(PortClaim {
-                        server: vs,
-                        owner: Arc::clone(owner),
-                        kind,
-                        real_servers: real_servers(eps),
+                        vs: Arc::new(DesiredVirtualServer {
+                            server: vs,
+                            owner: Arc::clone(owner),
+                            kind,
+                            real_servers: real_servers(eps),
+                        }),
                         bind,
                         filter,
                     }),

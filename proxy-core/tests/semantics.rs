@@ -85,7 +85,7 @@ fn cluster_ip_gets_ready_endpoints_and_binds_vip() {
     assert_eq!(v.kind, VipKind::ClusterIp);
     assert_eq!(v.owner.to_string(), "default/web:http");
     assert_eq!(v.server.scheduler, "rr");
-    assert!(v.real_servers.values().all(|r| r.weight == 1));
+    assert!(v.real_servers.iter().all(|r| r.weight == 1));
 }
 
 #[test]

@@ -9,9 +9,17 @@
 //! `--write-config-to`, and ours: `--manifests`, `--drain-period`,
 //! `--service-cluster-ip-range`, `--packet-filter`). kube-proxy drops the other flags silently;
 //! we log a warning naming each one.
+//!
+//! The file is a `kubeproxy.config.k8s.io/v1alpha1` or `v1alpha2`
+//! `KubeProxyConfiguration`. v1alpha2 is the layout of kube-proxy's KEP-784
+//! (kubernetes/kubernetes PR #121830: sync periods at the top level, a
+//! `linux` section, bind addresses as CIDRs plus a port, `nodeIPOverride`,
+//! `detectLocal.clusterCIDRs`, `configHardFail`), with that PR's defaults.
+//! Each version is read with its own paths, defaults and error names;
+//! `--write-config-to` writes v1alpha1, which every kube-proxy reads.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -21,8 +29,12 @@ use serde_yaml::{Mapping, Value};
 
 use crate::duration;
 
-/// The API version of the configuration file we read and write.
+/// The API version of the configuration file we write (`--write-config-to`);
+/// we read it and [`API_VERSION_V1ALPHA2`].
 pub const API_VERSION: &str = "kubeproxy.config.k8s.io/v1alpha1";
+/// The restructured API version of kube-proxy's configuration (KEP-784), also
+/// read by `--config`.
+pub const API_VERSION_V1ALPHA2: &str = "kubeproxy.config.k8s.io/v1alpha2";
 /// The kind of the configuration file we read and write.
 pub const KIND: &str = "KubeProxyConfiguration";
 
@@ -136,7 +148,7 @@ impl PacketFilter {
 /// Every value flag is optional so we know which ones were given.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct Flags {
-    /// The path to the configuration file (a KubeProxyConfiguration, kubeproxy.config.k8s.io/v1alpha1).
+    /// The path to the configuration file (a KubeProxyConfiguration, kubeproxy.config.k8s.io/v1alpha1 or v1alpha2).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// If set, write the effective configuration to this file and exit.
@@ -411,13 +423,16 @@ pub struct Resolved {
 pub fn resolve(flags: &Flags, node_name_env: Option<&str>) -> Result<Resolved, ConfigError> {
     let mut warnings = Vec::new();
     let mut cfg = ProxyConfig::default();
+    let mut schema = Schema::V1alpha1;
     match &flags.config {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                 path: path.clone(),
                 source,
             })?;
-            cfg = parse_config_file(&text, &mut warnings)?;
+            let (file_cfg, file_schema) = parse_document(&text, &mut warnings)?;
+            cfg = file_cfg;
+            schema = file_schema;
             for name in flags_ignored_with_config(flags) {
                 warnings.push(format!(
                     "flag --{name} is ignored because --config is given (as in kube-proxy); set it in the configuration file"
@@ -458,7 +473,7 @@ pub fn resolve(flags: &Flags, node_name_env: Option<&str>) -> Result<Resolved, C
     if let Some(p) = flags.packet_filter {
         cfg.packet_filter = p;
     }
-    validate(&cfg)?;
+    validate_as(&cfg, schema)?;
     Ok(Resolved {
         config: cfg,
         warnings,
@@ -729,23 +744,66 @@ fn parse_node_port_addresses(
     Ok(out)
 }
 
+/// Which names a validation error uses for a field: kube-proxy's flags and
+/// v1alpha1 paths (flags, v1alpha1 files), or v1alpha2 paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Schema {
+    /// `kubeproxy.config.k8s.io/v1alpha1` (and the flags, which follow it).
+    V1alpha1,
+    /// `kubeproxy.config.k8s.io/v1alpha2`.
+    V1alpha2,
+}
+
+impl Schema {
+    fn sync_period(self) -> &'static str {
+        match self {
+            Self::V1alpha1 => "ipvs.syncPeriod (--ipvs-sync-period)",
+            Self::V1alpha2 => "syncPeriod (--ipvs-sync-period)",
+        }
+    }
+    fn min_sync_period(self) -> &'static str {
+        match self {
+            Self::V1alpha1 => "ipvs.minSyncPeriod",
+            Self::V1alpha2 => "minSyncPeriod",
+        }
+    }
+    fn cluster_cidr(self) -> &'static str {
+        match self {
+            Self::V1alpha1 => "clusterCIDR (--cluster-cidr)",
+            Self::V1alpha2 => "detectLocal.clusterCIDRs (--cluster-cidr)",
+        }
+    }
+    fn oom_score_adj(self) -> &'static str {
+        match self {
+            Self::V1alpha1 => "oomScoreAdj (--oom-score-adj)",
+            Self::V1alpha2 => "linux.oomScoreAdj (--oom-score-adj)",
+        }
+    }
+}
+
 /// Validates the effective configuration (kube-proxy's rules for the IPVS
-/// mode, plus the service/cluster CIDR overlap check).
+/// mode, plus the service/cluster CIDR overlap check). Errors name the
+/// v1alpha1 field and its flag.
 pub fn validate(cfg: &ProxyConfig) -> Result<(), ConfigError> {
+    validate_as(cfg, Schema::V1alpha1)
+}
+
+fn validate_as(cfg: &ProxyConfig, schema: Schema) -> Result<(), ConfigError> {
     let ipvs = &cfg.ipvs;
     if ipvs.sync_period.is_zero() {
         return Err(invalid(
-            "ipvs.syncPeriod (--ipvs-sync-period)",
+            schema.sync_period(),
             duration::format(ipvs.sync_period),
             "must be greater than 0",
         ));
     }
     if ipvs.min_sync_period > ipvs.sync_period {
         return Err(invalid(
-            "ipvs.syncPeriod (--ipvs-sync-period)",
+            schema.sync_period(),
             duration::format(ipvs.sync_period),
             format!(
-                "must be greater than or equal to ipvs.minSyncPeriod ({})",
+                "must be greater than or equal to {} ({})",
+                schema.min_sync_period(),
                 duration::format(ipvs.min_sync_period)
             ),
         ));
@@ -775,7 +833,7 @@ pub fn validate(cfg: &ProxyConfig) -> Result<(), ConfigError> {
     }
     if !(-1000..=1000).contains(&cfg.oom_score_adj) {
         return Err(invalid(
-            "oomScoreAdj (--oom-score-adj)",
+            schema.oom_score_adj(),
             cfg.oom_score_adj,
             "must be within the range [-1000, 1000]",
         ));
@@ -784,7 +842,7 @@ pub fn validate(cfg: &ProxyConfig) -> Result<(), ConfigError> {
         for c in &cfg.cluster_cidrs {
             if s.contains(&c.network()) || c.contains(&s.network()) {
                 return Err(invalid(
-                    "clusterCIDR (--cluster-cidr)",
+                    schema.cluster_cidr(),
                     c,
                     format!("overlaps the service CIDR {s} (--service-cluster-ip-range); pod and service ranges must be disjoint"),
                 ));
@@ -871,6 +929,34 @@ impl<'a> Section<'a> {
         }
     }
 
+    /// A v1alpha1 field found in a v1alpha2 document: kube-proxy refuses it
+    /// (strict decoding, `configHardFail` defaults to true), so do we, naming
+    /// where it lives now; with `configHardFail: false` it is a warning and
+    /// the value is not used.
+    fn moved(
+        &mut self,
+        key: &str,
+        now: &str,
+        hard_fail: bool,
+        warnings: &mut Vec<String>,
+    ) -> Result<(), ConfigError> {
+        let name = self.field_name(key);
+        let Some(v) = self.raw(key) else {
+            return Ok(());
+        };
+        let reason = format!("{name} is a {API_VERSION} field; in {API_VERSION_V1ALPHA2} {now}");
+        if hard_fail {
+            Err(invalid(
+                &name,
+                value_text(v),
+                format!("{reason} (configHardFail: false turns this into a warning)"),
+            ))
+        } else {
+            warnings.push(format!("configuration field {name} is ignored: {reason}"));
+            Ok(())
+        }
+    }
+
     fn finish(self, warnings: &mut Vec<String>) {
         for key in self.map.keys() {
             let key = value_text(key);
@@ -904,12 +990,21 @@ fn value_text(v: &Value) -> String {
     }
 }
 
-/// Parses a `KubeProxyConfiguration` document into the effective
-/// configuration (defaults for absent fields). Ignored fields produce warnings.
+/// Parses a `KubeProxyConfiguration` document (`kubeproxy.config.k8s.io/v1alpha1`
+/// or `v1alpha2`) into the effective configuration, with kube-proxy's defaults
+/// of that version for absent fields. Ignored fields produce warnings.
 pub fn parse_config_file(
     text: &str,
     warnings: &mut Vec<String>,
 ) -> Result<ProxyConfig, ConfigError> {
+    parse_document(text, warnings).map(|(cfg, _)| cfg)
+}
+
+/// [`parse_config_file`], also saying which version the document was.
+fn parse_document(
+    text: &str,
+    warnings: &mut Vec<String>,
+) -> Result<(ProxyConfig, Schema), ConfigError> {
     let doc: Value = serde_yaml::from_str(text).map_err(ConfigError::Syntax)?;
     let empty = Mapping::new();
     let map = match &doc {
@@ -926,17 +1021,13 @@ pub fn parse_config_file(
     let mut top = Section::new("", map);
     let mut cfg = ProxyConfig::default();
 
-    match top.get::<String>("apiVersion")? {
-        Some(v) if v == API_VERSION => {}
-        Some(v) => {
-            return Err(invalid(
-                "apiVersion",
-                v,
-                format!("must be {API_VERSION} (v1alpha2 is not supported yet)"),
-            ))
-        }
-        None => return Err(invalid("apiVersion", "", format!("must be {API_VERSION}"))),
-    }
+    let versions = format!("must be {API_VERSION} or {API_VERSION_V1ALPHA2}");
+    let schema = match top.get::<String>("apiVersion")? {
+        Some(v) if v == API_VERSION => Schema::V1alpha1,
+        Some(v) if v == API_VERSION_V1ALPHA2 => Schema::V1alpha2,
+        Some(v) => return Err(invalid("apiVersion", v, versions)),
+        None => return Err(invalid("apiVersion", "", versions)),
+    };
     match top.get::<String>("kind")? {
         Some(k) if k == KIND => {}
         other => {
@@ -947,6 +1038,7 @@ pub fn parse_config_file(
             ))
         }
     }
+    // The fields both versions share, at the same paths.
     if let Some(mode) = top.get::<String>("mode")? {
         check_mode("mode", &mode)?;
     }
@@ -956,156 +1048,23 @@ pub fn parse_config_file(
             cfg.hostname_override = Some(name);
         }
     }
-    if let Some(s) = top.get::<String>("bindAddress")? {
-        if !s.is_empty() {
-            cfg.bind_address = s.parse().map_err(|_| {
-                invalid(
-                    "bindAddress",
-                    &s,
-                    "not a valid textual representation of an IP address",
-                )
-            })?;
-        }
-    }
-    if let Some(s) = top.get::<String>("healthzBindAddress")? {
-        cfg.healthz_bind_address = parse_bind_address("healthzBindAddress", &s, 10256)?;
-    }
-    if let Some(s) = top.get::<String>("metricsBindAddress")? {
-        cfg.metrics_bind_address = parse_bind_address("metricsBindAddress", &s, 10249)?;
-    }
     if let Some(b) = top.get::<bool>("bindAddressHardFail")? {
         cfg.bind_address_hard_fail = b;
     }
-    if let Some(s) = top.get::<String>("clusterCIDR")? {
-        cfg.cluster_cidrs = parse_cidr_list("clusterCIDR", &s)?;
-    }
-    let mode = top.get::<String>("detectLocalMode")?.unwrap_or_default();
-    let (mut bridge, mut prefix) = (String::new(), String::new());
-    if let Some(mut dl) = top.section("detectLocal")? {
-        bridge = dl.get::<String>("bridgeInterface")?.unwrap_or_default();
-        prefix = dl.get::<String>("interfaceNamePrefix")?.unwrap_or_default();
-        dl.finish(warnings);
-    }
-    cfg.detect_local = detect_local("detectLocalMode", &mode, &bridge, &prefix)?;
     if let Some(list) = top.get::<Vec<String>>("nodePortAddresses")? {
         cfg.node_port_addresses = parse_node_port_addresses("nodePortAddresses", &list, warnings)?;
     }
-    if let Some(n) = top.get::<i32>("oomScoreAdj")? {
-        cfg.oom_score_adj = n;
-    }
     if let Some(mut cc) = top.section("clientConnection")? {
-        if let Some(p) = cc.get::<String>("kubeconfig")? {
-            if !p.is_empty() {
-                cfg.client.kubeconfig = Some(PathBuf::from(p));
-            }
-        }
-        if let Some(q) = cc.get::<f32>("qps")? {
-            if q != 0.0 {
-                cfg.client.qps = q;
-            }
-        }
-        if let Some(b) = cc.get::<i32>("burst")? {
-            if b != 0 {
-                cfg.client.burst = b;
-            }
-        }
-        if let Some(c) = cc.get::<String>("contentType")? {
-            if !c.is_empty() {
-                cfg.client.content_type = c;
-            }
-        }
-        cc.ignore(
-            "acceptContentTypes",
-            &[],
-            "the agent always speaks JSON",
-            warnings,
-        );
+        parse_client_connection(&mut cc, &mut cfg, warnings)?;
         cc.finish(warnings);
     }
-    if let Some(mut ipvs) = top.section("ipvs")? {
-        if let Some(d) = ipvs.duration("syncPeriod")? {
-            if !d.is_zero() {
-                cfg.ipvs.sync_period = d;
-            }
-        }
-        if let Some(d) = ipvs.duration("minSyncPeriod")? {
-            cfg.ipvs.min_sync_period = d;
-        }
-        if let Some(s) = ipvs.get::<String>("scheduler")? {
-            if !s.is_empty() {
-                cfg.ipvs.scheduler = s;
-            }
-        }
-        if let Some(list) = ipvs.get::<Vec<String>>("excludeCIDRs")? {
-            cfg.ipvs.exclude_cidrs = list
-                .iter()
-                .map(|s| parse_cidr("ipvs.excludeCIDRs", s))
-                .collect::<Result<_, _>>()?;
-        }
-        if let Some(b) = ipvs.get::<bool>("strictARP")? {
-            cfg.ipvs.strict_arp = b;
-        }
-        if let Some(d) = ipvs.duration("tcpTimeout")? {
-            cfg.ipvs.tcp_timeout = d;
-        }
-        if let Some(d) = ipvs.duration("tcpFinTimeout")? {
-            cfg.ipvs.tcp_fin_timeout = d;
-        }
-        if let Some(d) = ipvs.duration("udpTimeout")? {
-            cfg.ipvs.udp_timeout = d;
-        }
-        ipvs.finish(warnings);
-    }
-    if let Some(mut ipt) = top.section("iptables")? {
-        if let Some(b) = ipt.get::<bool>("masqueradeAll")? {
-            cfg.masquerade_all = b;
-        }
-        match ipt.get::<i32>("masqueradeBit")? {
-            Some(bit) if !(0..=31).contains(&bit) => {
-                return Err(invalid(
-                    "iptables.masqueradeBit",
-                    bit,
-                    "must be within the range [0, 31]",
-                ))
-            }
-            Some(bit) if bit != 14 => warnings.push(
-                "configuration field iptables.masqueradeBit is ignored: this agent marks packets in its own nftables table".into(),
-            ),
-            _ => {}
-        }
-        let why = "only used by kube-proxy's iptables mode";
-        ipt.ignore("syncPeriod", &["30s"], why, warnings);
-        ipt.ignore("minSyncPeriod", &["1s"], why, warnings);
-        ipt.ignore("localhostNodePorts", &["true"], why, warnings);
-        ipt.ignore("snatNodeInternalIP", &[], why, warnings);
-        ipt.finish(warnings);
-    }
     if let Some(mut logging) = top.section("logging")? {
-        if let Some(f) = logging.get::<String>("format")? {
-            cfg.log_format = LogFormat::parse("logging.format", &f)?;
-        }
-        if let Some(v) = logging.get::<u8>("verbosity")? {
-            cfg.verbosity = v;
-        }
-        logging.ignore(
-            "flushFrequency",
-            &["5s", "5000000000"],
-            "logs are not buffered",
-            warnings,
-        );
-        logging.ignore(
-            "vmodule",
-            &[],
-            "use RUST_LOG for per-module levels",
-            warnings,
-        );
-        logging.ignore(
-            "options",
-            &[],
-            "no logging options are implemented",
-            warnings,
-        );
+        parse_logging(&mut logging, &mut cfg, warnings)?;
         logging.finish(warnings);
+    }
+    match schema {
+        Schema::V1alpha1 => parse_v1alpha1(&mut top, &mut cfg, warnings)?,
+        Schema::V1alpha2 => parse_v1alpha2(&mut top, &mut cfg, warnings)?,
     }
     top.ignore(
         "featureGates",
@@ -1128,9 +1087,223 @@ pub fn parse_config_file(
     top.ignore(
         "configSyncPeriod",
         &["15m0s", "15m"],
-        "watches have no informer resync; ipvs.syncPeriod drives the full reconcile",
+        "watches have no informer resync; the sync period drives the full reconcile",
         warnings,
     );
+    top.ignore("winkernel", &[], "Windows only", warnings);
+    top.finish(warnings);
+    Ok((cfg, schema))
+}
+
+fn parse_client_connection(
+    cc: &mut Section<'_>,
+    cfg: &mut ProxyConfig,
+    warnings: &mut Vec<String>,
+) -> Result<(), ConfigError> {
+    if let Some(p) = cc.get::<String>("kubeconfig")? {
+        if !p.is_empty() {
+            cfg.client.kubeconfig = Some(PathBuf::from(p));
+        }
+    }
+    if let Some(q) = cc.get::<f32>("qps")? {
+        if q != 0.0 {
+            cfg.client.qps = q;
+        }
+    }
+    if let Some(b) = cc.get::<i32>("burst")? {
+        if b != 0 {
+            cfg.client.burst = b;
+        }
+    }
+    if let Some(c) = cc.get::<String>("contentType")? {
+        if !c.is_empty() {
+            cfg.client.content_type = c;
+        }
+    }
+    cc.ignore(
+        "acceptContentTypes",
+        &[],
+        "the agent always speaks JSON",
+        warnings,
+    );
+    Ok(())
+}
+
+fn parse_logging(
+    logging: &mut Section<'_>,
+    cfg: &mut ProxyConfig,
+    warnings: &mut Vec<String>,
+) -> Result<(), ConfigError> {
+    if let Some(f) = logging.get::<String>("format")? {
+        cfg.log_format = LogFormat::parse(&logging.field_name("format"), &f)?;
+    }
+    if let Some(v) = logging.get::<u8>("verbosity")? {
+        cfg.verbosity = v;
+    }
+    logging.ignore(
+        "flushFrequency",
+        &["5s", "5000000000"],
+        "logs are not buffered",
+        warnings,
+    );
+    logging.ignore(
+        "vmodule",
+        &[],
+        "use RUST_LOG for per-module levels",
+        warnings,
+    );
+    logging.ignore(
+        "options",
+        &[],
+        "no logging options are implemented",
+        warnings,
+    );
+    Ok(())
+}
+
+/// The IPVS fields both versions keep in `ipvs`.
+fn parse_ipvs_common(ipvs: &mut Section<'_>, cfg: &mut ProxyConfig) -> Result<(), ConfigError> {
+    if let Some(s) = ipvs.get::<String>("scheduler")? {
+        if !s.is_empty() {
+            cfg.ipvs.scheduler = s;
+        }
+    }
+    if let Some(list) = ipvs.get::<Vec<String>>("excludeCIDRs")? {
+        let name = ipvs.field_name("excludeCIDRs");
+        cfg.ipvs.exclude_cidrs = list
+            .iter()
+            .map(|s| parse_cidr(&name, s))
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(b) = ipvs.get::<bool>("strictARP")? {
+        cfg.ipvs.strict_arp = b;
+    }
+    if let Some(d) = ipvs.duration("tcpTimeout")? {
+        cfg.ipvs.tcp_timeout = d;
+    }
+    if let Some(d) = ipvs.duration("tcpFinTimeout")? {
+        cfg.ipvs.tcp_fin_timeout = d;
+    }
+    if let Some(d) = ipvs.duration("udpTimeout")? {
+        cfg.ipvs.udp_timeout = d;
+    }
+    Ok(())
+}
+
+/// `detectLocalMode` and `detectLocal` (v1alpha2 adds `detectLocal.clusterCIDRs`).
+fn parse_detect_local(
+    top: &mut Section<'_>,
+    cfg: &mut ProxyConfig,
+    schema: Schema,
+    warnings: &mut Vec<String>,
+) -> Result<(), ConfigError> {
+    let mode = top.get::<String>("detectLocalMode")?.unwrap_or_default();
+    let (mut bridge, mut prefix) = (String::new(), String::new());
+    if let Some(mut dl) = top.section("detectLocal")? {
+        bridge = dl.get::<String>("bridgeInterface")?.unwrap_or_default();
+        prefix = dl.get::<String>("interfaceNamePrefix")?.unwrap_or_default();
+        if schema == Schema::V1alpha2 {
+            if let Some(list) = dl.get::<Vec<String>>("clusterCIDRs")? {
+                cfg.cluster_cidrs = parse_cidr_list("detectLocal.clusterCIDRs", &list.join(","))?;
+            }
+        }
+        dl.finish(warnings);
+    }
+    cfg.detect_local = detect_local("detectLocalMode", &mode, &bridge, &prefix)?;
+    Ok(())
+}
+
+/// `conntrack` (v1alpha1) or `linux.conntrack` (v1alpha2): left to the node;
+/// each field is warned about when it differs from kube-proxy's default.
+fn ignore_conntrack(ct: &mut Section<'_>, warnings: &mut Vec<String>) {
+    let why = "conntrack limits and timeouts are left to the node (set them with sysctl)";
+    ct.ignore("maxPerCore", &["32768"], why, warnings);
+    ct.ignore("min", &["131072"], why, warnings);
+    ct.ignore("tcpEstablishedTimeout", &["24h0m0s", "24h"], why, warnings);
+    ct.ignore("tcpCloseWaitTimeout", &["1h0m0s", "1h"], why, warnings);
+    ct.ignore("tcpBeLiberal", &[], why, warnings);
+    ct.ignore("udpTimeout", &[], why, warnings);
+    ct.ignore("udpStreamTimeout", &[], why, warnings);
+}
+
+/// A masquerade bit: validated ([0, 31]) and, unless kube-proxy's 14, warned
+/// about: the agent marks packets in its own nftables table.
+fn check_masquerade_bit(
+    sec: &mut Section<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<(), ConfigError> {
+    let name = sec.field_name("masqueradeBit");
+    match sec.get::<i32>("masqueradeBit")? {
+        Some(bit) if !(0..=31).contains(&bit) => {
+            Err(invalid(&name, bit, "must be within the range [0, 31]"))
+        }
+        Some(bit) if bit != 14 => {
+            warnings.push(format!(
+                "configuration field {name} is ignored: this agent marks packets in its own nftables table"
+            ));
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn parse_v1alpha1(
+    top: &mut Section<'_>,
+    cfg: &mut ProxyConfig,
+    warnings: &mut Vec<String>,
+) -> Result<(), ConfigError> {
+    if let Some(s) = top.get::<String>("bindAddress")? {
+        if !s.is_empty() {
+            cfg.bind_address = s.parse().map_err(|_| {
+                invalid(
+                    "bindAddress",
+                    &s,
+                    "not a valid textual representation of an IP address",
+                )
+            })?;
+        }
+    }
+    if let Some(s) = top.get::<String>("healthzBindAddress")? {
+        cfg.healthz_bind_address = parse_bind_address("healthzBindAddress", &s, 10256)?;
+    }
+    if let Some(s) = top.get::<String>("metricsBindAddress")? {
+        cfg.metrics_bind_address = parse_bind_address("metricsBindAddress", &s, 10249)?;
+    }
+    if let Some(s) = top.get::<String>("clusterCIDR")? {
+        cfg.cluster_cidrs = parse_cidr_list("clusterCIDR", &s)?;
+    }
+    parse_detect_local(top, cfg, Schema::V1alpha1, warnings)?;
+    if let Some(n) = top.get::<i32>("oomScoreAdj")? {
+        cfg.oom_score_adj = n;
+    }
+    if let Some(mut ipvs) = top.section("ipvs")? {
+        if let Some(d) = ipvs.duration("syncPeriod")? {
+            if !d.is_zero() {
+                cfg.ipvs.sync_period = d;
+            }
+        }
+        if let Some(d) = ipvs.duration("minSyncPeriod")? {
+            cfg.ipvs.min_sync_period = d;
+        }
+        parse_ipvs_common(&mut ipvs, cfg)?;
+        ipvs.finish(warnings);
+    }
+    if let Some(mut ipt) = top.section("iptables")? {
+        if let Some(b) = ipt.get::<bool>("masqueradeAll")? {
+            cfg.masquerade_all = b;
+        }
+        check_masquerade_bit(&mut ipt, warnings)?;
+        let why = "only used by kube-proxy's iptables mode";
+        ipt.ignore("syncPeriod", &["30s"], why, warnings);
+        ipt.ignore("minSyncPeriod", &["1s"], why, warnings);
+        ipt.ignore("localhostNodePorts", &["true"], why, warnings);
+        ipt.ignore("snatNodeInternalIP", &[], why, warnings);
+        ipt.finish(warnings);
+    }
+    if let Some(mut ct) = top.section("conntrack")? {
+        ignore_conntrack(&mut ct, warnings);
+        ct.finish(warnings);
+    }
     top.ignore("portRange", &[], "userspace mode is gone", warnings);
     top.ignore(
         "udpIdleTimeout",
@@ -1139,21 +1312,253 @@ pub fn parse_config_file(
         warnings,
     );
     top.ignore(
-        "conntrack",
-        &[],
-        "conntrack limits and timeouts are left to the node (set them with sysctl)",
-        warnings,
-    );
-    top.ignore(
         "nftables",
         &[],
         "only used by kube-proxy's nftables mode",
         warnings,
     );
-    top.ignore("winkernel", &[], "Windows only", warnings);
     top.ignore("windowsRunAsService", &[], "Windows only", warnings);
-    top.finish(warnings);
-    Ok(cfg)
+    Ok(())
+}
+
+fn parse_v1alpha2(
+    top: &mut Section<'_>,
+    cfg: &mut ProxyConfig,
+    warnings: &mut Vec<String>,
+) -> Result<(), ConfigError> {
+    // Read first: it decides whether v1alpha1 leftovers stop the start.
+    let hard_fail = top.get::<bool>("configHardFail")?.unwrap_or(true);
+    let moved: &[(&str, &str)] = &[
+        ("bindAddress", "it is nodeIPOverride (a list)"),
+        (
+            "healthzBindAddress",
+            "it is healthzBindAddresses (CIDRs) and healthzBindPort",
+        ),
+        (
+            "metricsBindAddress",
+            "it is metricsBindAddresses (CIDRs) and metricsBindPort",
+        ),
+        ("clusterCIDR", "it is detectLocal.clusterCIDRs (a list)"),
+        ("oomScoreAdj", "it is linux.oomScoreAdj"),
+        ("conntrack", "it is linux.conntrack"),
+        ("windowsRunAsService", "it is windows.runAsService"),
+        ("portRange", "it was dropped"),
+        ("udpIdleTimeout", "it was dropped"),
+    ];
+    for (key, now) in moved {
+        top.moved(key, now, hard_fail, warnings)?;
+    }
+
+    if let Some(d) = top.duration("syncPeriod")? {
+        if !d.is_zero() {
+            cfg.ipvs.sync_period = d;
+        }
+    }
+    // v1alpha2 defaults an unset or zero minSyncPeriod to 1s (kube-proxy's
+    // SetDefaults_KubeProxyConfiguration); v1alpha1's ipvs.minSyncPeriod was 0s.
+    cfg.ipvs.min_sync_period = Duration::from_secs(1);
+    match top.duration("minSyncPeriod")? {
+        Some(d) if d.is_zero() => warnings.push(
+            "configuration field minSyncPeriod: 0s means unset in kubeproxy.config.k8s.io/v1alpha2; kube-proxy's default 1s applies".into(),
+        ),
+        Some(d) => cfg.ipvs.min_sync_period = d,
+        None => {}
+    }
+    let node_ips = top.get::<Vec<String>>("nodeIPOverride")?;
+    if let Some(list) = node_ips {
+        cfg.bind_address = parse_node_ip_override(&list)?;
+    }
+    cfg.healthz_bind_address = Some(bind_from_cidrs(
+        top,
+        "healthzBindAddresses",
+        "healthzBindPort",
+        &["0.0.0.0/0", "::/0"],
+        10256,
+    )?);
+    cfg.metrics_bind_address = Some(bind_from_cidrs(
+        top,
+        "metricsBindAddresses",
+        "metricsBindPort",
+        &["127.0.0.0/8", "::1/128"],
+        10249,
+    )?);
+    parse_detect_local(top, cfg, Schema::V1alpha2, warnings)?;
+    if let Some(mut linux) = top.section("linux")? {
+        if let Some(n) = linux.get::<i32>("oomScoreAdj")? {
+            cfg.oom_score_adj = n;
+        }
+        if let Some(b) = linux.get::<bool>("masqueradeAll")? {
+            cfg.masquerade_all = b;
+        }
+        if let Some(mut ct) = linux.section("conntrack")? {
+            ignore_conntrack(&mut ct, warnings);
+            ct.finish(warnings);
+        }
+        linux.finish(warnings);
+    }
+    if let Some(mut ipvs) = top.section("ipvs")? {
+        ipvs.moved(
+            "syncPeriod",
+            "it is syncPeriod (top level)",
+            hard_fail,
+            warnings,
+        )?;
+        ipvs.moved(
+            "minSyncPeriod",
+            "it is minSyncPeriod (top level)",
+            hard_fail,
+            warnings,
+        )?;
+        check_masquerade_bit(&mut ipvs, warnings)?;
+        parse_ipvs_common(&mut ipvs, cfg)?;
+        ipvs.finish(warnings);
+    }
+    if let Some(mut ipt) = top.section("iptables")? {
+        ipt.moved(
+            "masqueradeAll",
+            "it is linux.masqueradeAll",
+            hard_fail,
+            warnings,
+        )?;
+        ipt.moved(
+            "syncPeriod",
+            "it is syncPeriod (top level)",
+            hard_fail,
+            warnings,
+        )?;
+        ipt.moved(
+            "minSyncPeriod",
+            "it is minSyncPeriod (top level)",
+            hard_fail,
+            warnings,
+        )?;
+        let why = "only used by kube-proxy's iptables mode";
+        ipt.ignore("masqueradeBit", &["14"], why, warnings);
+        ipt.ignore("localhostNodePorts", &["true"], why, warnings);
+        ipt.finish(warnings);
+    }
+    if let Some(mut nft) = top.section("nftables")? {
+        nft.moved(
+            "masqueradeAll",
+            "it is linux.masqueradeAll",
+            hard_fail,
+            warnings,
+        )?;
+        nft.moved(
+            "syncPeriod",
+            "it is syncPeriod (top level)",
+            hard_fail,
+            warnings,
+        )?;
+        nft.moved(
+            "minSyncPeriod",
+            "it is minSyncPeriod (top level)",
+            hard_fail,
+            warnings,
+        )?;
+        nft.ignore(
+            "masqueradeBit",
+            &["14"],
+            "only used by kube-proxy's nftables mode",
+            warnings,
+        );
+        nft.finish(warnings);
+    }
+    top.ignore("windows", &[], "Windows only", warnings);
+    Ok(())
+}
+
+/// `nodeIPOverride`: the node's primary IP. `0.0.0.0`/`::` mean none; the
+/// agent holds one override, so two IPs (a dual-stack pair) are refused
+/// rather than half applied.
+fn parse_node_ip_override(list: &[String]) -> Result<IpAddr, ConfigError> {
+    let mut ips = Vec::new();
+    for (i, s) in list.iter().enumerate() {
+        let s = s.trim();
+        if s.is_empty() {
+            continue;
+        }
+        let ip: IpAddr = s.parse().map_err(|_| {
+            invalid(
+                &format!("nodeIPOverride[{i}]"),
+                s,
+                "not a valid textual representation of an IP address",
+            )
+        })?;
+        if !ip.is_unspecified() {
+            ips.push(ip);
+        }
+    }
+    match ips.as_slice() {
+        [] => Ok(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        [ip] => Ok(*ip),
+        _ => Err(invalid(
+            "nodeIPOverride",
+            list.join(","),
+            "ipvs-proxy takes one primary IP override; a dual-stack pair is not supported yet",
+        )),
+    }
+}
+
+/// v1alpha2's `*BindAddresses` (CIDRs holding the node IPs to serve on) and
+/// `*BindPort`, as the one socket address the agent binds: all addresses
+/// (`0.0.0.0/0` and/or `::/0`: the IPv4 wildcard when it is listed, else
+/// `[::]`), loopback (`127.0.0.0/8` and/or `::1/128`: `127.0.0.1` when listed,
+/// else `[::1]`), or one host prefix (`10.0.0.5/32`). Other ranges would need
+/// the node's addresses to pick from and are refused, naming the field.
+fn bind_from_cidrs(
+    top: &mut Section<'_>,
+    addrs_key: &str,
+    port_key: &str,
+    default_addrs: &[&str],
+    default_port: u16,
+) -> Result<SocketAddr, ConfigError> {
+    let port = match top.get::<i64>(port_key)? {
+        None | Some(0) => default_port,
+        Some(p) => u16::try_from(p)
+            .map_err(|_| invalid(port_key, p, "must be a valid port number (1-65535)"))?,
+    };
+    let given = top
+        .get::<Vec<String>>(addrs_key)?
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|s| !s.trim().is_empty())
+        .collect::<Vec<_>>();
+    let list: Vec<String> = if given.is_empty() {
+        default_addrs.iter().map(|s| s.to_string()).collect()
+    } else {
+        given
+    };
+    let mut nets = Vec::new();
+    for (i, s) in list.iter().enumerate() {
+        nets.push(parse_cidr(&format!("{addrs_key}[{i}]"), s)?);
+    }
+    let any_v4 = nets.iter().any(|n| n.addr().is_ipv4());
+    let ip = if nets.iter().all(|n| n.prefix_len() == 0) {
+        if any_v4 {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        }
+    } else if nets.iter().all(|n| n.addr().is_loopback()) {
+        if any_v4 {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            IpAddr::V6(Ipv6Addr::LOCALHOST)
+        }
+    } else {
+        match nets.as_slice() {
+            [n] if n.prefix_len() == n.max_prefix_len() => n.addr(),
+            _ => {
+                return Err(invalid(
+                    addrs_key,
+                    list.join(","),
+                    "ipvs-proxy serves on one address: give one host prefix (e.g. 10.0.0.5/32), 0.0.0.0/0 and/or ::/0 (all addresses), or 127.0.0.0/8 and/or ::1/128 (loopback)",
+                ))
+            }
+        }
+    };
+    Ok(SocketAddr::new(ip, port))
 }
 
 /// Renders the configuration as a `KubeProxyConfiguration` YAML document
@@ -1439,7 +1844,7 @@ clientConnection:
   acceptContentTypes: ""
 conntrack:
   maxPerCore: 32768
-  min: 131072
+  min: 262144
 configSyncPeriod: 15m0s
 iptables:
   masqueradeAll: true
@@ -1490,7 +1895,9 @@ somethingNew: 1
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.verbosity, 2);
         let joined = warnings.join("\n");
-        assert!(joined.contains("conntrack is ignored"), "{joined}");
+        assert!(joined.contains("conntrack.min is ignored"), "{joined}");
+        // kube-proxy's default left in a dump is not noise.
+        assert!(!joined.contains("maxPerCore"), "{joined}");
         assert!(joined.contains("featureGates is ignored"), "{joined}");
         assert!(
             joined.contains("unknown configuration field somethingNew"),
@@ -1644,5 +2051,511 @@ somethingNew: 1
         write_config(&c, &path).unwrap();
         let r = resolve(&flags(&["--config", path.to_str().unwrap()]), None).unwrap();
         assert_eq!(r.config, c);
+    }
+
+    // ---- kubeproxy.config.k8s.io/v1alpha2 ----
+
+    const V1ALPHA2_CONFIGMAP: &str =
+        include_str!("../tests/fixtures/kube-proxy-v1alpha2-configmap.yaml");
+
+    const V2_HEAD: &str =
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha2\nkind: KubeProxyConfiguration\n";
+
+    /// The `config.conf` key of the fixture ConfigMap.
+    fn configmap_config() -> String {
+        let cm: Value = serde_yaml::from_str(V1ALPHA2_CONFIGMAP).expect("fixture is YAML");
+        cm["data"]["config.conf"]
+            .as_str()
+            .expect("data.config.conf")
+            .to_string()
+    }
+
+    fn v2(body: &str) -> Result<(ProxyConfig, Vec<String>), ConfigError> {
+        let mut warnings = Vec::new();
+        parse_config_file(&format!("{V2_HEAD}{body}"), &mut warnings).map(|c| (c, warnings))
+    }
+
+    /// Resolves `--config` on a v1alpha2 document (so validation runs too).
+    fn resolve_v2(name: &str, body: &str, extra: &[&str]) -> Result<Resolved, ConfigError> {
+        let file = temp_file(name, &format!("{V2_HEAD}{body}"));
+        let mut args = vec!["--config", file.to_str().expect("utf-8 path")];
+        args.extend_from_slice(extra);
+        resolve(&flags(&args), None)
+    }
+
+    #[test]
+    fn v1alpha2_configmap_is_honoured_without_noise() {
+        let mut warnings = Vec::new();
+        let c = parse_config_file(&configmap_config(), &mut warnings).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(c.ipvs.sync_period, Duration::from_secs(45));
+        assert_eq!(c.ipvs.min_sync_period, Duration::from_secs(2));
+        assert_eq!(c.ipvs.scheduler, "lc");
+        assert_eq!(
+            c.ipvs.exclude_cidrs,
+            vec!["192.168.100.0/24".parse::<IpNet>().unwrap()]
+        );
+        assert!(c.ipvs.strict_arp);
+        assert_eq!(c.ipvs.tcp_fin_timeout, Duration::from_secs(30));
+        assert!(c.masquerade_all, "linux.masqueradeAll");
+        assert_eq!(c.oom_score_adj, -999);
+        assert_eq!(
+            c.cluster_cidrs,
+            vec![
+                "10.244.0.0/16".parse::<IpNet>().unwrap(),
+                "fd00:10:244::/56".parse().unwrap()
+            ]
+        );
+        assert_eq!(c.detect_local, DetectLocal::ClusterCidr);
+        assert_eq!(
+            c.healthz_bind_address,
+            Some("0.0.0.0:10256".parse().unwrap())
+        );
+        assert_eq!(
+            c.metrics_bind_address,
+            Some("0.0.0.0:10249".parse().unwrap())
+        );
+        assert_eq!(c.bind_address, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        assert_eq!(c.client.qps, 10.0);
+        assert_eq!(c.client.burst, 20);
+        assert_eq!(
+            c.client.kubeconfig.as_deref(),
+            Some(std::path::Path::new("/var/lib/kube-proxy/kubeconfig.conf"))
+        );
+        assert_eq!(c.node_port_addresses, vec![NodePortAddress::Primary]);
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.verbosity, 2);
+        // And it passes start-up validation through --config.
+        let file = temp_file("v2-configmap.yaml", &configmap_config());
+        let r = resolve(&flags(&["--config", file.to_str().unwrap()]), None).unwrap();
+        assert_eq!(r.config, c);
+    }
+
+    #[test]
+    fn v1alpha2_defaults_are_kube_proxys() {
+        // An empty v1alpha2 document: v1alpha1's defaults except
+        // minSyncPeriod, which v1alpha2 defaults to 1s.
+        let (c, warnings) = v2("").unwrap();
+        let expected = ProxyConfig {
+            ipvs: IpvsConfig {
+                min_sync_period: Duration::from_secs(1),
+                ..ProxyConfig::default().ipvs
+            },
+            ..ProxyConfig::default()
+        };
+        assert_eq!(c, expected);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        // The same as kube-proxy's own dump of its v1alpha2 defaults, which
+        // must not produce a single warning either.
+        let dump = "bindAddressHardFail: false
+clientConnection: {acceptContentTypes: \"\", burst: 10, contentType: application/vnd.kubernetes.protobuf, kubeconfig: \"\", qps: 5}
+configHardFail: true
+configSyncPeriod: 15m0s
+detectLocal: {}
+detectLocalMode: ClusterCIDR
+enableProfiling: false
+healthzBindAddresses: [0.0.0.0/0, \"::/0\"]
+healthzBindPort: 10256
+iptables: {localhostNodePorts: false, masqueradeBit: 14}
+ipvs: {masqueradeBit: 14, strictARP: false, tcpFinTimeout: 0s, tcpTimeout: 0s, udpTimeout: 0s}
+linux:
+  conntrack: {maxPerCore: 32768, min: 131072, tcpBeLiberal: false, tcpCloseWaitTimeout: 1h0m0s, tcpEstablishedTimeout: 24h0m0s, udpStreamTimeout: 0s, udpTimeout: 0s}
+  masqueradeAll: false
+  oomScoreAdj: -999
+logging: {flushFrequency: 5s, format: text, options: {json: {infoBufferSize: \"0\"}, text: {infoBufferSize: \"0\"}}, verbosity: 0}
+metricsBindAddresses: [127.0.0.0/8, \"::1/128\"]
+metricsBindPort: 10249
+minSyncPeriod: 1s
+nftables: {masqueradeBit: 14}
+syncPeriod: 30s
+windows: {runAsService: false}
+winkernel: {enableDSR: false, forwardHealthCheckVip: false}
+";
+        let (d, warnings) = v2(dump).unwrap();
+        assert_eq!(d, expected);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        // A zero minSyncPeriod is "unset" in v1alpha2: 1s, said out loud.
+        let (z, warnings) = v2("minSyncPeriod: 0s\n").unwrap();
+        assert_eq!(z.ipvs.min_sync_period, Duration::from_secs(1));
+        assert!(
+            warnings.iter().any(|w| w.contains("minSyncPeriod: 0s")),
+            "{warnings:?}"
+        );
+        // A zero syncPeriod is unset too: 30s, as in v1alpha1.
+        let (z, _) = v2("syncPeriod: 0s\n").unwrap();
+        assert_eq!(z.ipvs.sync_period, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn v1alpha2_moved_fields_are_read_at_their_new_paths() {
+        type Check = fn(&ProxyConfig) -> bool;
+        let cases: &[(&str, Check)] = &[
+            ("syncPeriod: 1m\n", |c| {
+                c.ipvs.sync_period == Duration::from_secs(60)
+            }),
+            ("minSyncPeriod: 500ms\n", |c| {
+                c.ipvs.min_sync_period == Duration::from_millis(500)
+            }),
+            ("linux:\n  masqueradeAll: true\n", |c| c.masquerade_all),
+            ("linux:\n  oomScoreAdj: -500\n", |c| c.oom_score_adj == -500),
+            ("detectLocal:\n  clusterCIDRs: [10.1.0.0/16]\n", |c| {
+                c.cluster_cidrs == vec!["10.1.0.0/16".parse::<IpNet>().unwrap()]
+            }),
+            ("nodeIPOverride: [192.0.2.7]\n", |c| {
+                c.bind_address == "192.0.2.7".parse::<IpAddr>().unwrap()
+            }),
+            ("nodeIPOverride: [\"0.0.0.0\"]\n", |c| {
+                c.bind_address.is_unspecified()
+            }),
+            ("healthzBindPort: 20256\n", |c| {
+                c.healthz_bind_address == Some("0.0.0.0:20256".parse().unwrap())
+            }),
+            ("healthzBindAddresses: [\"::/0\"]\n", |c| {
+                c.healthz_bind_address == Some("[::]:10256".parse().unwrap())
+            }),
+            (
+                "healthzBindAddresses: [10.0.0.5/32]\nhealthzBindPort: 9090\n",
+                |c| c.healthz_bind_address == Some("10.0.0.5:9090".parse().unwrap()),
+            ),
+            ("metricsBindAddresses: [\"::1/128\"]\n", |c| {
+                c.metrics_bind_address == Some("[::1]:10249".parse().unwrap())
+            }),
+            (
+                "metricsBindAddresses: [\"fd00::9/128\"]\nmetricsBindPort: 9999\n",
+                |c| c.metrics_bind_address == Some("[fd00::9]:9999".parse().unwrap()),
+            ),
+            ("metricsBindAddresses: [0.0.0.0/0, \"::/0\"]\n", |c| {
+                c.metrics_bind_address == Some("0.0.0.0:10249".parse().unwrap())
+            }),
+            (
+                "ipvs:\n  scheduler: sh\n  tcpTimeout: 15m\n  udpTimeout: 30s\n",
+                |c| {
+                    c.ipvs.scheduler == "sh"
+                        && c.ipvs.tcp_timeout == Duration::from_secs(900)
+                        && c.ipvs.udp_timeout == Duration::from_secs(30)
+                },
+            ),
+            (
+                "detectLocalMode: InterfaceNamePrefix\ndetectLocal:\n  interfaceNamePrefix: veth\n",
+                |c| c.detect_local == DetectLocal::InterfaceNamePrefix("veth".into()),
+            ),
+        ];
+        for (body, check) in cases {
+            let (c, warnings) = v2(body).unwrap_or_else(|e| panic!("{body}: {e}"));
+            assert!(check(&c), "{body}: {c:?}");
+            assert!(warnings.is_empty(), "{body}: {warnings:?}");
+        }
+    }
+
+    #[test]
+    fn v1alpha1_fields_in_a_v1alpha2_file_stop_the_start_naming_the_new_path() {
+        let cases = [
+            (
+                "ipvs:\n  syncPeriod: 45s\n",
+                "ipvs.syncPeriod",
+                "syncPeriod (top level)",
+            ),
+            (
+                "ipvs:\n  minSyncPeriod: 1s\n",
+                "ipvs.minSyncPeriod",
+                "minSyncPeriod (top level)",
+            ),
+            (
+                "iptables:\n  masqueradeAll: true\n",
+                "iptables.masqueradeAll",
+                "linux.masqueradeAll",
+            ),
+            (
+                "iptables:\n  syncPeriod: 30s\n",
+                "iptables.syncPeriod",
+                "syncPeriod (top level)",
+            ),
+            (
+                "nftables:\n  masqueradeAll: true\n",
+                "nftables.masqueradeAll",
+                "linux.masqueradeAll",
+            ),
+            (
+                "clusterCIDR: 10.244.0.0/16\n",
+                "clusterCIDR",
+                "detectLocal.clusterCIDRs",
+            ),
+            ("oomScoreAdj: -999\n", "oomScoreAdj", "linux.oomScoreAdj"),
+            ("conntrack:\n  min: 1\n", "conntrack", "linux.conntrack"),
+            ("bindAddress: 10.0.0.1\n", "bindAddress", "nodeIPOverride"),
+            (
+                "healthzBindAddress: 0.0.0.0:10256\n",
+                "healthzBindAddress",
+                "healthzBindAddresses",
+            ),
+            (
+                "metricsBindAddress: 0.0.0.0:10249\n",
+                "metricsBindAddress",
+                "metricsBindPort",
+            ),
+            (
+                "windowsRunAsService: true\n",
+                "windowsRunAsService",
+                "windows.runAsService",
+            ),
+            ("portRange: \"\"\n", "portRange", "dropped"),
+            ("udpIdleTimeout: 250ms\n", "udpIdleTimeout", "dropped"),
+        ];
+        for (body, field, now) in cases {
+            let err = v2(body).unwrap_err();
+            let msg = err.to_string();
+            assert_eq!(field_of(err), field, "{body}");
+            assert!(msg.contains(now), "{body}: {msg}");
+            assert!(msg.contains("kubeproxy.config.k8s.io/v1alpha2"), "{msg}");
+            // configHardFail: false makes it a warning, and the old field is
+            // not used.
+            let (c, warnings) = v2(&format!("configHardFail: false\n{body}")).unwrap();
+            assert_eq!(c, v2("").unwrap().0, "{body}");
+            assert_eq!(warnings.len(), 1, "{body}: {warnings:?}");
+            assert!(warnings[0].contains(field), "{warnings:?}");
+        }
+    }
+
+    #[test]
+    fn v1alpha2_invalid_values_name_the_v1alpha2_field() {
+        // Caught while reading the file.
+        let cases = [
+            ("syncPeriod: soon\n", "syncPeriod"),
+            ("minSyncPeriod: [1]\n", "minSyncPeriod"),
+            ("linux: 3\n", "linux"),
+            ("linux:\n  masqueradeAll: maybe\n", "linux.masqueradeAll"),
+            ("linux:\n  oomScoreAdj: low\n", "linux.oomScoreAdj"),
+            (
+                "detectLocal:\n  clusterCIDRs: [10.0.0.0/33]\n",
+                "detectLocal.clusterCIDRs",
+            ),
+            (
+                "detectLocal:\n  clusterCIDRs: [10.0.0.0/8, 10.1.0.0/16]\n",
+                "detectLocal.clusterCIDRs",
+            ),
+            (
+                "detectLocal:\n  clusterCIDRs: 10.0.0.0/8\n",
+                "detectLocal.clusterCIDRs",
+            ),
+            ("healthzBindPort: 70000\n", "healthzBindPort"),
+            ("metricsBindPort: -1\n", "metricsBindPort"),
+            ("healthzBindAddresses: [nope]\n", "healthzBindAddresses[0]"),
+            (
+                "metricsBindAddresses: [\"::1/128\", x]\n",
+                "metricsBindAddresses[1]",
+            ),
+            (
+                "metricsBindAddresses: [10.0.0.0/8]\n",
+                "metricsBindAddresses",
+            ),
+            (
+                "healthzBindAddresses: [10.0.0.5/32, 10.0.0.6/32]\n",
+                "healthzBindAddresses",
+            ),
+            ("nodeIPOverride: [not-an-ip]\n", "nodeIPOverride[0]"),
+            (
+                "nodeIPOverride: [10.0.0.1, \"fd00::1\"]\n",
+                "nodeIPOverride",
+            ),
+            ("ipvs:\n  masqueradeBit: 40\n", "ipvs.masqueradeBit"),
+            ("ipvs:\n  excludeCIDRs: [x]\n", "ipvs.excludeCIDRs"),
+            ("configHardFail: sometimes\n", "configHardFail"),
+            ("logging:\n  format: xml\n", "logging.format"),
+            ("mode: iptables\n", "mode"),
+            (
+                "detectLocalMode: BridgeInterface\n",
+                "detectLocal.bridgeInterface (--pod-bridge-interface)",
+            ),
+        ];
+        for (body, field) in cases {
+            let err = v2(body).unwrap_err();
+            assert_eq!(field_of(err), field, "{body}");
+        }
+        // Caught by start-up validation: the v1alpha2 path, not v1alpha1's.
+        let cases = [
+            (
+                "syncPeriod: 1s\nminSyncPeriod: 5s\n",
+                "syncPeriod (--ipvs-sync-period)",
+            ),
+            (
+                "linux:\n  oomScoreAdj: 2000\n",
+                "linux.oomScoreAdj (--oom-score-adj)",
+            ),
+            (
+                "ipvs:\n  scheduler: foo\n",
+                "ipvs.scheduler (--ipvs-scheduler)",
+            ),
+            (
+                "clientConnection:\n  burst: -1\n",
+                "clientConnection.burst (--kube-api-burst)",
+            ),
+        ];
+        for (i, (body, field)) in cases.iter().enumerate() {
+            let err = resolve_v2(&format!("v2-invalid-{i}.yaml"), body, &[]).unwrap_err();
+            let msg = err.to_string();
+            assert_eq!(&field_of(err), field, "{body}");
+            assert!(!msg.contains("ipvs.syncPeriod"), "{msg}");
+            assert!(!msg.contains("ipvs.minSyncPeriod"), "{msg}");
+        }
+        let err = resolve_v2(
+            "v2-minsync.yaml",
+            "syncPeriod: 1s\nminSyncPeriod: 5s\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("minSyncPeriod (5s)"), "{err}");
+        // The service CIDR overlap check names the v1alpha2 field too.
+        let err = resolve_v2(
+            "v2-overlap.yaml",
+            "detectLocal:\n  clusterCIDRs: [10.0.0.0/8]\n",
+            &["--service-cluster-ip-range=10.96.0.0/12"],
+        )
+        .unwrap_err();
+        assert_eq!(field_of(err), "detectLocal.clusterCIDRs (--cluster-cidr)");
+        // Neither version is anything else.
+        let mut w = vec![];
+        let err = parse_config_file(
+            "apiVersion: kubeproxy.config.k8s.io/v1beta1\nkind: KubeProxyConfiguration\n",
+            &mut w,
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert_eq!(field_of(err), "apiVersion");
+        assert!(
+            msg.contains("v1alpha1") && msg.contains("v1alpha2"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn v1alpha2_ignored_and_unknown_fields_are_warned_about_by_name() {
+        let (_, warnings) = v2(
+            "linux:\n  conntrack:\n    maxPerCore: 0\n    tcpBeLiberal: true\n  newThing: 1\nipvs:\n  masqueradeBit: 12\niptables:\n  masqueradeBit: 13\nnftables:\n  masqueradeBit: 15\nwindows:\n  runAsService: true\nfeatureGates:\n  SomeGate: true\nsomethingNew: 1\n",
+        )
+        .unwrap();
+        let joined = warnings.join("\n");
+        for name in [
+            "linux.conntrack.tcpBeLiberal is ignored",
+            "unknown configuration field linux.newThing",
+            "ipvs.masqueradeBit is ignored",
+            "iptables.masqueradeBit is ignored",
+            "nftables.masqueradeBit is ignored",
+            "windows is ignored",
+            "featureGates is ignored",
+            "unknown configuration field somethingNew",
+        ] {
+            assert!(joined.contains(name), "{name}: {joined}");
+        }
+        // maxPerCore 0 ("leave the limit as-is") is not a setting to warn about.
+        assert!(!joined.contains("maxPerCore"), "{joined}");
+        assert_eq!(warnings.len(), 8, "{joined}");
+    }
+
+    #[test]
+    fn v1alpha2_and_v1alpha1_with_the_same_settings_agree() {
+        let v1 = "apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: ipvs
+bindAddress: 192.0.2.10
+healthzBindAddress: 127.0.0.1:20256
+metricsBindAddress: 0.0.0.0:9100
+clusterCIDR: 10.244.0.0/16,fd00:244::/56
+oomScoreAdj: -500
+iptables:
+  masqueradeAll: true
+ipvs:
+  syncPeriod: 1m
+  minSyncPeriod: 3s
+  scheduler: wrr
+  strictARP: true
+nodePortAddresses: [10.0.0.0/8]
+";
+        let v2_body = "mode: ipvs
+nodeIPOverride: [192.0.2.10]
+healthzBindAddresses: [127.0.0.1/32]
+healthzBindPort: 20256
+metricsBindAddresses: [0.0.0.0/0]
+metricsBindPort: 9100
+detectLocal:
+  clusterCIDRs: [10.244.0.0/16, \"fd00:244::/56\"]
+linux:
+  oomScoreAdj: -500
+  masqueradeAll: true
+syncPeriod: 1m
+minSyncPeriod: 3s
+ipvs:
+  scheduler: wrr
+  strictARP: true
+nodePortAddresses: [10.0.0.0/8]
+";
+        let mut w1 = vec![];
+        let a = parse_config_file(v1, &mut w1).unwrap();
+        let (b, w2) = v2(v2_body).unwrap();
+        assert_eq!(a, b);
+        assert!(w1.is_empty() && w2.is_empty(), "{w1:?} {w2:?}");
+    }
+
+    #[test]
+    fn v1alpha2_file_with_flags_as_today() {
+        let body = "syncPeriod: 45s\nminSyncPeriod: 2s\nipvs:\n  scheduler: lc\nlinux:\n  masqueradeAll: true\nlogging:\n  format: json\n  verbosity: 2\nhostnameOverride: from-file\n";
+        let r = resolve_v2(
+            "v2-flags.yaml",
+            body,
+            &[
+                "--ipvs-sync-period=5s",
+                "--ipvs-min-sync-period=0s",
+                "--ipvs-scheduler=sh",
+                "--masquerade-all=false",
+                "--log-format=text",
+                "-v=5",
+                "--hostname-override=Node-A",
+                "--drain-period=2m",
+                "--packet-filter=none",
+            ],
+        )
+        .unwrap();
+        let c = &r.config;
+        // The file wins over the flags that have a configuration field...
+        assert_eq!(c.ipvs.sync_period, Duration::from_secs(45));
+        assert_eq!(c.ipvs.min_sync_period, Duration::from_secs(2));
+        assert_eq!(c.ipvs.scheduler, "lc");
+        assert!(c.masquerade_all);
+        // ...except logging and the hostname; flags without a field apply.
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.verbosity, 5);
+        assert_eq!(c.hostname_override.as_deref(), Some("node-a"));
+        assert_eq!(c.drain_period, Duration::from_secs(120));
+        assert_eq!(c.packet_filter, PacketFilter::None);
+        let joined = r.warnings.join("\n");
+        for flag in [
+            "--ipvs-sync-period is ignored",
+            "--ipvs-min-sync-period is ignored",
+            "--ipvs-scheduler is ignored",
+            "--masquerade-all is ignored",
+        ] {
+            assert!(joined.contains(flag), "{flag}: {joined}");
+        }
+        assert!(!joined.contains("--hostname-override"), "{joined}");
+        assert_eq!(r.warnings.len(), 4, "{joined}");
+    }
+
+    #[test]
+    fn write_config_from_a_v1alpha2_file_writes_v1alpha1() {
+        let file = temp_file("v2-to-write.yaml", &configmap_config());
+        let c = resolve(&flags(&["--config", file.to_str().unwrap()]), None)
+            .unwrap()
+            .config;
+        let text = to_yaml(&c);
+        assert!(
+            text.contains("apiVersion: kubeproxy.config.k8s.io/v1alpha1"),
+            "{text}"
+        );
+        let mut warnings = Vec::new();
+        assert_eq!(
+            parse_config_file(&text, &mut warnings).unwrap(),
+            c,
+            "{text}"
+        );
+        assert!(warnings.is_empty(), "{warnings:?}");
     }
 }

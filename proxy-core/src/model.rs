@@ -41,8 +41,8 @@ impl fmt::Display for ServiceName {
 /// `ServicePortName`; the port name is empty for a single unnamed port).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServicePortName {
-    /// The Service.
-    pub service: ServiceName,
+    /// The Service (shared with the engine's other indexes).
+    pub service: Arc<ServiceName>,
     /// The port's `name` (may be empty).
     pub port: String,
     /// The port's protocol.
@@ -227,9 +227,12 @@ impl FromIterator<DesiredRealServer> for RealServers {
     /// Sorts by key; of several with one key, the first is kept.
     fn from_iter<I: IntoIterator<Item = DesiredRealServer>>(iter: I) -> Self {
         let mut v: Vec<DesiredRealServer> = iter.into_iter().collect();
-        // Stable, and linear on the (usual) already sorted input.
-        v.sort_by_key(|r| r.key);
-        v.dedup_by(|later, first| later.key == first.key);
+        // The engine's input is already sorted and unique: checked, not sorted.
+        if !v.is_sorted_by(|a, b| a.key < b.key) {
+            // Stable: the first of equal keys stays first.
+            v.sort_by_key(|r| r.key);
+            v.dedup_by(|later, first| later.key == first.key);
+        }
         RealServers(v.into_boxed_slice())
     }
 }

@@ -148,31 +148,37 @@ impl ParseIp for str {
 /// else, which the caller hands to the standard parser, so the outcome is
 /// the standard one for every input.
 fn parse_ipv4_fast(b: &[u8]) -> Option<std::net::Ipv4Addr> {
-    let mut octets = [0u8; 4];
-    let mut i = 0;
-    for (n, o) in octets.iter_mut().enumerate() {
-        if n > 0 {
-            if b.get(i) != Some(&b'.') {
+    // "0.0.0.0" to "255.255.255.255": 7 to 15 bytes.
+    if b.len() < 7 || b.len() > 15 {
+        return None;
+    }
+    let mut bits: u32 = 0;
+    let mut dots = 0;
+    // The octet so far, its number of digits, and whether it began with 0.
+    let (mut v, mut digits, mut zero_first) = (0u32, 0u32, false);
+    for &c in b {
+        if c == b'.' {
+            if digits == 0 || dots == 3 || v > 255 {
                 return None;
             }
-            i += 1;
+            bits = (bits << 8) | v;
+            dots += 1;
+            (v, digits, zero_first) = (0, 0, false);
+            continue;
         }
-        let start = i;
-        let mut v: u32 = 0;
-        while let Some(d) = b.get(i).filter(|d| d.is_ascii_digit()) {
-            v = v * 10 + u32::from(d - b'0');
-            i += 1;
-            if i - start > 3 {
-                return None;
-            }
-        }
-        let len = i - start;
-        if len == 0 || (len > 1 && b[start] == b'0') {
+        let d = c.wrapping_sub(b'0');
+        // Not a digit, a digit after a leading zero, or a fourth digit.
+        if d > 9 || zero_first || digits == 3 {
             return None;
         }
-        *o = u8::try_from(v).ok()?;
+        zero_first = digits == 0 && d == 0;
+        v = v * 10 + u32::from(d);
+        digits += 1;
     }
-    (i == b.len()).then_some(std::net::Ipv4Addr::from(octets))
+    if dots != 3 || digits == 0 || v > 255 {
+        return None;
+    }
+    Some(std::net::Ipv4Addr::from_bits((bits << 8) | v))
 }
 
 /// The outcome of parsing a Service.
@@ -336,7 +342,7 @@ pub(crate) fn parse_service(
         }
         ports.push(ParsedPort {
             owner: std::sync::Arc::new(ServicePortName {
-                service: (*sname).clone(),
+                service: std::sync::Arc::clone(&sname),
                 port: pname.to_owned(),
                 protocol,
             }),
@@ -749,6 +755,17 @@ mod tests {
             "fd00::10",
             "::ffff:1.2.3.4",
             "9999.1.1.1",
+            "0.0.0.1",
+            "1.0.0.0",
+            "10.0.255.0",
+            "300.1.1.1",
+            "1.300.1.1",
+            "1.1.1.300",
+            "1.2.3.4.5",
+            "1.2.3.",
+            "12.34.56.789",
+            "255.255.255.2555",
+            "a.b.c.d",
         ] {
             agrees(s);
         }
@@ -757,6 +774,17 @@ mod tests {
     proptest! {
         #[test]
         fn fast_ipv4_parse_agrees_with_std_on_digit_strings(s in "[0-9.]{0,20}") {
+            prop_assert_eq!(s.parse_ip(), s.parse::<IpAddr>());
+        }
+
+        #[test]
+        fn fast_ipv4_parse_agrees_with_std_on_dotted_quads(
+            a in "(0|00|[1-9][0-9]{0,3}|0[0-9]{1,2})",
+            b in "[0-9]{1,3}",
+            c in "[0-9]{1,3}",
+            d in "(0|[0-9]{1,4}|[1-9][0-9]{0,2}[x/]?)",
+        ) {
+            let s = format!("{a}.{b}.{c}.{d}");
             prop_assert_eq!(s.parse_ip(), s.parse::<IpAddr>());
         }
     }

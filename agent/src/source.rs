@@ -9,7 +9,8 @@
 //! anything: while the API server is unreachable the node keeps what it has
 //! (fail static) and the watches retry with backoff.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -330,8 +331,14 @@ pub struct Manifests {
 pub fn read_manifests(dir: &Path) -> Result<Manifests, ManifestError> {
     let mut out = Manifests::default();
     let mut seen = HashSet::new();
-    for (path, _) in manifest_files(dir)? {
-        for doc in parse_path(&path)? {
+    for path in manifest_names(dir)? {
+        let text = match read_file(&path) {
+            Ok(Some((_, text))) => text,
+            // Gone since the listing, or not a file.
+            Ok(None) => continue,
+            Err(source) => return Err(ManifestError::Read { path, source }),
+        };
+        for doc in parse_file(&path, &text)? {
             if let Doc::Object(o, _) = &doc {
                 if !seen.insert(o.id()) {
                     continue;
@@ -351,39 +358,99 @@ pub fn read_manifests(dir: &Path) -> Result<Manifests, ManifestError> {
 /// What identifies a file's version: modification time, size, inode.
 type Stamp = (std::time::SystemTime, u64, u64);
 
-/// The manifest files of `dir`, sorted by path, with their stamps. Follows
-/// symlinks (ConfigMap volumes are symlinks).
-fn manifest_files(dir: &Path) -> Result<Vec<(PathBuf, Stamp)>, ManifestError> {
+fn stamp_of(m: &std::fs::Metadata) -> Stamp {
     use std::os::unix::fs::MetadataExt;
-    let mut files = Vec::new();
+    (
+        m.modified().unwrap_or(std::time::UNIX_EPOCH),
+        m.len(),
+        m.ino(),
+    )
+}
+
+/// Whether a directory entry's name is one of a manifest file.
+fn is_manifest_name(name: &std::ffi::OsStr) -> bool {
+    Path::new(name)
+        .extension()
+        .and_then(|x| x.to_str())
+        .is_some_and(|x| matches!(x, "yaml" | "yml" | "json"))
+}
+
+/// The paths of `dir` with a manifest file name, sorted. No `stat` per
+/// entry (one costs tens of microseconds in a VM, and a directory can hold
+/// thousands of files): only directories known as such from the listing
+/// itself are left out; whether the others are files (they may be symlinks,
+/// as in ConfigMap volumes) is found when they are read.
+fn manifest_names(dir: &Path) -> Result<Vec<PathBuf>, ManifestError> {
     let entries = std::fs::read_dir(dir).map_err(|source| ManifestError::Read {
         path: dir.to_path_buf(),
         source,
     })?;
+    let mut names = Vec::new();
     for entry in entries {
         let Ok(entry) = entry else { continue };
-        let path = entry.path();
-        let wanted = path
-            .extension()
-            .and_then(|x| x.to_str())
-            .is_some_and(|x| matches!(x, "yaml" | "yml" | "json"));
-        if !wanted {
+        if !is_manifest_name(&entry.file_name()) || entry.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
-        match std::fs::metadata(&path) {
-            Ok(m) if m.is_file() => {
-                let stamp = (
-                    m.modified().unwrap_or(std::time::UNIX_EPOCH),
-                    m.len(),
-                    m.ino(),
-                );
-                files.push((path, stamp));
+        names.push(entry.path());
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// The stamp of `path` when it is (a symlink to) a file; `None` when it is
+/// gone, not a file, or cannot be examined.
+fn stat_stamp(path: &Path) -> Option<Stamp> {
+    std::fs::metadata(path)
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| stamp_of(&m))
+}
+
+/// Files larger than this are still read whole; the buffer just starts
+/// smaller.
+const READ_HINT_MAX: usize = 16 << 20;
+
+/// Reads a file with its stamp, taken from the open file before reading:
+/// `open`, `fstat`, `read`, `close` for a file that does not change
+/// meanwhile (the read that would confirm the end is skipped when the
+/// file's size at the `fstat` has been read: a later write changes the
+/// stamp, and the next look reads the file again). `None` when the path
+/// is gone or not a file.
+fn read_file(path: &Path) -> std::io::Result<Option<(Stamp, String)>> {
+    use std::io::{ErrorKind, Read};
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Ok(None);
+    }
+    let size = usize::try_from(meta.len()).unwrap_or(usize::MAX);
+    let mut buf = vec![0u8; size.min(READ_HINT_MAX) + 1];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        let want = buf.len() - len;
+        match f.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                len += n;
+                if len == size && n < want {
+                    break;
+                }
             }
-            _ => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
-    files.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(files)
+    buf.truncate(len);
+    let text =
+        String::from_utf8(buf).map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))?;
+    Ok(Some((stamp_of(&meta), text)))
 }
 
 /// One document of a manifest file.
@@ -394,15 +461,6 @@ enum Doc {
     /// A document of another kind (`apiVersion/kind`).
     Skipped(String),
 }
-
-fn parse_path(path: &Path) -> Result<Vec<Doc>, ManifestError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    parse_file(path, &text)
-}
-
 /// Parses a multi-document file. Objects without a resourceVersion get
 /// `manifest-<hash of the document>`, which stands in for one.
 fn parse_file(path: &Path, text: &str) -> Result<Vec<Doc>, ManifestError> {
@@ -496,10 +554,16 @@ impl IndexedFile {
     }
 }
 
+/// An object whose file no longer defines it: deleted at the end of a
+/// refresh unless another file takes it over.
+type Orphan = (Kind, ObjectKey, Arc<Path>);
+
 /// Follows a manifest directory without keeping its objects: per file, the
 /// stamp and per object a hash; per object key, the file whose version the
 /// sync loop has. A refresh parses only new or changed files, one at a
-/// time, and sends what changed as it goes.
+/// time, and sends what changed as it goes: [`ManifestIndex::refresh`]
+/// looks at the whole directory, [`ManifestIndex::refresh_files`] only at
+/// the files an inotify event named.
 ///
 /// Rules: a file that cannot be read or parsed is skipped as a whole and
 /// keeps what it gave before (a half-written file deletes nothing), and is
@@ -517,9 +581,13 @@ pub struct ManifestIndex {
     listed: bool,
 }
 
-/// What a [`ManifestIndex::refresh`] did.
+/// What a [`ManifestIndex::refresh`] or [`ManifestIndex::refresh_files`]
+/// did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RefreshReport {
+    /// Files looked at (`stat` or read); a full refresh looks at every
+    /// manifest file, a refresh of named files only at those.
+    pub checked: usize,
     /// Files parsed (new or changed).
     pub parsed: usize,
     /// Files that could not be read or parsed this time, with the error.
@@ -532,113 +600,260 @@ pub struct RefreshReport {
 
 impl ManifestIndex {
     /// Reads `dir` again and sends what changed to `tx`, then, the first
-    /// time, `Listed` for both kinds. Fails (changing nothing) only when
-    /// the directory cannot be listed.
+    /// time, `Listed` for both kinds. Files seen before are `stat`ed and
+    /// read again only when their stamp changed; new ones are read at
+    /// once. Fails (changing nothing) only when the directory cannot be
+    /// listed.
     pub async fn refresh(
         &mut self,
         dir: &Path,
         tx: &mpsc::Sender<Change>,
     ) -> Result<RefreshReport, ManifestError> {
-        let listing = manifest_files(dir)?;
+        let names = manifest_names(dir)?;
         let mut report = RefreshReport::default();
-        let present: HashSet<&Path> = listing.iter().map(|(p, _)| p.as_path()).collect();
-        // Objects whose file no longer defines them: deleted at the end
-        // unless another file takes them over.
-        let mut orphans: Vec<(Kind, ObjectKey, Arc<Path>)> = Vec::new();
-        let removed: Vec<Arc<Path>> = self
-            .files
-            .keys()
-            .filter(|p| !present.contains(&***p))
-            .cloned()
-            .collect();
-        for path in removed {
-            if let Some(f) = self.files.remove(&path) {
-                orphans.extend(f.objects.into_iter().map(|(k, o, _)| (k, o, path.clone())));
-            }
-        }
-        self.failed.retain(|p, _| present.contains(p.as_path()));
-        drop(present);
-
-        for (path, stamp) in listing {
-            let known = self
-                .files
-                .get_key_value(path.as_path())
-                .map(|(p, f)| (p.clone(), f.stamp == stamp));
-            if known.as_ref().is_some_and(|(_, same)| *same)
-                || self.failed.get(&path) == Some(&stamp)
-            {
+        let mut still: HashSet<&Path> = HashSet::with_capacity(names.len());
+        let mut todo: Vec<&Path> = Vec::new();
+        for path in &names {
+            if !self.is_known(path) {
+                report.checked += 1;
+                todo.push(path);
                 continue;
             }
-            report.parsed += 1;
-            let docs = match parse_path(&path) {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot use manifest file; keeping what it gave before");
-                    report.errors.push(e.to_string());
-                    self.failed.insert(path, stamp);
+            report.checked += 1;
+            match stat_stamp(path) {
+                Some(stamp) if self.unchanged(path, &stamp) => {
+                    still.insert(path);
+                }
+                Some(_) => {
+                    still.insert(path);
+                    todo.push(path);
+                }
+                None => {}
+            }
+        }
+        // Files gone first, so that a file read below can take over their
+        // objects in this same refresh.
+        let mut orphans: Vec<Orphan> = Vec::new();
+        let gone: Vec<Arc<Path>> = self
+            .files
+            .keys()
+            .filter(|p| !still.contains(&***p))
+            .cloned()
+            .collect();
+        for path in gone {
+            self.forget(&path, &mut orphans);
+        }
+        self.failed.retain(|p, _| still.contains(p.as_path()));
+        drop(still);
+        for path in todo {
+            if !self.load(path, &mut report, &mut orphans, tx).await {
+                return Ok(report);
+            }
+        }
+        let first = !self.listed;
+        self.listed = true;
+        self.settle(orphans, first, &mut report, tx).await;
+        Ok(report)
+    }
+
+    /// Reads only the files `names` of `dir` (names from inotify events):
+    /// each one new or changed is parsed, each one gone has its objects
+    /// deleted (or taken from another file), as [`ManifestIndex::refresh`]
+    /// would. Names that are not manifest files are ignored. For use after
+    /// a first full refresh, which sends `Listed`.
+    pub async fn refresh_files(
+        &mut self,
+        dir: &Path,
+        names: &[OsString],
+        tx: &mpsc::Sender<Change>,
+    ) -> RefreshReport {
+        let mut paths: Vec<PathBuf> = names
+            .iter()
+            .filter(|n| is_manifest_name(n))
+            .map(|n| dir.join(n))
+            .collect();
+        paths.sort();
+        paths.dedup();
+        let mut report = RefreshReport::default();
+        let mut orphans: Vec<Orphan> = Vec::new();
+        // Gone ones first, as in a full refresh.
+        let mut todo = Vec::with_capacity(paths.len());
+        for path in &paths {
+            report.checked += 1;
+            match stat_stamp(path) {
+                Some(stamp) if self.unchanged(path, &stamp) => {}
+                Some(_) => todo.push(path.as_path()),
+                None => {
+                    self.forget(path, &mut orphans);
+                    self.failed.remove(path);
+                }
+            }
+        }
+        for path in todo {
+            if !self.load(path, &mut report, &mut orphans, tx).await {
+                return report;
+            }
+        }
+        self.settle(orphans, false, &mut report, tx).await;
+        report
+    }
+
+    /// How many objects the sync loop has from this directory.
+    pub fn len(&self) -> usize {
+        self.sent.len()
+    }
+
+    /// Whether no object has been sent (or all were deleted).
+    pub fn is_empty(&self) -> bool {
+        self.sent.is_empty()
+    }
+
+    fn is_known(&self, path: &Path) -> bool {
+        self.files.contains_key(path) || self.failed.contains_key(path)
+    }
+
+    /// Whether `stamp` is the one last used or last failed for `path`.
+    fn unchanged(&self, path: &Path, stamp: &Stamp) -> bool {
+        self.files.get(path).is_some_and(|f| f.stamp == *stamp)
+            || self.failed.get(path) == Some(stamp)
+    }
+
+    /// Drops a file that is gone; its objects become orphans.
+    fn forget(&mut self, path: &Path, orphans: &mut Vec<Orphan>) {
+        if let Some((p, f)) = self.files.remove_entry(path) {
+            orphans.extend(f.objects.into_iter().map(|(k, o, _)| (k, o, p.clone())));
+        }
+    }
+
+    /// Reads and parses one file and sends what changed in it. `false`
+    /// when the receiver has gone away.
+    async fn load(
+        &mut self,
+        path: &Path,
+        report: &mut RefreshReport,
+        orphans: &mut Vec<Orphan>,
+        tx: &mpsc::Sender<Change>,
+    ) -> bool {
+        let (stamp, docs) = match read_file(path) {
+            // Gone between the listing (or the event) and now.
+            Ok(None) => {
+                self.forget(path, orphans);
+                self.failed.remove(path);
+                return true;
+            }
+            Ok(Some((stamp, _))) if self.unchanged(path, &stamp) => return true,
+            Ok(Some((stamp, text))) => {
+                report.parsed += 1;
+                (stamp, parse_file(path, &text))
+            }
+            Err(source) => {
+                report.parsed += 1;
+                let stamp = stat_stamp(path);
+                let e = ManifestError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                };
+                match stamp {
+                    Some(stamp) => (stamp, Err(e)),
+                    None => {
+                        report.errors.push(e.to_string());
+                        return true;
+                    }
+                }
+            }
+        };
+        let docs = match docs {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot use manifest file; keeping what it gave before");
+                report.errors.push(e.to_string());
+                self.failed.insert(path.to_path_buf(), stamp);
+                return true;
+            }
+        };
+        self.failed.remove(path);
+        let out = self.apply_docs(path, stamp, docs, orphans);
+        for c in out {
+            report.sent += 1;
+            if tx.send(c).await.is_err() {
+                report.closed = true;
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Takes a file's new documents into the index; returns the changes.
+    fn apply_docs(
+        &mut self,
+        path: &Path,
+        stamp: Stamp,
+        docs: Vec<Doc>,
+        orphans: &mut Vec<Orphan>,
+    ) -> Vec<Change> {
+        let (file, before) = match self.files.remove_entry(path) {
+            Some((p, f)) => (p, Some(f.objects)),
+            None => (Arc::from(path), None),
+        };
+        let mut objects = Vec::new();
+        let mut out = Vec::new();
+        for doc in docs {
+            let (obj, hash) = match doc {
+                Doc::Object(obj, hash) => (obj, hash),
+                Doc::Skipped(kind) => {
+                    tracing::warn!(file = %file.display(), %kind, "manifest of a kind the agent does not use; skipped");
                     continue;
                 }
             };
-            self.failed.remove(&path);
-            let file: Arc<Path> = known.map(|(p, _)| p).unwrap_or_else(|| Arc::from(path));
-            let before = self.files.remove(&file).map(|f| f.objects);
-            let mut objects = Vec::new();
-            let mut out = Vec::new();
-            for doc in docs {
-                let (obj, hash) = match doc {
-                    Doc::Object(obj, hash) => (obj, hash),
-                    Doc::Skipped(kind) => {
-                        tracing::warn!(file = %file.display(), %kind, "manifest of a kind the agent does not use; skipped");
-                        continue;
-                    }
-                };
-                let selected = match &obj {
-                    Object::Service(s) => selected(&s.metadata),
-                    Object::EndpointSlice(s) => selected(&s.metadata),
-                    Object::Node(_) => true,
-                };
-                if !selected {
+            let selected = match &obj {
+                Object::Service(s) => selected(&s.metadata),
+                Object::EndpointSlice(s) => selected(&s.metadata),
+                Object::Node(_) => true,
+            };
+            if !selected {
+                continue;
+            }
+            let (kind, key) = obj.id();
+            objects.push((kind, key.clone(), hash));
+            let id = (kind, key);
+            match self.sent.get(&id) {
+                Some((owner, h)) if *owner == file && *h == hash => continue,
+                Some((owner, _))
+                    if *owner != file
+                        && owner < &file
+                        && self
+                            .files
+                            .get(owner)
+                            .is_some_and(|f| f.defines(id.0, &id.1)) =>
+                {
+                    tracing::warn!(object = %id.1, %kind, file = %file.display(), first = %owner.display(), "object defined in two manifest files; the first file's is used");
                     continue;
                 }
-                let (kind, key) = obj.id();
-                objects.push((kind, key.clone(), hash));
-                let id = (kind, key);
-                match self.sent.get(&id) {
-                    Some((owner, h)) if *owner == file && *h == hash => continue,
-                    Some((owner, _))
-                        if *owner != file
-                            && owner < &file
-                            && self
-                                .files
-                                .get(owner)
-                                .is_some_and(|f| f.defines(id.0, &id.1)) =>
-                    {
-                        tracing::warn!(object = %id.1, %kind, file = %file.display(), first = %owner.display(), "object defined in two manifest files; the first file's is used");
-                        continue;
-                    }
-                    _ => {
-                        self.sent.insert(id, (file.clone(), hash));
-                        out.push(Change::Applied(obj));
-                    }
-                }
-            }
-            for (kind, key, _) in before.into_iter().flatten() {
-                if !objects.iter().any(|(k, o, _)| *k == kind && *o == key) {
-                    orphans.push((kind, key, file.clone()));
-                }
-            }
-            self.files.insert(file, IndexedFile { stamp, objects });
-            for c in out {
-                report.sent += 1;
-                if tx.send(c).await.is_err() {
-                    report.closed = true;
-                    return Ok(report);
+                _ => {
+                    self.sent.insert(id, (file.clone(), hash));
+                    out.push(Change::Applied(obj));
                 }
             }
         }
+        for (kind, key, _) in before.into_iter().flatten() {
+            if !objects.iter().any(|(k, o, _)| *k == kind && *o == key) {
+                orphans.push((kind, key, file.clone()));
+            }
+        }
+        self.files.insert(file, IndexedFile { stamp, objects });
+        out
+    }
 
-        // Orphans still owned by the file that dropped them: another file
-        // may define them too (first in name order wins), else they go.
+    /// Orphans still owned by the file that dropped them: another file may
+    /// define them too (first in name order wins), else they go. Then,
+    /// when `first`, `Listed` for both kinds.
+    async fn settle(
+        &mut self,
+        mut orphans: Vec<Orphan>,
+        first: bool,
+        report: &mut RefreshReport,
+        tx: &mpsc::Sender<Change>,
+    ) {
         orphans.retain(|(k, o, f)| {
             self.sent
                 .get(&(*k, o.clone()))
@@ -665,7 +880,10 @@ impl ManifestIndex {
             }
         }
         for (path, wanted) in reparse {
-            let docs = parse_path(&path).unwrap_or_default();
+            let docs = match read_file(&path) {
+                Ok(Some((_, text))) => parse_file(&path, &text).unwrap_or_default(),
+                _ => Vec::new(),
+            };
             for (kind, key) in wanted {
                 let found = docs.iter().find_map(|d| match d {
                     Doc::Object(o, h) if o.id() == (kind, key.clone()) => Some((o, *h)),
@@ -684,8 +902,7 @@ impl ManifestIndex {
                 }
             }
         }
-        if !self.listed {
-            self.listed = true;
+        if first {
             out.push(Change::Listed(Kind::Service));
             out.push(Change::Listed(Kind::EndpointSlice));
         }
@@ -696,23 +913,67 @@ impl ManifestIndex {
                 break;
             }
         }
-        Ok(report)
+    }
+}
+
+/// Names inotify reported and not yet read; more than this and the source
+/// lists the whole directory instead.
+const MAX_PENDING_NAMES: usize = 4096;
+
+/// What inotify reported since the source last looked.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Pending {
+    /// Entries of the directory that changed.
+    names: BTreeSet<OsString>,
+    /// Events were lost (queue overflow) or concern more than one entry
+    /// (a directory, the watch itself): list the whole directory.
+    rescan: bool,
+}
+
+impl Pending {
+    /// Notes one inotify event.
+    fn note(&mut self, mask: nix::sys::inotify::AddWatchFlags, name: Option<OsString>) {
+        use nix::sys::inotify::AddWatchFlags as F;
+        let whole =
+            F::IN_Q_OVERFLOW | F::IN_IGNORED | F::IN_ISDIR | F::IN_DELETE_SELF | F::IN_MOVE_SELF;
+        match name {
+            Some(name) if !mask.intersects(whole) => {
+                if self.rescan {
+                    return;
+                }
+                if self.names.len() >= MAX_PENDING_NAMES {
+                    self.names.clear();
+                    self.rescan = true;
+                } else {
+                    self.names.insert(name);
+                }
+            }
+            _ => {
+                self.names.clear();
+                self.rescan = true;
+            }
+        }
     }
 
-    /// How many objects the sync loop has from this directory.
-    pub fn len(&self) -> usize {
-        self.sent.len()
-    }
-
-    /// Whether no object has been sent (or all were deleted).
-    pub fn is_empty(&self) -> bool {
-        self.sent.is_empty()
+    /// Whether the whole directory must be read: events were lost, or an
+    /// entry that is not a manifest file is now a symlink. (ConfigMap
+    /// volumes swap a `..data` symlink: every file behind it may have
+    /// changed without an event of its own.)
+    fn needs_full(&self, dir: &Path) -> bool {
+        self.rescan
+            || self.names.iter().any(|n| {
+                !is_manifest_name(n)
+                    && std::fs::symlink_metadata(dir.join(n))
+                        .is_ok_and(|m| m.file_type().is_symlink())
+            })
     }
 }
 
 /// Directory change notifications (inotify, read by a small thread), when
-/// available.
+/// available: the names of the entries that changed, so that only those
+/// are read.
 struct DirWatch {
+    pending: Arc<std::sync::Mutex<Pending>>,
     rx: mpsc::Receiver<()>,
 }
 
@@ -720,6 +981,8 @@ impl DirWatch {
     fn new(dir: &Path) -> Option<Self> {
         use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
         let ino = Inotify::init(InitFlags::IN_CLOEXEC).ok()?;
+        // Not IN_MODIFY: a file written in place is read at IN_CLOSE_WRITE,
+        // not half-written.
         ino.add_watch(
             dir,
             AddWatchFlags::IN_CLOSE_WRITE
@@ -727,15 +990,25 @@ impl DirWatch {
                 | AddWatchFlags::IN_MOVED_FROM
                 | AddWatchFlags::IN_CREATE
                 | AddWatchFlags::IN_DELETE
-                | AddWatchFlags::IN_ATTRIB,
+                | AddWatchFlags::IN_ATTRIB
+                | AddWatchFlags::IN_DELETE_SELF
+                | AddWatchFlags::IN_MOVE_SELF,
         )
         .ok()?;
+        let pending = Arc::new(std::sync::Mutex::new(Pending::default()));
+        let shared = pending.clone();
         let (tx, rx) = mpsc::channel(1);
         std::thread::Builder::new()
             .name("manifest-watch".into())
             .spawn(move || loop {
                 match ino.read_events() {
-                    Ok(_) => {
+                    Ok(events) => {
+                        {
+                            let mut p = shared.lock().unwrap_or_else(|e| e.into_inner());
+                            for e in events {
+                                p.note(e.mask, e.name);
+                            }
+                        }
                         // A full channel already holds a wake-up: fine.
                         if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(()) {
                             return;
@@ -749,23 +1022,27 @@ impl DirWatch {
                 }
             })
             .ok()?;
-        Some(Self { rx })
+        Some(Self { pending, rx })
     }
 
     /// Waits for the next change notification (forever once the watcher
-    /// thread has stopped).
-    async fn changed(&mut self) {
+    /// thread has stopped) and takes what it reported.
+    async fn changed(&mut self) -> Pending {
         if self.rx.recv().await.is_none() {
             std::future::pending::<()>().await;
         }
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut *p)
     }
 }
 
-/// Follows `dir`: reads it now, again whenever inotify reports a change in
-/// it, and at least every `interval` (changes that inotify does not see,
-/// e.g. files replaced behind a symlink), sending the differences to `tx`
-/// until it closes. Only new or changed files are parsed, one at a time;
-/// see [`ManifestIndex`] for the rules.
+/// Follows `dir`: reads it now, then the files inotify names as they
+/// change (the whole directory when events were lost or a symlink that is
+/// not a manifest changed), and the whole directory at least every
+/// `interval` (changes that inotify does not see, e.g. files replaced
+/// behind a symlink in another directory), sending the differences to
+/// `tx` until it closes. Only new or changed files are parsed, one at a
+/// time; see [`ManifestIndex`] for the rules.
 pub async fn run_manifests(dir: PathBuf, interval: Duration, tx: mpsc::Sender<Change>) {
     let mut index = ManifestIndex::default();
     let mut last_error: Option<String> = None;
@@ -773,8 +1050,22 @@ pub async fn run_manifests(dir: PathBuf, interval: Duration, tx: mpsc::Sender<Ch
     if watch.is_none() {
         tracing::warn!(dir = %dir.display(), "no inotify on the manifest directory; polling only");
     }
+    // What to read next: `None` for the whole directory.
+    let mut next: Option<Pending> = None;
+    let mut full_due = tokio::time::Instant::now();
     loop {
-        match index.refresh(&dir, &tx).await {
+        let named = next.take().filter(|p| index.listed && !p.needs_full(&dir));
+        let report = match named {
+            Some(p) => {
+                let names: Vec<OsString> = p.names.into_iter().collect();
+                Ok(index.refresh_files(&dir, &names, &tx).await)
+            }
+            None => {
+                full_due = tokio::time::Instant::now() + interval;
+                index.refresh(&dir, &tx).await
+            }
+        };
+        match report {
             Ok(report) => {
                 last_error = None;
                 if report.closed {
@@ -782,6 +1073,7 @@ pub async fn run_manifests(dir: PathBuf, interval: Duration, tx: mpsc::Sender<Ch
                 }
                 if report.parsed > 0 {
                     tracing::debug!(
+                        checked = report.checked,
                         parsed = report.parsed,
                         changes = report.sent,
                         objects = index.len(),
@@ -800,14 +1092,11 @@ pub async fn run_manifests(dir: PathBuf, interval: Duration, tx: mpsc::Sender<Ch
         match &mut watch {
             Some(w) => {
                 tokio::select! {
-                    _ = w.changed() => {
-                        // Let a burst of writes settle into one read.
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                    _ = tokio::time::sleep(interval) => {}
+                    p = w.changed() => next = Some(p),
+                    _ = tokio::time::sleep_until(full_due) => {}
                 }
             }
-            None => tokio::time::sleep(interval).await,
+            None => tokio::time::sleep_until(full_due).await,
         }
     }
 }
@@ -1136,6 +1425,262 @@ metadata:
             ["-Service default/web", "-EndpointSlice default/web-1"]
         );
         assert!(index.is_empty());
+    }
+
+    /// Writes `text` to a hidden temporary name and renames it over
+    /// `name`: an atomic replacement, as editors and the benchmark do.
+    fn replace(dir: &Path, name: &str, text: &str) {
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, dir.join(name)).unwrap();
+    }
+
+    async fn refresh_files(
+        index: &mut ManifestIndex,
+        dir: &Path,
+        names: &[&str],
+    ) -> (RefreshReport, Vec<Change>) {
+        let names: Vec<OsString> = names.iter().map(OsString::from).collect();
+        let (tx, mut rx) = mpsc::channel(1024);
+        let report = index.refresh_files(dir, &names, &tx).await;
+        drop(tx);
+        let mut out = Vec::new();
+        while let Some(c) = rx.recv().await {
+            out.push(c);
+        }
+        (report, out)
+    }
+
+    #[tokio::test]
+    async fn refresh_files_reads_only_the_named_files() {
+        let d = temp_dir("named");
+        for name in ["api", "shop", "web"] {
+            std::fs::write(d.join(format!("{name}.yaml")), WEB.replace("web", name)).unwrap();
+        }
+        let mut index = ManifestIndex::default();
+        let (r, _) = refresh(&mut index, &d).await;
+        assert_eq!((r.checked, r.parsed), (3, 3));
+
+        // Atomic replacement of one file: only it is looked at, only the
+        // slice that changed is sent. The temporary name is not a manifest.
+        replace(
+            &d,
+            "shop.yaml",
+            &WEB.replace("web", "shop")
+                .replace("10.244.1.2", "10.244.1.40"),
+        );
+        let (r, out) = refresh_files(&mut index, &d, &[".shop.yaml.tmp", "shop.yaml"]).await;
+        assert_eq!((r.checked, r.parsed), (1, 1), "{r:?}");
+        assert_eq!(ids(&out), ["+EndpointSlice default/shop-1"]);
+
+        // Named again without a change: looked at, not parsed, nothing sent.
+        let (r, out) = refresh_files(&mut index, &d, &["shop.yaml"]).await;
+        assert_eq!((r.checked, r.parsed, out.len()), (1, 0, 0));
+
+        // A file that fails to parse keeps what it gave, and is reported.
+        replace(&d, "shop.yaml", "apiVersion: v1\nkind: Service\nspec: 3\n");
+        let (r, out) = refresh_files(&mut index, &d, &["shop.yaml"]).await;
+        assert_eq!(r.errors.len(), 1, "{r:?}");
+        assert!(r.errors[0].contains("shop.yaml: document 0"), "{r:?}");
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(index.len(), 6);
+
+        // A new file, a file deleted and a file moved to a name that is not
+        // a manifest's, in one batch of events.
+        std::fs::write(d.join("cart.yaml"), WEB.replace("web", "cart")).unwrap();
+        std::fs::remove_file(d.join("api.yaml")).unwrap();
+        std::fs::rename(d.join("web.yaml"), d.join("web.yaml.off")).unwrap();
+        let (r, out) = refresh_files(
+            &mut index,
+            &d,
+            &["web.yaml", "cart.yaml", "api.yaml", "web.yaml.off"],
+        )
+        .await;
+        assert_eq!(r.checked, 3, "{r:?}");
+        assert_eq!(
+            ids(&out),
+            [
+                "+Service default/cart",
+                "+EndpointSlice default/cart-1",
+                "-Service default/api",
+                "-Service default/web",
+                "-EndpointSlice default/api-1",
+                "-EndpointSlice default/web-1",
+            ]
+        );
+        // The broken file is still not parsed again by a full refresh, and
+        // the full refresh agrees with what the events did.
+        let (r, out) = refresh(&mut index, &d).await;
+        assert_eq!((r.checked, r.parsed, out.len()), (2, 0, 0), "{r:?} {out:?}");
+    }
+
+    #[tokio::test]
+    async fn refresh_files_hands_objects_over_between_files() {
+        let d = temp_dir("named-dups");
+        std::fs::write(d.join("b.yaml"), WEB).unwrap();
+        std::fs::write(d.join("a.yaml"), WEB.replace("10.96.0.10", "10.96.0.11")).unwrap();
+        let mut index = ManifestIndex::default();
+        refresh(&mut index, &d).await;
+        // The first file goes: the second file's versions are sent, nothing
+        // is deleted.
+        std::fs::remove_file(d.join("a.yaml")).unwrap();
+        let (_, out) = refresh_files(&mut index, &d, &["a.yaml"]).await;
+        assert_eq!(
+            ids(&out),
+            ["+Service default/web", "+EndpointSlice default/web-1"]
+        );
+        match &out[0] {
+            Change::Applied(Object::Service(s)) => assert_eq!(
+                s.spec.as_ref().unwrap().cluster_ip.as_deref(),
+                Some("10.96.0.10")
+            ),
+            other => panic!("unexpected {other:?}"),
+        }
+        // It comes back: it sorts first, so it takes over again (its slice
+        // is sent too: another file's copy, even if the same).
+        replace(&d, "a.yaml", &WEB.replace("10.96.0.10", "10.96.0.12"));
+        let (_, out) = refresh_files(&mut index, &d, &["a.yaml"]).await;
+        assert_eq!(
+            ids(&out),
+            ["+Service default/web", "+EndpointSlice default/web-1"]
+        );
+        assert_eq!(index.len(), 2);
+    }
+
+    #[test]
+    fn inotify_events_name_files_or_ask_for_a_full_read() {
+        use nix::sys::inotify::AddWatchFlags as F;
+        let mut p = Pending::default();
+        p.note(F::IN_MOVED_FROM, Some(".web.yaml.tmp".into()));
+        p.note(F::IN_MOVED_TO, Some("web.yaml".into()));
+        p.note(F::IN_CLOSE_WRITE, Some("web.yaml".into()));
+        assert!(!p.rescan);
+        assert_eq!(p.names.len(), 2);
+        // Lost events: everything is read, the names are moot.
+        p.note(F::IN_Q_OVERFLOW, None);
+        assert_eq!(
+            p,
+            Pending {
+                names: BTreeSet::new(),
+                rescan: true
+            }
+        );
+        p.note(F::IN_CLOSE_WRITE, Some("api.yaml".into()));
+        assert!(p.names.is_empty());
+        // A directory in the watched one, the watch itself.
+        for mask in [F::IN_CREATE | F::IN_ISDIR, F::IN_IGNORED, F::IN_DELETE_SELF] {
+            let mut p = Pending::default();
+            p.note(mask, Some("x".into()));
+            assert!(p.rescan, "{mask:?}");
+        }
+        // Too many names: a full read.
+        let mut p = Pending::default();
+        for i in 0..=MAX_PENDING_NAMES {
+            p.note(F::IN_CLOSE_WRITE, Some(format!("s{i}.yaml").into()));
+        }
+        assert!(p.rescan && p.names.is_empty());
+
+        // A symlink that is not a manifest (ConfigMap volumes' `..data`)
+        // changed: a full read; a manifest or a gone temporary file: not.
+        let d = temp_dir("pending");
+        std::fs::write(d.join("web.yaml"), WEB).unwrap();
+        std::os::unix::fs::symlink(&d, d.join("..data")).unwrap();
+        let named = |names: &[&str]| Pending {
+            names: names.iter().map(OsString::from).collect(),
+            rescan: false,
+        };
+        assert!(!named(&["web.yaml", ".web.yaml.tmp"]).needs_full(&d));
+        assert!(named(&["..data", "web.yaml"]).needs_full(&d));
+    }
+
+    /// The next `n` changes, as [`ids`].
+    async fn changes(n: usize, rx: &mut mpsc::Receiver<Change>) -> Vec<String> {
+        let mut v = Vec::new();
+        while v.len() < n {
+            v.push(next(rx).await);
+        }
+        ids(&v)
+    }
+
+    /// The poll interval is a minute: every change below is seen through
+    /// inotify, file by file.
+    #[tokio::test]
+    async fn follows_renames_and_symlink_swaps() {
+        let d = temp_dir("follow-named");
+        let elsewhere = temp_dir("follow-named-data");
+        std::fs::write(d.join("web.yaml"), WEB).unwrap();
+        // A ConfigMap volume: shop.yaml -> ..data/shop.yaml, ..data -> v1.
+        std::fs::create_dir_all(elsewhere.join("v1")).unwrap();
+        std::fs::create_dir_all(elsewhere.join("v2")).unwrap();
+        std::fs::write(elsewhere.join("v1/shop.yaml"), WEB.replace("web", "shop")).unwrap();
+        std::fs::write(
+            elsewhere.join("v2/shop.yaml"),
+            WEB.replace("web", "shop")
+                .replace("10.244.1.2", "10.244.1.50"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(elsewhere.join("v1"), d.join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/shop.yaml", d.join("shop.yaml")).unwrap();
+
+        let (tx, mut rx) = mpsc::channel(64);
+        let task = tokio::spawn(run_manifests(d.clone(), Duration::from_secs(60), tx));
+        let mut first = Vec::new();
+        while first.len() < 6 {
+            first.push(next(&mut rx).await);
+        }
+        assert_eq!(
+            ids(&first[4..]),
+            ["listed Service", "listed EndpointSlice"],
+            "{first:?}"
+        );
+
+        // Atomic replacement: the slice with its new address.
+        replace(&d, "web.yaml", &WEB.replace("10.244.1.2", "10.244.1.33"));
+        let c = next(&mut rx).await;
+        match &c {
+            Change::Applied(Object::EndpointSlice(s)) => {
+                assert_eq!(s.endpoints[0].addresses, ["10.244.1.33"])
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+
+        // A new file by rename, then moved away to a name the agent does
+        // not read.
+        replace(&d, "api.yaml", &WEB.replace("web", "api"));
+        assert_eq!(
+            changes(2, &mut rx).await,
+            ["+Service default/api", "+EndpointSlice default/api-1"]
+        );
+        std::fs::rename(d.join("api.yaml"), d.join("api.yaml.off")).unwrap();
+        assert_eq!(
+            changes(2, &mut rx).await,
+            ["-Service default/api", "-EndpointSlice default/api-1"]
+        );
+
+        // The ConfigMap's update: ..data swapped to v2 by a rename; no
+        // event names shop.yaml.
+        std::os::unix::fs::symlink(elsewhere.join("v2"), d.join("..data_tmp")).unwrap();
+        std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+        let c = next(&mut rx).await;
+        match &c {
+            Change::Applied(Object::EndpointSlice(s)) => {
+                assert_eq!(s.metadata.name.as_deref(), Some("shop-1"));
+                assert_eq!(s.endpoints[0].addresses, ["10.244.1.50"])
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+
+        // Deleted: its objects go.
+        std::fs::remove_file(d.join("web.yaml")).unwrap();
+        assert_eq!(
+            changes(2, &mut rx).await,
+            ["-Service default/web", "-EndpointSlice default/web-1"]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Ok(c) = rx.try_recv() {
+            panic!("nothing else changed, got {c:?}");
+        }
+        task.abort();
     }
 
     #[test]

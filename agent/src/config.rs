@@ -1533,32 +1533,34 @@ fn bind_from_cidrs(
     for (i, s) in list.iter().enumerate() {
         nets.push(parse_cidr(&format!("{addrs_key}[{i}]"), s)?);
     }
-    let any_v4 = nets.iter().any(|n| n.addr().is_ipv4());
-    let ip = if nets.iter().all(|n| n.prefix_len() == 0) {
-        if any_v4 {
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-        } else {
-            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    // The address a host prefix names (10.0.0.5/32 -> 10.0.0.5).
+    let host = |n: &IpNet| (n.prefix_len() == n.max_prefix_len()).then(|| n.addr());
+    let v4 = nets.iter().find(|n| n.addr().is_ipv4());
+    let ip = if let [n] = nets.as_slice() {
+        match host(n) {
+            Some(ip) => ip,
+            None if n.prefix_len() == 0 => n.network(),
+            None if n.addr().is_loopback() && n.addr().is_ipv4() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            None => return Err(one_address(addrs_key, &list)),
         }
+    } else if nets.iter().all(|n| n.prefix_len() == 0) {
+        v4.map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |n| n.network())
     } else if nets.iter().all(|n| n.addr().is_loopback()) {
-        if any_v4 {
-            IpAddr::V4(Ipv4Addr::LOCALHOST)
-        } else {
-            IpAddr::V6(Ipv6Addr::LOCALHOST)
-        }
+        v4.map_or(IpAddr::V6(Ipv6Addr::LOCALHOST), |n| {
+            host(n).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        })
     } else {
-        match nets.as_slice() {
-            [n] if n.prefix_len() == n.max_prefix_len() => n.addr(),
-            _ => {
-                return Err(invalid(
-                    addrs_key,
-                    list.join(","),
-                    "ipvs-proxy serves on one address: give one host prefix (e.g. 10.0.0.5/32), 0.0.0.0/0 and/or ::/0 (all addresses), or 127.0.0.0/8 and/or ::1/128 (loopback)",
-                ))
-            }
-        }
+        return Err(one_address(addrs_key, &list));
     };
     Ok(SocketAddr::new(ip, port))
+}
+
+fn one_address(field: &str, list: &[String]) -> ConfigError {
+    invalid(
+        field,
+        list.join(","),
+        "ipvs-proxy serves on one address: give one host prefix (e.g. 10.0.0.5/32), 0.0.0.0/0 and/or ::/0 (all addresses), or 127.0.0.0/8 and/or ::1/128 (loopback)",
+    )
 }
 
 /// Renders the configuration as a `KubeProxyConfiguration` YAML document
@@ -2224,6 +2226,15 @@ winkernel: {enableDSR: false, forwardHealthCheckVip: false}
                 "metricsBindAddresses: [\"fd00::9/128\"]\nmetricsBindPort: 9999\n",
                 |c| c.metrics_bind_address == Some("[fd00::9]:9999".parse().unwrap()),
             ),
+            ("metricsBindAddresses: [127.0.0.5/32, \"::1/128\"]\n", |c| {
+                c.metrics_bind_address == Some("127.0.0.5:10249".parse().unwrap())
+            }),
+            ("metricsBindAddresses: [127.0.0.0/8]\n", |c| {
+                c.metrics_bind_address == Some("127.0.0.1:10249".parse().unwrap())
+            }),
+            ("healthzBindAddresses: [0.0.0.0/0]\n", |c| {
+                c.healthz_bind_address == Some("0.0.0.0:10256".parse().unwrap())
+            }),
             ("metricsBindAddresses: [0.0.0.0/0, \"::/0\"]\n", |c| {
                 c.metrics_bind_address == Some("0.0.0.0:10249".parse().unwrap())
             }),

@@ -8,6 +8,19 @@ use proxy_core::ProxyState;
 mod common;
 use common::{bench_cluster, config, node};
 
+/// Minor page faults of this process so far (`/proc/self/stat` field 10;
+/// 0 where unavailable): fresh memory costs a fault per 4 KiB page.
+fn minor_faults() -> u64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name, which is in parentheses.
+            let rest = &s[s.rfind(')')? + 2..];
+            rest.split_whitespace().nth(7)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
 fn main() {
     let n: u32 = std::env::args()
         .nth(1)
@@ -29,10 +42,14 @@ fn main() {
     for mode in ["dropped", "kept"] {
         let mut kept = Vec::new();
         for _ in 0..repeat {
-            let t = cpu();
+            let (t, f) = (cpu(), minor_faults());
             let mut s = ProxyState::new(config(), node());
             s.replace_all(&svcs, &slices);
-            println!("{mode}: {:.1} ms CPU", (cpu() - t).as_secs_f64() * 1e3);
+            println!(
+                "{mode}: {:.1} ms CPU, {} page faults",
+                (cpu() - t).as_secs_f64() * 1e3,
+                minor_faults() - f
+            );
             if mode == "kept" {
                 kept.push(s);
             }

@@ -344,7 +344,12 @@ pub struct HealthCheckFact {
 }
 
 /// One element of the packet-filter facts; a plan adds and removes these.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// `Hash` covers only what identifies an entry (kind, protocol, address,
+/// port), in one or two integer writes: entries that are equal hash
+/// equally, and two entries for one address:port that differ elsewhere
+/// (masquerading, ranges) only share a hash.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum FilterEntry {
     /// A served address:port.
     ServicePort(ServicePortFact),
@@ -354,6 +359,31 @@ pub enum FilterEntry {
     Hairpin(HairpinFact),
     /// A health-check node port.
     HealthCheck(HealthCheckFact),
+}
+
+impl std::hash::Hash for FilterEntry {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        // Kind (2 bits) | protocol number (16) | port (16) | IPv4 address
+        // (32); an IPv6 address is written on its own.
+        let head = |kind: u64, p: Protocol, port: u16| -> u64 {
+            (kind << 62) | (u64::from(u16::from(p)) << 48) | (u64::from(port) << 32)
+        };
+        let with_addr = |h: &mut H, head: u64, a: &IpAddr| match a {
+            IpAddr::V4(v) => h.write_u64(head | u64::from(v.to_bits())),
+            IpAddr::V6(v) => {
+                h.write_u64(head | 1);
+                h.write_u128(v.to_bits());
+            }
+        };
+        match self {
+            FilterEntry::ServicePort(f) => with_addr(h, head(0, f.protocol, f.port), &f.addr),
+            FilterEntry::NodePort(f) => {
+                h.write_u64(head(1, f.protocol, f.port) | u64::from(f.family == IpFamily::V6))
+            }
+            FilterEntry::Hairpin(f) => with_addr(h, head(2, f.protocol, f.port), &f.addr),
+            FilterEntry::HealthCheck(f) => h.write_u64(head(3, Protocol::Tcp, f.port)),
+        }
+    }
 }
 
 impl FilterEntry {

@@ -691,8 +691,8 @@ impl ProxyState {
             if let Some(a) = b.bind {
                 self.unref_address(a);
             }
-            for e in &b.filter {
-                self.unref_filter(e);
+            for e in b.filter_entries() {
+                self.unref_filter(&e);
             }
         }
         match after {
@@ -700,8 +700,8 @@ impl ProxyState {
                 if let Some(ip) = a.bind {
                     self.ref_address(ip);
                 }
-                for e in &a.filter {
-                    self.ref_filter(e);
+                for e in a.filter_entries() {
+                    self.ref_filter(&e);
                 }
                 if !self.bulk {
                     self.desired.virtual_servers.insert(k, a.desired());
@@ -853,9 +853,8 @@ pub fn desired_from_scratch<'a>(
     out.filter.node_port_addresses = ctx.node_port_addrs.clone();
     for (k, (_, claim)) in vs {
         out.virtual_servers.insert(k, claim.desired());
-        let claim = Arc::unwrap_or_clone(claim);
         out.addresses.extend(claim.bind);
-        out.filter.entries.extend(claim.filter);
+        out.filter.entries.extend(claim.filter_entries());
     }
     out.filter
         .entries

@@ -59,8 +59,22 @@ pub(crate) struct PortClaim {
     pub vs: Arc<DesiredVirtualServer>,
     /// The address to bind on the dummy interface, if any.
     pub bind: Option<IpAddr>,
-    /// Filter entries that exist while this claim wins.
-    pub filter: Vec<FilterEntry>,
+    /// The filter entry of the served address:port, if any; it exists
+    /// while this claim wins, as do the hairpin entries.
+    pub fact: Option<FilterEntry>,
+    /// The port's hairpin endpoints (the same for every claim of the port),
+    /// sorted and unique.
+    pub hairpins: Box<[HairpinFact]>,
+}
+
+impl PortClaim {
+    /// The filter entries that exist while this claim wins.
+    pub fn filter_entries(&self) -> impl Iterator<Item = FilterEntry> + '_ {
+        self.hairpins
+            .iter()
+            .map(|h| FilterEntry::Hairpin(*h))
+            .chain(self.fact.iter().cloned())
+    }
 }
 
 impl PortClaim {
@@ -95,11 +109,31 @@ struct Ep<'a> {
     serving: bool,
     terminating: bool,
     local: bool,
+    /// Chosen for the cluster-wide set (see [`categorize`]).
+    in_cluster: bool,
+    /// Chosen for the node-local set (see [`categorize`]).
+    in_local: bool,
     /// The parsed endpoint (for its topology hints).
     src: &'a ParsedEndpoint,
 }
 
+/// Which of a port's endpoint sets a virtual server gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pick {
+    /// Cluster-wide (topology-filtered, with the terminating fallback).
+    Cluster,
+    /// This node's.
+    Local,
+}
+
 impl Ep<'_> {
+    fn picked(&self, pick: Pick) -> bool {
+        match pick {
+            Pick::Cluster => self.in_cluster,
+            Pick::Local => self.in_local,
+        }
+    }
+
     fn score(&self) -> u8 {
         if self.ready {
             2
@@ -149,6 +183,8 @@ fn merged_endpoints<'a>(
                 serving,
                 terminating: e.terminating,
                 local: e.local,
+                in_cluster: false,
+                in_local: false,
                 src: e,
             };
             eps.push(cand);
@@ -201,37 +237,42 @@ fn topology(eps: &[Ep], node: &str, zone: Option<&str>) -> Topology {
     Topology::None
 }
 
-/// kube-proxy's `CategorizeEndpoints`: (cluster endpoints, local endpoints).
-fn categorize<'a, 'b>(
-    eps: &'a [Ep<'b>],
-    node: &str,
-    zone: Option<&str>,
-) -> (Vec<&'a Ep<'b>>, Vec<&'a Ep<'b>>) {
+/// kube-proxy's `CategorizeEndpoints`: marks the cluster endpoints
+/// (`in_cluster`) and the local endpoints (`in_local`) in place, so no list
+/// of either is allocated.
+fn categorize(eps: &mut [Ep], node: &str, zone: Option<&str>) {
     let topo = topology(eps, node, zone);
-    let mut cluster: Vec<&Ep> = Vec::with_capacity(eps.len());
-    cluster.extend(eps.iter().filter(|e| e.ready).filter(|e| match topo {
-        Topology::None => true,
-        Topology::SameNode => hinted(e.src.node_hints(), node),
-        Topology::SameZone => zone.is_some_and(|z| hinted(e.src.zone_hints(), z)),
-    }));
-    if cluster.is_empty() {
+    let mut any_cluster = false;
+    let mut any_local = false;
+    for e in eps.iter_mut() {
+        e.in_cluster = e.ready
+            && match topo {
+                Topology::None => true,
+                Topology::SameNode => hinted(e.src.node_hints(), node),
+                Topology::SameZone => zone.is_some_and(|z| hinted(e.src.zone_hints(), z)),
+            };
+        e.in_local = e.local && e.ready;
+        any_cluster |= e.in_cluster;
+        any_local |= e.in_local;
+    }
+    if !any_cluster {
         // No ready endpoint anywhere: fall back to serving, terminating ones.
-        cluster = eps.iter().filter(|e| e.serving && e.terminating).collect();
+        for e in eps.iter_mut() {
+            e.in_cluster = e.serving && e.terminating;
+        }
     }
-    let mut local: Vec<&Ep> = eps.iter().filter(|e| e.local && e.ready).collect();
-    if local.is_empty() {
-        local = eps
-            .iter()
-            .filter(|e| e.local && e.serving && e.terminating)
-            .collect();
+    if !any_local {
+        for e in eps.iter_mut() {
+            e.in_local = e.local && e.serving && e.terminating;
+        }
     }
-    (cluster, local)
 }
 
 /// The endpoints come sorted and unique by address:port from
 /// [`merged_endpoints`]; the sort in `collect` is then a linear check.
-fn real_servers(eps: &[&Ep]) -> RealServers {
+fn real_servers(eps: &[Ep], pick: Pick) -> RealServers {
     eps.iter()
+        .filter(|e| e.picked(pick))
         .map(|e| DesiredRealServer::new(e.addr, e.port))
         .collect()
 }
@@ -280,11 +321,11 @@ pub(crate) fn compute(
     {
         let family = IpFamily::of(&cip);
         for port in &svc.ports {
-            let eps = merged_endpoints(svc, port, family, slices, ctx);
+            let mut eps = merged_endpoints(svc, port, family, slices, ctx);
             if svc.health_check_node_port.is_some() {
                 local_ready.extend(eps.iter().filter(|e| e.local && e.ready).map(|e| e.addr));
             }
-            let (cluster, local) = categorize(&eps, &ctx.node.name, zone);
+            categorize(&mut eps, &ctx.node.name, zone);
             let owner = &port.owner;
             let base = |k: ServiceKey| {
                 let mut vs = VirtualServer::new(k);
@@ -299,11 +340,11 @@ pub(crate) fn compute(
             // kube-proxy's `serviceNoLocalEndpointsTotal{Internal,External}`
             // rule: counted only when the port has usable endpoints
             // somewhere (`hasEndpoints`) but none on this node.
-            let has_endpoints = !cluster.is_empty();
+            let has_endpoints = eps.iter().any(|e| e.in_cluster);
             let externally_accessible = port.node_port.is_some()
                 || svc.external_ips.iter().any(|ip| IpFamily::of(ip) == family)
                 || svc.lb_ips.iter().any(|ip| IpFamily::of(ip) == family);
-            if has_endpoints && local.is_empty() {
+            if has_endpoints && !eps.iter().any(|e| e.in_local) {
                 if svc.itp_local {
                     out.no_local_internal += 1;
                 }
@@ -311,40 +352,28 @@ pub(crate) fn compute(
                     out.no_local_external += 1;
                 }
             }
-            let internal_eps = if svc.itp_local { &local } else { &cluster };
-            let external_eps = if svc.etp_local { &local } else { &cluster };
+            let internal = if svc.itp_local {
+                Pick::Local
+            } else {
+                Pick::Cluster
+            };
+            let external = if svc.etp_local {
+                Pick::Local
+            } else {
+                Pick::Cluster
+            };
             // Hairpin: a local endpoint reached through a VIP of its own
-            // Service. Sorted and unique (the claims compare their entries).
-            let mut hairpins: Vec<FilterEntry> = Vec::new();
-            let local_eps = |v: &[&Ep]| v.iter().filter(|e| e.local).count();
-            let n_local = local_eps(internal_eps)
-                + if std::ptr::eq(internal_eps, external_eps) {
-                    0
-                } else {
-                    local_eps(external_eps)
-                };
-            if n_local > 0 {
-                hairpins.reserve_exact(n_local);
-                let mut hp: Vec<(IpAddr, u16)> = internal_eps
-                    .iter()
-                    .chain(if std::ptr::eq(internal_eps, external_eps) {
-                        [].iter()
-                    } else {
-                        external_eps.iter()
-                    })
-                    .filter(|e| e.local)
-                    .map(|e| (e.addr, e.port))
-                    .collect();
-                hp.sort_unstable();
-                hp.dedup();
-                hairpins.extend(hp.into_iter().map(|(addr, p)| {
-                    FilterEntry::Hairpin(HairpinFact {
-                        protocol: port.protocol,
-                        addr,
-                        port: p,
-                    })
-                }));
-            }
+            // Service. Sorted and unique, as the endpoints are (the claims
+            // compare them).
+            let is_hairpin = |e: &&Ep| e.local && (e.picked(internal) || e.picked(external));
+            let mut hairpins: Vec<HairpinFact> =
+                Vec::with_capacity(eps.iter().filter(is_hairpin).count());
+            hairpins.extend(eps.iter().filter(is_hairpin).map(|e| HairpinFact {
+                protocol: port.protocol,
+                addr: e.addr,
+                port: e.port,
+            }));
+            let hairpins = hairpins.into_boxed_slice();
 
             let pod_fwmark = if svc.etp_local && has_external {
                 let mark = match (port.node_port, svc.health_check_node_port) {
@@ -378,12 +407,9 @@ pub(crate) fn compute(
 
             let mut add = |vs: VirtualServer,
                            kind: VipKind,
-                           eps: &[&Ep],
+                           pick: Pick,
                            bind: Option<IpAddr>,
                            fact: Option<FilterEntry>| {
-                let mut filter: Vec<FilterEntry> = Vec::with_capacity(hairpins.len() + 1);
-                filter.extend(hairpins.iter().cloned());
-                filter.extend(fact);
                 out.claims.insert(
                     vs.key,
                     Arc::new(PortClaim {
@@ -391,10 +417,11 @@ pub(crate) fn compute(
                             server: vs,
                             owner: Arc::clone(owner),
                             kind,
-                            real_servers: real_servers(eps),
+                            real_servers: real_servers(&eps, pick),
                         }),
                         bind,
-                        filter,
+                        fact,
+                        hairpins: hairpins.clone(),
                     }),
                 );
             };
@@ -404,7 +431,7 @@ pub(crate) fn compute(
             add(
                 base(k),
                 VipKind::ClusterIp,
-                internal_eps,
+                internal,
                 Some(cip),
                 Some(FilterEntry::ServicePort(ServicePortFact {
                     protocol: port.protocol,
@@ -438,7 +465,7 @@ pub(crate) fn compute(
                 add(
                     base(k),
                     VipKind::ExternalIp,
-                    external_eps,
+                    external,
                     bind,
                     Some(FilterEntry::ServicePort(ServicePortFact {
                         protocol: port.protocol,
@@ -472,7 +499,7 @@ pub(crate) fn compute(
                     add(
                         base(k),
                         VipKind::LoadBalancer,
-                        external_eps,
+                        external,
                         bind,
                         Some(FilterEntry::ServicePort(ServicePortFact {
                             protocol: port.protocol,
@@ -505,7 +532,7 @@ pub(crate) fn compute(
                     add(
                         base(k),
                         VipKind::NodePort,
-                        external_eps,
+                        external,
                         None,
                         Some(fact.clone()),
                     );
@@ -514,7 +541,7 @@ pub(crate) fn compute(
             // The pod-source firewall-mark service: cluster-wide endpoints.
             if let Some(mark) = pod_fwmark {
                 let k = ServiceKey::fwmark(family.address_family(), mark);
-                add(base(k), VipKind::PodFwmark, &cluster, None, None);
+                add(base(k), VipKind::PodFwmark, Pick::Cluster, None, None);
             }
         }
     }

@@ -11,7 +11,7 @@ use ipvs::ServiceKey;
 use proxy_core::{Observed, ObservedVirtualServer, Plan};
 
 use crate::config::{PacketFilter, ProxyConfig};
-use crate::proxier::{op_label, FailedOp, Kernel};
+use crate::proxier::{op_label, Applied, FailedOp, Kernel};
 
 /// Logged at start (level warn) when the agent runs with
 /// `--packet-filter none`.
@@ -90,10 +90,13 @@ impl Kernel for DataplaneKernel {
         self.dp.observe().await.map_err(|e| e.to_string())
     }
 
-    async fn apply(&mut self, plan: &Plan) -> Vec<FailedOp> {
+    async fn apply(&mut self, plan: &Plan) -> Applied {
         {
             match self.dp.apply(plan).await {
-                Err(e) => vec![failed("apply", "unavailable", e)],
+                Err(e) => Applied {
+                    failed: vec![failed("apply", "unavailable", e)],
+                    phases: Vec::new(),
+                },
                 Ok(report) => {
                     let mut out = Vec::new();
                     for (a, e) in &report.bind_failures {
@@ -112,7 +115,16 @@ impl Kernel for DataplaneKernel {
                     for (a, e) in &report.unbind_failures {
                         out.push(failed("unbind_address", "refused", format!("{a}: {e}")));
                     }
-                    out
+                    let t = report.timings;
+                    Applied {
+                        failed: out,
+                        phases: vec![
+                            ("bind", t.bind),
+                            ("ipvs", t.ipvs),
+                            ("filter", t.filter),
+                            ("unbind", t.unbind),
+                        ],
+                    }
                 }
             }
         }

@@ -40,6 +40,16 @@ pub struct FailedOp {
     pub detail: String,
 }
 
+/// What [`Kernel::apply`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// The operations that failed.
+    pub failed: Vec<FailedOp>,
+    /// Wall time of each phase (`bind`, `ipvs`, `filter`, `unbind`), where
+    /// the kernel measures them.
+    pub phases: Vec<(&'static str, Duration)>,
+}
+
 /// The kernel side, behind a seam.
 pub trait Kernel: Send {
     /// One read of the node: the IPVS table, our dummy interface's
@@ -47,7 +57,7 @@ pub trait Kernel: Send {
     fn observe(&mut self) -> impl Future<Output = Result<Observed, String>> + Send;
     /// Applies a plan operation by operation; a failure does not stop the
     /// others.
-    fn apply(&mut self, plan: &Plan) -> impl Future<Output = Vec<FailedOp>> + Send;
+    fn apply(&mut self, plan: &Plan) -> impl Future<Output = Applied> + Send;
     /// Fresh state (with connection counters) of these virtual servers;
     /// absent ones are left out.
     fn refresh(
@@ -151,6 +161,202 @@ fn fmt_rs(k: &RealServerKey) -> String {
         IpAddr::V4(a) => format!("{a}:{}", k.port),
         IpAddr::V6(a) => format!("[{a}]:{}", k.port),
     }
+}
+
+/// Plans with at least this many operations get an info line with their
+/// timings ([`SyncTimings`]); smaller ones a debug line.
+const TIMED_SYNC_OPS: usize = 100;
+
+/// Where one sync's time went.
+#[derive(Debug, Clone, Default)]
+struct SyncTimings {
+    /// Reading the kernel: the dump of a full sync, the per-service reads of
+    /// a partial one.
+    read: Duration,
+    /// Planning (proxy-core).
+    plan: Duration,
+    /// The forwarding-change log lines.
+    log: Duration,
+    /// The kernel's phases.
+    apply: Vec<(&'static str, Duration)>,
+    /// From the start of the sync to the end.
+    total: Duration,
+}
+
+impl SyncTimings {
+    /// One line: info for a large plan or a sync over a second, else debug.
+    fn log(&self, kind: SyncKind, plan: &Plan, failed: usize) {
+        let ops = plan.ipvs.len() + plan.bind.len() + plan.unbind.len() + plan.filter.len();
+        let ms = |d: Duration| (d.as_secs_f64() * 1e4).round() / 10.0;
+        let phase = |name: &str| {
+            self.apply
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or(0.0, |(_, d)| ms(*d))
+        };
+        macro_rules! line {
+            ($level:ident) => {
+                tracing::$level!(
+                    ?kind,
+                    ops,
+                    failed,
+                    read_ms = ms(self.read),
+                    plan_ms = ms(self.plan),
+                    log_ms = ms(self.log),
+                    bind_ms = phase("bind"),
+                    ipvs_ms = phase("ipvs"),
+                    filter_ms = phase("filter"),
+                    unbind_ms = phase("unbind"),
+                    total_ms = ms(self.total),
+                    "sync done"
+                )
+            };
+        }
+        if ops >= TIMED_SYNC_OPS || self.total >= Duration::from_secs(1) {
+            line!(info);
+        } else {
+            line!(debug);
+        }
+    }
+}
+
+/// What a plan does to one virtual server itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VsWhat {
+    Added,
+    Updated,
+    Removed,
+    /// Only its real servers change.
+    RealServers,
+}
+
+impl VsWhat {
+    /// The log message: the text operators grep for.
+    fn message(self) -> &'static str {
+        match self {
+            VsWhat::Added => "virtual server added",
+            VsWhat::Updated => "virtual server updated",
+            VsWhat::Removed => "virtual server removed",
+            VsWhat::RealServers => "real servers changed",
+        }
+    }
+}
+
+/// Everything one plan does to one virtual server, for its log line.
+/// Real-server lists are comma-separated `ADDR:PORT` (`[ADDR]:PORT` for
+/// IPv6), with `/wN` appended when the weight set is not 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct VsChange {
+    key: ServiceKey,
+    what: VsWhat,
+    /// The scheduler, when the virtual server is added or updated.
+    scheduler: Option<String>,
+    added: Option<String>,
+    draining: Option<String>,
+    updated: Option<String>,
+    removed: Option<String>,
+    /// The plan's real-server operations on it, for the debug lines.
+    ops: Vec<Op>,
+}
+
+impl VsChange {
+    fn new(key: ServiceKey) -> Self {
+        Self {
+            key,
+            what: VsWhat::RealServers,
+            scheduler: None,
+            added: None,
+            draining: None,
+            updated: None,
+            removed: None,
+            ops: Vec::new(),
+        }
+    }
+
+    /// One debug line per real server (the lines of the per-VS info line).
+    fn log_each(&self, service: &str) {
+        for op in &self.ops {
+            let (what, rs) = match op {
+                Op::AddRealServer(_, rs) => ("real server added", rs.key),
+                Op::EditRealServer(_, rs) if rs.weight == 0 => ("real server draining", rs.key),
+                Op::EditRealServer(_, rs) => ("real server updated", rs.key),
+                Op::DeleteRealServer(_, k) => ("real server removed", *k),
+                _ => continue,
+            };
+            tracing::debug!(service = %service, virtual_server = %self.key, real_server = %fmt_rs(&rs), "{what}");
+        }
+    }
+}
+
+/// The virtual server an IPVS operation acts on.
+fn op_key(op: &Op) -> Option<ServiceKey> {
+    match op {
+        Op::AddService(vs) | Op::EditService(vs) => Some(vs.key),
+        Op::DeleteService(k)
+        | Op::AddRealServer(k, _)
+        | Op::EditRealServer(k, _)
+        | Op::DeleteRealServer(k, _) => Some(*k),
+        _ => None,
+    }
+}
+
+fn push_rs(list: &mut Option<String>, rs: &RealServerKey, weight: Option<u32>) {
+    let s = list.get_or_insert_with(String::new);
+    if !s.is_empty() {
+        s.push(',');
+    }
+    s.push_str(&fmt_rs(rs));
+    if let Some(w) = weight.filter(|w| *w != 1) {
+        s.push_str(&format!("/w{w}"));
+    }
+}
+
+/// The plan's IPVS operations grouped by virtual server, in the order the
+/// plan first touches each.
+fn vs_changes(plan: &Plan) -> Vec<VsChange> {
+    let draining: BTreeSet<(ServiceKey, RealServerKey)> =
+        plan.drains_started.iter().copied().collect();
+    let mut out: Vec<VsChange> = Vec::new();
+    let mut at: HashMap<ServiceKey, usize> = HashMap::new();
+    for op in &plan.ipvs {
+        let Some(key) = op_key(op) else { continue };
+        let i = *at.entry(key).or_insert_with(|| {
+            out.push(VsChange::new(key));
+            out.len() - 1
+        });
+        let c = &mut out[i];
+        match op {
+            Op::AddService(vs) => {
+                c.what = VsWhat::Added;
+                c.scheduler = Some(vs.scheduler.clone());
+            }
+            Op::EditService(vs) => {
+                if c.what == VsWhat::RealServers {
+                    c.what = VsWhat::Updated;
+                }
+                c.scheduler = Some(vs.scheduler.clone());
+            }
+            Op::DeleteService(_) => c.what = VsWhat::Removed,
+            Op::AddRealServer(_, rs) => {
+                push_rs(&mut c.added, &rs.key, Some(rs.weight));
+                c.ops.push(op.clone());
+            }
+            Op::EditRealServer(k, rs) if draining.contains(&(*k, rs.key)) => {
+                push_rs(&mut c.draining, &rs.key, None);
+                c.ops.push(op.clone());
+            }
+            Op::EditRealServer(_, rs) => {
+                push_rs(&mut c.updated, &rs.key, Some(rs.weight));
+                c.ops.push(op.clone());
+            }
+            Op::DeleteRealServer(_, rs) => {
+                push_rs(&mut c.removed, rs, None);
+                c.ops.push(op.clone());
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// proxy-core + a kernel.
@@ -291,40 +497,38 @@ impl<K: Kernel> CoreProxier<K> {
             .unwrap_or_else(|| "-".to_string())
     }
 
-    /// One info line per forwarding change; the whole plan at debug.
+    /// The forwarding changes of a plan, one info line per address bound
+    /// or unbound and one per virtual server touched, naming its service
+    /// and the real servers added, draining, updated and removed (see
+    /// [`VsChange`]); each real server at debug, the whole plan at debug.
     fn log_plan(&self, plan: &Plan, kind: SyncKind) {
         if plan.is_empty() {
             return;
         }
         tracing::debug!(?kind, ?plan, "plan");
-        let draining: BTreeSet<(ServiceKey, RealServerKey)> =
-            plan.drains_started.iter().copied().collect();
         for a in &plan.bind {
             tracing::info!(address = %a, "address bound");
         }
+        for c in vs_changes(plan) {
+            let service = self.owner(&c.key);
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                c.log_each(&service);
+            }
+            tracing::info!(
+                service = %service,
+                virtual_server = %c.key,
+                scheduler = c.scheduler.as_deref().map(tracing::field::display),
+                added = c.added.as_deref().map(tracing::field::display),
+                draining = c.draining.as_deref().map(tracing::field::display),
+                updated = c.updated.as_deref().map(tracing::field::display),
+                removed = c.removed.as_deref().map(tracing::field::display),
+                "{}",
+                c.what.message()
+            );
+        }
         for op in &plan.ipvs {
-            match op {
-                Op::AddService(vs) => tracing::info!(
-                    service = %self.owner(&vs.key), virtual_server = %vs.key,
-                    scheduler = %vs.scheduler, "virtual server added"),
-                Op::EditService(vs) => tracing::info!(
-                    service = %self.owner(&vs.key), virtual_server = %vs.key,
-                    scheduler = %vs.scheduler, "virtual server updated"),
-                Op::DeleteService(k) => tracing::info!(
-                    service = %self.owner(k), virtual_server = %k, "virtual server removed"),
-                Op::AddRealServer(k, rs) => tracing::info!(
-                    service = %self.owner(k), virtual_server = %k,
-                    real_server = %fmt_rs(&rs.key), weight = rs.weight, "real server added"),
-                Op::EditRealServer(k, rs) if draining.contains(&(*k, rs.key)) => tracing::info!(
-                    service = %self.owner(k), virtual_server = %k,
-                    real_server = %fmt_rs(&rs.key), "real server draining"),
-                Op::EditRealServer(k, rs) => tracing::info!(
-                    service = %self.owner(k), virtual_server = %k,
-                    real_server = %fmt_rs(&rs.key), weight = rs.weight, "real server updated"),
-                Op::DeleteRealServer(k, rs) => tracing::info!(
-                    service = %self.owner(k), virtual_server = %k,
-                    real_server = %fmt_rs(rs), "real server removed"),
-                other => tracing::info!(op = ?other, "ipvs operation"),
+            if op_key(op).is_none() {
+                tracing::info!(op = ?op, "ipvs operation");
             }
         }
         if !plan.filter.is_empty() {
@@ -447,8 +651,10 @@ impl<K: Kernel> CoreProxier<K> {
     async fn do_sync(&mut self, kind: SyncKind) -> Result<SyncOutcome, SyncError> {
         let now = Instant::now();
         let full = kind == SyncKind::Full || self.shadow.is_none();
+        let mut read = Duration::ZERO;
         let plan = if full {
             let observed = self.kernel.observe().await.map_err(SyncError)?;
+            read = now.elapsed();
             self.state.take_changes();
             let plan = proxy_core::plan(
                 self.state.desired(),
@@ -478,6 +684,7 @@ impl<K: Kernel> CoreProxier<K> {
             };
             if !draining.is_empty() {
                 let fresh = self.kernel.refresh(&draining).await.map_err(SyncError)?;
+                read = now.elapsed();
                 let mut present = BTreeSet::new();
                 for vs in fresh {
                     present.insert(vs.server.key);
@@ -498,17 +705,20 @@ impl<K: Kernel> CoreProxier<K> {
                 now,
             )
         };
+        let planned = now.elapsed();
         self.log_plan(&plan, kind);
+        let logged = now.elapsed();
         // Remember owners of what this plan deletes, for later log lines.
         for (k, v) in &self.state.desired().virtual_servers {
             self.owners.entry(*k).or_insert_with(|| v.owner.to_string());
         }
         self.count_ops(&plan);
-        let failures = if plan.is_empty() {
-            Vec::new()
+        let applied = if plan.is_empty() {
+            Applied::default()
         } else {
             self.kernel.apply(&plan).await
         };
+        let failures = applied.failed;
         for f in &failures {
             tracing::warn!(op = f.op, kind = %f.kind, detail = %f.detail, "kernel refused an operation");
             self.metrics
@@ -535,6 +745,14 @@ impl<K: Kernel> CoreProxier<K> {
         }
         self.note_rejections();
         self.sync_health_checks();
+        let timings = SyncTimings {
+            read,
+            plan: planned.saturating_sub(read),
+            log: logged.saturating_sub(planned),
+            apply: applied.phases,
+            total: now.elapsed(),
+        };
+        timings.log(kind, &plan, failures.len());
         Ok(self.outcome(failures.len()))
     }
 }
@@ -601,7 +819,7 @@ impl Kernel for ModelKernel {
         async move { Ok(o) }
     }
 
-    fn apply(&mut self, plan: &Plan) -> impl Future<Output = Vec<FailedOp>> + Send {
+    fn apply(&mut self, plan: &Plan) -> impl Future<Output = Applied> + Send {
         let mut failed = Vec::new();
         let mut accepted = plan.clone();
         if !self.refuse.is_empty() {
@@ -627,7 +845,12 @@ impl Kernel for ModelKernel {
                 detail: e.to_string(),
             });
         }
-        async move { failed }
+        async move {
+            Applied {
+                failed,
+                phases: Vec::new(),
+            }
+        }
     }
 
     fn refresh(
@@ -776,6 +999,145 @@ mod tests {
             .node
             .addresses
             .contains(&"10.96.0.10".parse().unwrap()));
+    }
+
+    /// A log writer into a shared buffer.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        /// The lines logged since the last call, without timestamp and target.
+        fn take(&self) -> Vec<String> {
+            let text = String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap();
+            text.lines()
+                .map(|l| l.split_once(": ").map_or(l, |(_, m)| m).to_string())
+                .collect()
+        }
+    }
+
+    #[tokio::test]
+    async fn one_line_per_virtual_server_names_its_real_servers() {
+        let out = Captured::default();
+        let w = out.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_writer(move || w.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        let _guard = tracing::subscriber::set_default(sub);
+        let mut p = proxier();
+        p.apply_change(service(WEB));
+        p.apply_change(slice("web-1", "web", &["10.244.1.2", "10.244.1.3"]));
+        p.sync(SyncKind::Full).await.unwrap();
+        assert_eq!(
+            out.take(),
+            vec![
+                "address bound address=10.96.0.10".to_string(),
+                "virtual server added service=default/web:http virtual_server=TCP 10.96.0.10:80 \
+                 scheduler=rr added=10.244.1.2:8080,10.244.1.3:8080"
+                    .into(),
+                "packet filter updated changes=2".into(),
+            ]
+        );
+
+        // One endpoint with a connection replaced, another added: one line.
+        let key = *p.kernel().node.virtual_servers.keys().next().unwrap();
+        let vs = p.kernel.node.virtual_servers.get_mut(&key).unwrap();
+        for rs in vs.real_servers.values_mut() {
+            rs.conns.active = 1;
+        }
+        p.apply_change(slice(
+            "web-1",
+            "web",
+            &["10.244.1.2", "10.244.1.4", "10.244.1.5"],
+        ));
+        p.sync(SyncKind::Partial).await.unwrap();
+        assert_eq!(
+            out.take(),
+            vec![
+                "real servers changed service=default/web:http virtual_server=TCP 10.96.0.10:80 \
+                 added=10.244.1.4:8080,10.244.1.5:8080 draining=10.244.1.3:8080"
+                    .to_string()
+            ]
+        );
+
+        // The Service goes: its real servers drain, then it is removed and
+        // its address unbound.
+        for rs in p
+            .kernel
+            .node
+            .virtual_servers
+            .get_mut(&key)
+            .unwrap()
+            .real_servers
+            .values_mut()
+        {
+            rs.conns.active = 0;
+        }
+        p.apply_change(Change::Deleted(
+            Kind::Service,
+            ObjectKey {
+                namespace: "default".into(),
+                name: "web".into(),
+            },
+        ));
+        p.sync(SyncKind::Partial).await.unwrap();
+        p.sync(SyncKind::Partial).await.unwrap();
+        let lines = out.take();
+        assert!(
+            lines.iter().any(|l| l.starts_with(
+                "virtual server removed service=default/web:http virtual_server=TCP 10.96.0.10:80"
+            )),
+            "{lines:#?}"
+        );
+        assert!(
+            lines.contains(&"address unbound address=10.96.0.10".to_string()),
+            "{lines:#?}"
+        );
+        assert!(
+            !lines.iter().any(|l| l.starts_with("real server ")),
+            "per-real-server lines are debug only: {lines:#?}"
+        );
+    }
+
+    #[test]
+    fn real_server_lists_show_weights_other_than_one() {
+        let key = ServiceKey::tcp("10.96.0.10".parse().unwrap(), 80);
+        let rs = |a: &str, w: u32| {
+            let mut r = ipvs::RealServer::new(a.parse().unwrap(), 8080);
+            r.weight = w;
+            r
+        };
+        let plan = Plan {
+            ipvs: vec![
+                Op::AddRealServer(key, rs("10.244.1.2", 1)),
+                Op::AddRealServer(key, rs("fd00::2", 3)),
+                Op::EditRealServer(key, rs("10.244.1.3", 1)),
+            ],
+            ..Plan::default()
+        };
+        let c = vs_changes(&plan);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].what, VsWhat::RealServers);
+        assert_eq!(
+            c[0].added.as_deref(),
+            Some("10.244.1.2:8080,[fd00::2]:8080/w3")
+        );
+        assert_eq!(c[0].updated.as_deref(), Some("10.244.1.3:8080"));
+        assert_eq!(
+            (c[0].draining.as_deref(), c[0].removed.as_deref()),
+            (None, None)
+        );
     }
 
     #[tokio::test]

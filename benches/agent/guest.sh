@@ -75,11 +75,23 @@ for n in $SIZES; do
     done <"$VM_OUT/data/$n/changes.txt"
     sync
 
-    say "N=$n: starting the agent"
+    say "N=$n: starting the agent${AGENT_ENV:+ (env $AGENT_ENV)}"
+    wrap=()
+    [ "$STRACE" = 1 ] && wrap=(strace -f -c -o "$VM_OUT/strace-$n-$rep.txt")
     t0=$(now_us)
-    "$AGENT" --manifests "$D/m" --hostname-override bench-node --packet-filter none \
-      >"$D/agent.log" 2>&1 &
+    # shellcheck disable=SC2086 # AGENT_ENV is a list of VAR=value words
+    "${wrap[@]}" env $AGENT_ENV "$AGENT" --manifests "$D/m" --hostname-override bench-node \
+      --packet-filter none >"$D/agent.log" 2>&1 &
     pid=$!
+    if [ "$STRACE" = 1 ]; then
+      # The agent is strace's child (env execs it).
+      tracer=$pid
+      for _ in $(seq 100); do
+        pid=$(pgrep -P "$tracer" | head -1)
+        [ -n "$pid" ] && break
+        sleep 0.05
+      done
+    fi
     if "$PROBE" complete "$t0" "$VM_OUT/data/$n/keys.txt" "$REALS" "$COMPLETE_TIMEOUT" >"$D/complete.txt"; then
       put "complete_us_$n" "$(awk '$1=="complete_us"{print $2}' "$D/complete.txt")"
       put "complete_polls_$n" "$(awk '$1=="polls"{print $2}' "$D/complete.txt")"
@@ -130,8 +142,19 @@ for n in $SIZES; do
     kill -TERM "$pid"
     for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -0 "$pid" 2>/dev/null && { bad "N=$n: the agent ignored SIGTERM for 10 s"; kill -KILL "$pid"; }
-    wait "$pid"
+    if [ "$STRACE" = 1 ]; then
+      wait "$tracer"
+    else
+      wait "$pid"
+    fi
     put "agent_exit_$n" "$?"
+    # Where the first full sync's time went (the agent's "sync done" line).
+    done_line=$(grep -m1 'sync done kind=Full' "$D/agent.log")
+    if [ -n "$done_line" ]; then
+      put "first_sync_end_us_$n" $(($(date -d "${done_line%% *}" +%s%6N) - t0))
+      echo "$done_line" | grep -oE '[a-z]+_ms=[0-9.]+' |
+        while IFS='=' read -r k v; do put "first_sync_${k}_$n" "$v"; done
+    fi
     put "agent_log_lines_$n" "$(wc -l <"$D/agent.log")"
     grep -iE 'warn|error' "$D/agent.log" | head -20 >"$VM_OUT/agent-$n.warnings.log"
     cp "$D/agent.log" "$VM_OUT/agent-$n.log"

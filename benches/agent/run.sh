@@ -20,7 +20,12 @@
 # Env: REALS (default 10), CHANGES (default 12), REPEAT (default 3: each
 # size measured that many times, each on a fresh module and a fresh agent;
 # the table shows medians), UML_MEM (default 2048M),
-# VM_TIMEOUT (s, default 3600), CARGO_TARGET_DIR (not under /tmp or /run).
+# VM_TIMEOUT (s, default 3600), CARGO_TARGET_DIR (not under /tmp or /run),
+# BENCH_OUT (results directory, default .vm/bench-agent; absolute, not under
+# /tmp or /run). For diagnosis: AGENT_ENV (extra environment for the agent,
+# e.g. "RUST_LOG=warn"), STRACE=1 (the agent runs under `strace -f -c`:
+# syscall counts in BENCH_OUT/strace-N-RUN.txt; its times are then not
+# comparable with plain runs).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=scripts/lib.sh
@@ -51,7 +56,8 @@ for b in "$agent" "$probe"; do
   case "$b" in /tmp/* | /run/*) die "$b is under /tmp or /run, hidden in the VM" ;; esac
 done
 
-out="$REPO/.vm/bench-agent"
+out="${BENCH_OUT:-$REPO/.vm/bench-agent}"
+vm_check_outdir "$out"
 rm -rf "$out"
 mkdir -p "$out/data"
 for n in $SIZES; do
@@ -80,6 +86,8 @@ CHANGES=$CHANGES
 REPEAT=$REPEAT
 COMPLETE_TIMEOUT=600
 CHANGE_TIMEOUT=60
+AGENT_ENV="${AGENT_ENV:-}"
+STRACE=${STRACE:-0}
 ENV
 
 log "booting UML for the agent benchmark (sizes: $SIZES; x $REALS endpoints; $CHANGES changes each)"

@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use ipvs::{AsyncHandle, Op, ServiceKey};
 use proxy_core::model::FilterFacts;
@@ -82,6 +83,22 @@ pub struct ApplyReport {
     pub filter_failure: Option<Error>,
     /// Addresses that could not be unbound.
     pub unbind_failures: Vec<(IpAddr, Error)>,
+    /// Wall time of each phase.
+    pub timings: ApplyTimings,
+}
+
+/// Wall time of each phase of [`Dataplane::apply`] (zero for a phase with
+/// nothing to do).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApplyTimings {
+    /// Binding addresses on the dummy interface.
+    pub bind: Duration,
+    /// The IPVS operations.
+    pub ipvs: Duration,
+    /// The packet filter (facts, rendering, `nft`).
+    pub filter: Duration,
+    /// Unbinding addresses.
+    pub unbind: Duration,
 }
 
 impl ApplyReport {
@@ -198,13 +215,16 @@ impl Dataplane {
     /// could not run at all (e.g. the IPVS socket failed).
     pub async fn apply(&mut self, plan: &Plan) -> Result<ApplyReport> {
         let mut report = ApplyReport::default();
+        let t = Instant::now();
         for (addr, res) in self.link.add_addresses(&plan.bind).await? {
             match res {
                 Ok(()) => report.bound += 1,
                 Err(e) => report.bind_failures.push((addr, e)),
             }
         }
+        report.timings.bind = t.elapsed();
         if !plan.ipvs.is_empty() {
+            let t = Instant::now();
             let batch = self.ipvs.apply(&plan.ipvs).await?;
             for (op, res) in plan.ipvs.iter().zip(batch.results) {
                 match res {
@@ -212,7 +232,9 @@ impl Dataplane {
                     Err(e) => report.ipvs_failures.push((op.clone(), e)),
                 }
             }
+            report.timings.ipvs = t.elapsed();
         }
+        let t = Instant::now();
         let filter_unchanged = plan.filter.is_empty()
             && plan.bind.is_empty()
             && plan.unbind.is_empty()
@@ -228,6 +250,7 @@ impl Dataplane {
             for op in &plan.filter {
                 apply_filter_op(facts, op);
             }
+            report.timings.filter = t.elapsed();
             self.unbind(plan, &mut report).await?;
             return Ok(report);
         }
@@ -260,18 +283,21 @@ impl Dataplane {
         } else {
             self.filter = Some(facts);
         }
+        report.timings.filter = t.elapsed();
         self.unbind(plan, &mut report).await?;
         Ok(report)
     }
 
     /// The last phase of [`Dataplane::apply`]: unbind addresses.
     async fn unbind(&mut self, plan: &Plan, report: &mut ApplyReport) -> Result<()> {
+        let t = Instant::now();
         for (addr, res) in self.link.remove_addresses(&plan.unbind).await? {
             match res {
                 Ok(()) => report.unbound += 1,
                 Err(e) => report.unbind_failures.push((addr, e)),
             }
         }
+        report.timings.unbind = t.elapsed();
         Ok(())
     }
 

@@ -17,6 +17,25 @@ pub enum Error {
         #[source]
         source: rtnetlink::Error,
     },
+    /// The kernel refused one request of a batch.
+    #[error("{op}: {source}")]
+    Refused {
+        /// What was being done, e.g. `add address 10.96.0.1 to kube-ipvs0`.
+        op: String,
+        /// The errno the kernel answered with.
+        #[source]
+        source: io::Error,
+    },
+    /// A batch of requests could not be sent or was not answered in time;
+    /// which of its requests took effect is unknown.
+    #[error("{op}: {source}")]
+    Batch {
+        /// What was being done, e.g. `add addresses (3000 requests) on kube-ipvs0`.
+        op: String,
+        /// The socket error, or `TimedOut`.
+        #[source]
+        source: io::Error,
+    },
     /// Opening a netlink socket failed.
     #[error("netlink socket: {0}")]
     Socket(#[source] io::Error),

@@ -20,6 +20,7 @@ pub mod preflight;
 pub mod sysctl;
 
 pub use dataplane::{
-    apply_filter_op, ApplyReport, CleanupReport, Dataplane, DataplaneConfig, SetupReport,
+    apply_filter_op, ApplyReport, ApplyTimings, CleanupReport, Dataplane, DataplaneConfig,
+    SetupReport,
 };
 pub use error::{Error, Result};

@@ -181,6 +181,15 @@ fn parse_ipv4_fast(b: &[u8]) -> Option<std::net::Ipv4Addr> {
     Some(std::net::Ipv4Addr::from_bits((bits << 8) | v))
 }
 
+/// Gives the shared name of a Service (`namespace`, `name`): the engine
+/// hands out the one it already holds, so each name is allocated once.
+pub(crate) type Names<'n> = &'n dyn Fn(&str, &str) -> std::sync::Arc<ServiceName>;
+
+/// A new shared name (for callers that keep no index of names).
+pub(crate) fn new_name(namespace: &str, name: &str) -> std::sync::Arc<ServiceName> {
+    std::sync::Arc::new(ServiceName::new(namespace, name))
+}
+
 /// The outcome of parsing a Service.
 pub(crate) enum ServiceParse {
     /// Proxied.
@@ -196,6 +205,7 @@ pub(crate) enum ServiceParse {
 pub(crate) fn parse_service(
     svc: &Service,
     config: &Config,
+    names: Names<'_>,
     rejections: &mut Vec<Rejection>,
 ) -> ServiceParse {
     let (Some(ns), Some(name)) = (
@@ -215,7 +225,6 @@ pub(crate) fn parse_service(
         return ServiceParse::Rejected;
     };
     let o = obj(ObjectKind::Service, ns, name);
-    let sname = std::sync::Arc::new(ServiceName::new(ns, name));
     if svc
         .metadata
         .labels
@@ -232,16 +241,16 @@ pub(crate) fn parse_service(
         return ServiceParse::Ignored;
     }
     // clusterIPs[0] == clusterIP when both are set; clusterIP alone on old objects.
-    let raw_ips: Vec<&str> = match (&spec.cluster_ips, &spec.cluster_ip) {
-        (Some(ips), _) if !ips.is_empty() => ips.iter().map(String::as_str).collect(),
-        (_, Some(ip)) => vec![ip.as_str()],
-        _ => Vec::new(),
+    let raw_ips: &[String] = match (&spec.cluster_ips, &spec.cluster_ip) {
+        (Some(ips), _) if !ips.is_empty() => ips,
+        (_, Some(ip)) => std::slice::from_ref(ip),
+        _ => &[],
     };
-    if raw_ips.is_empty() || raw_ips.iter().any(|ip| *ip == "None" || ip.is_empty()) {
+    if raw_ips.is_empty() || raw_ips.iter().any(|ip| ip == "None" || ip.is_empty()) {
         // Headless (or not allocated yet): nothing to proxy.
         return ServiceParse::Ignored;
     }
-    let mut cluster_ips: Vec<IpAddr> = Vec::new();
+    let mut cluster_ips: Vec<IpAddr> = Vec::with_capacity(raw_ips.len().min(2));
     for (i, raw) in raw_ips.iter().enumerate() {
         match raw.parse_ip() {
             Ok(ip) => {
@@ -293,6 +302,7 @@ pub(crate) fn parse_service(
         return ServiceParse::Rejected;
     }
     let node_ports_enabled = type_ == "NodePort" || type_ == "LoadBalancer";
+    let sname = names(ns, name);
     let mut ports: Vec<ParsedPort> = Vec::with_capacity(raw_ports.len());
     for (index, p) in raw_ports.iter().enumerate() {
         let pname: &str = p.name.as_deref().unwrap_or("");
@@ -573,6 +583,7 @@ pub(crate) fn parse_slice(
     slice: &EndpointSlice,
     config: &Config,
     node_name: &str,
+    names: Names<'_>,
     rejections: &mut Vec<Rejection>,
 ) -> Option<ParsedSlice> {
     let ns = slice.metadata.namespace.as_deref().unwrap_or("");
@@ -711,7 +722,7 @@ pub(crate) fn parse_slice(
         });
     }
     Some(ParsedSlice {
-        service: std::sync::Arc::new(ServiceName::new(ns, svc.as_str())),
+        service: names(ns, svc),
         family,
         ports,
         endpoints,

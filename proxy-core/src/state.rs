@@ -16,13 +16,57 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::config::{Config, NodeFacts};
 use crate::model::{DesiredState, FilterEntry, FilterFacts, HealthCheckFact, ServiceName};
-use crate::parse::{parse_service, parse_slice, ParsedService, ParsedSlice, Rank, ServiceParse};
+use crate::parse::{
+    new_name, parse_service, parse_slice, ParsedService, ParsedSlice, Rank, ServiceParse,
+};
 use crate::plan::{Changes, PlanPolicy};
 use crate::reject::{ObjectKind, ObjectRef, RejectReason, Rejection};
 use crate::translate::{compute, Contribution, Ctx, PortClaim};
 use crate::vecmap::VecMap;
 
 type SliceId = (String, String);
+
+/// A Service name as a lookup key, so that the indexes keyed by
+/// `Arc<ServiceName>` can be searched with borrowed strings (no
+/// `ServiceName` built per lookup). Hashes and compares exactly as
+/// `ServiceName` does (namespace, then name), as `Borrow` requires.
+trait NameKey {
+    fn parts(&self) -> (&str, &str);
+}
+
+impl NameKey for (&str, &str) {
+    fn parts(&self) -> (&str, &str) {
+        (self.0, self.1)
+    }
+}
+
+impl NameKey for ServiceName {
+    fn parts(&self) -> (&str, &str) {
+        (&self.namespace, &self.name)
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn NameKey + 'a> for Arc<ServiceName> {
+    fn borrow(&self) -> &(dyn NameKey + 'a) {
+        &**self
+    }
+}
+
+impl std::hash::Hash for dyn NameKey + '_ {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        let (namespace, name) = self.parts();
+        namespace.hash(h);
+        name.hash(h);
+    }
+}
+
+impl PartialEq for dyn NameKey + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn NameKey + '_ {}
 
 /// Claims of several Services on one key; the smallest rank wins. Almost
 /// every key has one claimant, so each holds a small sorted vector.
@@ -195,7 +239,9 @@ pub struct ProxyState {
     ctx: Ctx,
     // Names are shared (`Arc`): one allocation per Service name, however
     // many indexes hold it.
-    services: HashMap<Arc<ServiceName>, ParsedService>,
+    // Boxed as parsed: the table stays small (16 bytes a slot) and a parsed
+    // Service is never moved.
+    services: HashMap<Arc<ServiceName>, Box<ParsedService>>,
     service_rejections: HashMap<ServiceName, Vec<Rejection>>,
     slices: HashMap<Arc<ServiceName>, VecMap<String, ParsedSlice>>,
     slice_service: HashMap<SliceId, Arc<ServiceName>>,
@@ -346,10 +392,28 @@ impl ProxyState {
         }
     }
 
+    /// The shared name of a Service this state already knows, or a new one.
+    fn name(&self, namespace: &str, name: &str) -> Arc<ServiceName> {
+        let k: &dyn NameKey = &(namespace, name);
+        let known = match self.slices.get_key_value(k) {
+            Some((n, _)) => Some(n),
+            None => self.services.get_key_value(k).map(|(n, _)| n),
+        };
+        match known {
+            Some(n) => Arc::clone(n),
+            None => new_name(namespace, name),
+        }
+    }
+
     /// Adds or updates a Service.
     pub fn apply_service(&mut self, svc: &Service) {
         let mut rejections = Vec::new();
-        let parsed = parse_service(svc, &self.ctx.config, &mut rejections);
+        let parsed = parse_service(
+            svc,
+            &self.ctx.config,
+            &|ns, n| self.name(ns, n),
+            &mut rejections,
+        );
         let name: Arc<ServiceName> = match (&parsed, &svc.metadata.namespace, &svc.metadata.name) {
             (ServiceParse::Proxied(p), _, _) => Arc::clone(&p.name),
             (_, Some(ns), Some(n)) => Arc::new(ServiceName::new(ns.as_str(), n.as_str())),
@@ -368,10 +432,10 @@ impl ProxyState {
         }
         match parsed {
             ServiceParse::Proxied(p) => {
-                if self.services.get(&*name) == Some(&*p) {
+                if self.services.get(&*name) == Some(&p) {
                     return;
                 }
-                self.services.insert(Arc::clone(&name), *p);
+                self.services.insert(Arc::clone(&name), p);
             }
             ServiceParse::Ignored | ServiceParse::Rejected => {
                 if self.services.remove(&*name).is_none() {
@@ -398,6 +462,7 @@ impl ProxyState {
             slice,
             &self.ctx.config,
             &self.ctx.node.name,
+            &|ns, n| self.name(ns, n),
             &mut rejections,
         );
         let id: SliceId = (
@@ -668,7 +733,10 @@ impl ProxyState {
                 }
             }
             if let Some(h) = &new.health_check {
-                if let Some((b, a)) = self.hc_claims.set(h.port, &rank, Some(h.clone())) {
+                if let Some((b, a)) =
+                    self.hc_claims
+                        .set(h.port, &rank, Some(HealthCheckFact::clone(h)))
+                {
                     self.swap_hc(b, a);
                 }
             }
@@ -803,7 +871,7 @@ pub fn desired_from_scratch<'a>(
         let (Some(ns), Some(n)) = (&s.metadata.namespace, &s.metadata.name) else {
             continue;
         };
-        let p = match parse_service(s, config, &mut Vec::new()) {
+        let p = match parse_service(s, config, &new_name, &mut Vec::new()) {
             ServiceParse::Proxied(p) => Some(*p),
             _ => None,
         };
@@ -815,7 +883,10 @@ pub fn desired_from_scratch<'a>(
             s.metadata.namespace.clone().unwrap_or_default(),
             s.metadata.name.clone().unwrap_or_default(),
         );
-        by_id.insert(id, parse_slice(s, config, &node.name, &mut Vec::new()));
+        by_id.insert(
+            id,
+            parse_slice(s, config, &node.name, &new_name, &mut Vec::new()),
+        );
     }
     let mut grouped: HashMap<Arc<ServiceName>, VecMap<String, ParsedSlice>> = HashMap::default();
     for ((_, name), p) in by_id {
@@ -842,7 +913,7 @@ pub fn desired_from_scratch<'a>(
             match hc.get(&h.port) {
                 Some((r, _)) if *r <= p.rank => {}
                 _ => {
-                    hc.insert(h.port, (p.rank.clone(), h));
+                    hc.insert(h.port, (p.rank.clone(), *h));
                 }
             }
         }
@@ -866,5 +937,76 @@ impl FilterFacts {
     /// True when the facts hold no entries.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{NameKey, ProxyState};
+    use crate::config::{Config, NodeFacts};
+    use crate::model::ServiceName;
+    use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+    use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use std::hash::BuildHasher;
+    use std::sync::Arc;
+
+    #[test]
+    fn name_keys_hash_and_compare_as_service_names() {
+        let s = foldhash::fast::RandomState::default();
+        for (ns, n) in [("default", "web"), ("", ""), ("a", "bc"), ("ab", "c")] {
+            let owned = Arc::new(ServiceName::new(ns, n));
+            let borrowed: &dyn NameKey = &(ns, n);
+            assert_eq!(s.hash_one(&owned), s.hash_one(borrowed), "{ns}/{n}");
+            assert!(
+                <Arc<ServiceName> as std::borrow::Borrow<dyn NameKey>>::borrow(&owned) == borrowed
+            );
+        }
+        let ab_c: &dyn NameKey = &("ab", "c");
+        let a_bc: &dyn NameKey = &("a", "bc");
+        assert!(ab_c != a_bc);
+    }
+
+    #[test]
+    fn a_service_and_its_slice_share_one_name() {
+        let meta = |name: &str| ObjectMeta {
+            namespace: Some("default".into()),
+            name: Some(name.into()),
+            ..Default::default()
+        };
+        let svc = Service {
+            metadata: meta("web"),
+            spec: Some(ServiceSpec {
+                cluster_ips: Some(vec!["10.96.0.10".into()]),
+                ports: Some(vec![ServicePort {
+                    port: 80,
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            status: None,
+        };
+        let mut slice_meta = meta("web-1");
+        slice_meta.labels = Some(
+            [(crate::SERVICE_NAME_LABEL.to_string(), "web".to_string())]
+                .into_iter()
+                .collect(),
+        );
+        let slice = EndpointSlice {
+            metadata: slice_meta,
+            address_type: "IPv4".into(),
+            endpoints: vec![Endpoint {
+                addresses: vec!["10.0.0.1".into()],
+                ..Default::default()
+            }],
+            ports: None,
+        };
+        let mut s = ProxyState::new(Config::default(), NodeFacts::default());
+        s.apply_slice(&slice);
+        s.apply_service(&svc);
+        let k: &dyn NameKey = &("default", "web");
+        let (a, _) = s.slices.get_key_value(k).expect("slice indexed");
+        let (b, _) = s.services.get_key_value(k).expect("service indexed");
+        assert!(Arc::ptr_eq(a, b));
     }
 }

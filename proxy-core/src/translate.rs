@@ -89,7 +89,9 @@ impl PortClaim {
 pub(crate) struct Contribution {
     /// Shared with the claim index: one copy per claim.
     pub claims: VecMap<ServiceKey, Arc<PortClaim>>,
-    pub health_check: Option<HealthCheckFact>,
+    /// Boxed: few Services have one, and the engine keeps one
+    /// contribution per Service.
+    pub health_check: Option<Box<HealthCheckFact>>,
     pub rejections: Vec<Rejection>,
     /// Service ports (per family) with `internalTrafficPolicy: Local`,
     /// endpoints somewhere, and none on this node.
@@ -548,11 +550,11 @@ pub(crate) fn compute(
     if let Some(port) = svc.health_check_node_port {
         local_ready.sort_unstable();
         local_ready.dedup();
-        out.health_check = Some(HealthCheckFact {
+        out.health_check = Some(Box::new(HealthCheckFact {
             port,
             service: ServiceName::clone(&svc.name),
             local_endpoints: u32::try_from(local_ready.len()).unwrap_or(u32::MAX),
-        });
+        }));
     }
     out
 }

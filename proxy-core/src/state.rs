@@ -612,12 +612,15 @@ impl ProxyState {
         self.bulk = false;
         // Keys are sorted with references to the claims, so each (large)
         // virtual server is built once, in order, and moved only into the map.
-        let mut vs: Vec<(ServiceKey, &Arc<PortClaim>)> = self
-            .vs_claims
-            .by_key
-            .iter()
-            .filter_map(|(k, m)| m.first().map(|(_, c)| (*k, c)))
-            .collect();
+        // Every key in the index has a claimant: sized once.
+        let mut vs: Vec<(ServiceKey, &Arc<PortClaim>)> =
+            Vec::with_capacity(self.vs_claims.by_key.len());
+        vs.extend(
+            self.vs_claims
+                .by_key
+                .iter()
+                .filter_map(|(k, m)| m.first().map(|(_, c)| (*k, c))),
+        );
         if !sort_by_short_key(&mut vs, |e| vs_short_key(&e.0)) {
             vs.sort_unstable_by_key(|e| e.0);
         }

@@ -273,10 +273,15 @@ fn categorize(eps: &mut [Ep], node: &str, zone: Option<&str>) {
 /// The endpoints come sorted and unique by address:port from
 /// [`merged_endpoints`]; the sort in `collect` is then a linear check.
 fn real_servers(eps: &[Ep], pick: Pick) -> RealServers {
-    eps.iter()
-        .filter(|e| e.picked(pick))
-        .map(|e| DesiredRealServer::new(e.addr, e.port))
-        .collect()
+    // Sized first: one allocation of the final size, not a growing vector
+    // shrunk at the end.
+    let mut v = Vec::with_capacity(eps.iter().filter(|e| e.picked(pick)).count());
+    v.extend(
+        eps.iter()
+            .filter(|e| e.picked(pick))
+            .map(|e| DesiredRealServer::new(e.addr, e.port)),
+    );
+    v.into_iter().collect()
 }
 
 fn key(protocol: Protocol, addr: IpAddr, port: u16) -> ServiceKey {

@@ -15,7 +15,9 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::config::{Config, NodeFacts};
-use crate::model::{DesiredState, FilterEntry, FilterFacts, HealthCheckFact, ServiceName};
+use crate::model::{
+    DesiredState, FilterEntry, FilterFacts, HairpinFact, HealthCheckFact, ServiceName,
+};
 use crate::parse::{
     new_name, parse_service, parse_slice, ParsedService, ParsedSlice, Rank, ServiceParse,
 };
@@ -251,6 +253,9 @@ pub struct ProxyState {
     hc_claims: Claims<u16, HealthCheckFact>,
     address_refs: HashMap<IpAddr, u32>,
     filter_refs: HashMap<FilterEntry, u32>,
+    /// The hairpin entries' counts apart: most filter entries are
+    /// hairpins, and a `HairpinFact` is a third of a `FilterEntry`.
+    hairpin_refs: HashMap<HairpinFact, u32>,
     desired: DesiredState,
     changes: Changes,
     /// Keys on node addresses we programmed and dropped (see
@@ -281,6 +286,7 @@ impl ProxyState {
             hc_claims: Claims::default(),
             address_refs: HashMap::default(),
             filter_refs: HashMap::default(),
+            hairpin_refs: HashMap::default(),
             desired: DesiredState::default(),
             changes: Changes::default(),
             retired_node_keys: Default::default(),
@@ -560,7 +566,8 @@ impl ProxyState {
                 .flat_map(|m| m.values())
                 .map(|p| p.endpoints.iter().filter(|e| e.local).count())
                 .sum();
-            self.filter_refs.reserve(n_services + local);
+            self.filter_refs.reserve(n_services);
+            self.hairpin_refs.reserve(local);
             for s in services {
                 self.apply_service(s);
             }
@@ -637,7 +644,23 @@ impl ProxyState {
             v.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
             sorted = v.into_iter().map(|(_, e)| e).collect();
         }
-        self.desired.filter.entries = sorted.into_iter().cloned().collect();
+        // Hairpins sort among themselves and go between the node ports and
+        // the health checks (the variants' order).
+        let mut hairpins: Vec<HairpinFact> = self.hairpin_refs.keys().copied().collect();
+        let hairpin_key = |h: &HairpinFact| v4_short(2, h.protocol, &h.addr, h.port);
+        if !sort_by_short_key(&mut hairpins, hairpin_key) {
+            hairpins.sort_unstable();
+        }
+        let split = sorted.partition_point(|e| {
+            matches!(e, FilterEntry::ServicePort(_) | FilterEntry::NodePort(_))
+        });
+        self.desired.filter.entries = sorted[..split]
+            .iter()
+            .copied()
+            .cloned()
+            .chain(hairpins.into_iter().map(FilterEntry::Hairpin))
+            .chain(sorted[split..].iter().copied().cloned())
+            .collect();
     }
 
     /// Every standing rejection: per object, plus the losers of conflicts.
@@ -762,8 +785,11 @@ impl ProxyState {
             if let Some(a) = b.bind {
                 self.unref_address(a);
             }
-            for e in b.filter_entries() {
-                self.unref_filter(&e);
+            for h in b.hairpins.iter() {
+                self.unref_hairpin(*h);
+            }
+            if let Some(e) = &b.fact {
+                self.unref_filter(e);
             }
         }
         match after {
@@ -771,8 +797,11 @@ impl ProxyState {
                 if let Some(ip) = a.bind {
                     self.ref_address(ip);
                 }
-                for e in a.filter_entries() {
-                    self.ref_filter(&e);
+                for h in a.hairpins.iter() {
+                    self.ref_hairpin(*h);
+                }
+                if let Some(e) = &a.fact {
+                    self.ref_filter(e);
                 }
                 if !self.bulk {
                     self.desired.virtual_servers.insert(k, a.desired());
@@ -833,6 +862,11 @@ impl ProxyState {
             return;
         }
         self.filter_refs.insert(e.clone(), 1);
+        self.filter_entry_placed(e);
+    }
+
+    /// A filter entry's first reference: into `desired` and the changes.
+    fn filter_entry_placed(&mut self, e: &FilterEntry) {
         if !self.bulk {
             self.desired.filter.entries.insert(e.clone());
         }
@@ -841,17 +875,40 @@ impl ProxyState {
         }
     }
 
+    /// A filter entry's last reference is gone.
+    fn filter_entry_withdrawn(&mut self, e: &FilterEntry) {
+        if !self.bulk {
+            self.desired.filter.entries.remove(e);
+        }
+        if !self.changes.full {
+            self.changes.filter_entries.insert(e.clone());
+        }
+    }
+
+    fn ref_hairpin(&mut self, h: HairpinFact) {
+        let n = self.hairpin_refs.entry(h).or_insert(0);
+        *n += 1;
+        if *n == 1 {
+            self.filter_entry_placed(&FilterEntry::Hairpin(h));
+        }
+    }
+
+    fn unref_hairpin(&mut self, h: HairpinFact) {
+        if let Some(n) = self.hairpin_refs.get_mut(&h) {
+            *n -= 1;
+            if *n == 0 {
+                self.hairpin_refs.remove(&h);
+                self.filter_entry_withdrawn(&FilterEntry::Hairpin(h));
+            }
+        }
+    }
+
     fn unref_filter(&mut self, e: &FilterEntry) {
         if let Some(n) = self.filter_refs.get_mut(e) {
             *n -= 1;
             if *n == 0 {
                 self.filter_refs.remove(e);
-                if !self.bulk {
-                    self.desired.filter.entries.remove(e);
-                }
-                if !self.changes.full {
-                    self.changes.filter_entries.insert(e.clone());
-                }
+                self.filter_entry_withdrawn(e);
             }
         }
     }

@@ -194,12 +194,16 @@ fn merged_endpoints<'a>(
     }
     // By address:port, the best condition first; the sort is stable, so
     // among equal conditions the earliest (smallest slice name) stays first.
-    eps.sort_by(|a, b| {
-        (a.addr, a.port)
-            .cmp(&(b.addr, b.port))
-            .then(b.score().cmp(&a.score()))
-    });
-    eps.dedup_by(|later, first| (later.addr, later.port) == (first.addr, first.port));
+    // One slice listed in address order (the usual case) has nothing to
+    // sort or merge: checked in one pass.
+    if !eps.is_sorted_by(|a, b| (a.addr, a.port) < (b.addr, b.port)) {
+        eps.sort_by(|a, b| {
+            (a.addr, a.port)
+                .cmp(&(b.addr, b.port))
+                .then(b.score().cmp(&a.score()))
+        });
+        eps.dedup_by(|later, first| (later.addr, later.port) == (first.addr, first.port));
+    }
     eps.truncate(ctx.config.limits.max_endpoints_per_service);
     eps
 }

@@ -97,3 +97,51 @@ fn refuses_a_foreign_interface_with_our_name() {
     });
     assert!(sh("ip -d link show kube-ipvs0").contains("veth"));
 }
+
+#[test]
+fn thousands_of_addresses_in_batches_each_outcome_in_place() {
+    let _ns = Netns::enter("dp-link-batch");
+    rt().block_on(async {
+        let link = DummyLink::connect("kube-ipvs0").unwrap();
+        link.ensure().await.unwrap();
+        // IPv6 off on our interface: the kernel refuses IPv6 addresses
+        // there (EACCES), and only those.
+        sh("echo 1 > /proc/sys/net/ipv6/conf/kube-ipvs0/disable_ipv6");
+        // More than one chunk (at most 1,024 requests per sendmsg).
+        let mut want: Vec<IpAddr> = (0..3000u32)
+            .map(|i| IpAddr::V4(std::net::Ipv4Addr::from(0x0a60_0001 + i)))
+            .collect();
+        want.insert(1700, ip("fd00:96::1"));
+        // Already bound: success.
+        sh("ip addr add 10.96.0.5/32 dev kube-ipvs0");
+        let res = link.add_addresses(&want).await.unwrap();
+        assert_eq!(res.len(), want.len());
+        for (i, (a, r)) in res.iter().enumerate() {
+            assert_eq!(*a, want[i], "outcomes keep the order of the request");
+            if i == 1700 {
+                match r {
+                    Err(Error::Refused { op, source }) => {
+                        assert_eq!(source.raw_os_error(), Some(13), "EACCES: {source}");
+                        assert!(op.contains("fd00:96::1"), "{op}");
+                    }
+                    other => panic!("expected the IPv6 address refused, got {other:?}"),
+                }
+            } else {
+                assert!(r.is_ok(), "{a}: {r:?}");
+            }
+        }
+        let got = link.addresses().await.unwrap();
+        assert_eq!(got.len(), 3000);
+        assert!(got.contains(&ip("10.96.11.184")), "the last one");
+        let count = sh("ip -4 addr show dev kube-ipvs0 | grep -c 'inet .*/32'");
+        assert_eq!(count.trim(), "3000");
+
+        // All removed in one call; one never bound is fine too.
+        let mut gone = want.clone();
+        gone.push(ip("10.99.0.1"));
+        let res = link.remove_addresses(&gone).await.unwrap();
+        assert_eq!(res.len(), gone.len());
+        assert!(res.iter().all(|(_, r)| r.is_ok()), "{res:?}");
+        assert!(link.addresses().await.unwrap().is_empty());
+    });
+}

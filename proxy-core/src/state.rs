@@ -71,10 +71,47 @@ impl PartialEq for dyn NameKey + '_ {
 impl Eq for dyn NameKey + '_ {}
 
 /// Claims of several Services on one key; the smallest rank wins. Almost
-/// every key has one claimant, so each holds a small sorted vector.
+/// every key has one claimant, held in place (no allocation); the others,
+/// if any, in a sorted vector.
 #[derive(Debug)]
 struct Claims<K, V> {
-    by_key: HashMap<K, Vec<(Rank, V)>>,
+    by_key: HashMap<K, Claimants<V>>,
+}
+
+/// The claimants of one key, by rank: `head` has the smallest.
+#[derive(Debug)]
+struct Claimants<V> {
+    head: (Rank, V),
+    tail: Vec<(Rank, V)>,
+}
+
+impl<V> Claimants<V> {
+    /// Sets (or with `None` withdraws) `rank`'s claim; `true` when no
+    /// claimant is left.
+    fn set(&mut self, rank: &Rank, v: Option<V>) -> bool {
+        if *rank == self.head.0 {
+            match v {
+                Some(v) => self.head.1 = v,
+                None if self.tail.is_empty() => return true,
+                None => self.head = self.tail.remove(0),
+            }
+        } else if *rank < self.head.0 {
+            if let Some(v) = v {
+                let old = std::mem::replace(&mut self.head, (rank.clone(), v));
+                self.tail.insert(0, old);
+            }
+        } else {
+            match (v, self.tail.binary_search_by(|(r, _)| r.cmp(rank))) {
+                (Some(v), Ok(i)) => self.tail[i].1 = v,
+                (Some(v), Err(i)) => self.tail.insert(i, (rank.clone(), v)),
+                (None, Ok(i)) => {
+                    self.tail.remove(i);
+                }
+                (None, Err(_)) => {}
+            }
+        }
+        false
+    }
 }
 
 impl<K, V> Default for Claims<K, V> {
@@ -90,35 +127,38 @@ impl<K: std::hash::Hash + Eq + Copy, V: Clone + PartialEq> Claims<K, V> {
     /// winner before and after when it changed.
     #[allow(clippy::type_complexity)]
     fn set(&mut self, k: K, rank: &Rank, v: Option<V>) -> Option<(Option<V>, Option<V>)> {
-        // Almost every key has one claimant: room for one, not four.
-        let m = self
-            .by_key
-            .entry(k)
-            .or_insert_with(|| Vec::with_capacity(1));
-        let before = m.first().map(|(_, v)| v.clone());
-        let pos = m.binary_search_by(|(r, _)| r.cmp(rank));
-        match (v, pos) {
-            (Some(v), Ok(i)) => m[i].1 = v,
-            (Some(v), Err(i)) => m.insert(i, (rank.clone(), v)),
-            (None, Ok(i)) => {
-                m.remove(i);
+        use std::collections::hash_map::Entry;
+        match self.by_key.entry(k) {
+            Entry::Vacant(e) => {
+                let v = v?;
+                e.insert(Claimants {
+                    head: (rank.clone(), v.clone()),
+                    tail: Vec::new(),
+                });
+                Some((None, Some(v)))
             }
-            (None, Err(_)) => {}
+            Entry::Occupied(mut e) => {
+                let before = e.get().head.1.clone();
+                let after = if e.get_mut().set(rank, v) {
+                    e.remove();
+                    None
+                } else {
+                    Some(e.get().head.1.clone())
+                };
+                (Some(&before) != after.as_ref()).then_some((Some(before), after))
+            }
         }
-        let after = m.first().map(|(_, v)| v.clone());
-        if m.is_empty() {
-            self.by_key.remove(&k);
-        }
-        (before != after).then_some((before, after))
+    }
+
+    /// The winner's claim on each key.
+    fn winners(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.by_key.iter().map(|(k, c)| (k, &c.head.1))
     }
 
     fn losers(&self) -> impl Iterator<Item = (&K, &Rank, &Rank)> {
-        self.by_key.iter().flat_map(|(k, m)| {
-            let first = m.first().map(|(r, _)| r);
-            m.iter()
-                .skip(1)
-                .filter_map(move |(r, _)| first.map(|w| (k, r, w)))
-        })
+        self.by_key
+            .iter()
+            .flat_map(|(k, c)| c.tail.iter().map(move |(r, _)| (k, r, &c.head.0)))
     }
 }
 
@@ -622,12 +662,7 @@ impl ProxyState {
         // Every key in the index has a claimant: sized once.
         let mut vs: Vec<(ServiceKey, &Arc<PortClaim>)> =
             Vec::with_capacity(self.vs_claims.by_key.len());
-        vs.extend(
-            self.vs_claims
-                .by_key
-                .iter()
-                .filter_map(|(k, m)| m.first().map(|(_, c)| (*k, c))),
-        );
+        vs.extend(self.vs_claims.winners().map(|(k, c)| (*k, c)));
         if !sort_by_short_key(&mut vs, |e| vs_short_key(&e.0)) {
             vs.sort_unstable_by_key(|e| e.0);
         }
@@ -1002,7 +1037,7 @@ impl FilterFacts {
 
 #[cfg(test)]
 mod tests {
-    use super::{NameKey, ProxyState};
+    use super::{Claims, NameKey, ProxyState};
     use crate::config::{Config, NodeFacts};
     use crate::model::ServiceName;
     use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
@@ -1010,6 +1045,28 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use std::hash::BuildHasher;
     use std::sync::Arc;
+
+    #[test]
+    fn claims_go_to_the_smallest_rank_in_any_order() {
+        let rank = |n: &str| (None, Arc::new(ServiceName::new("ns", n)));
+        let (a, b, c) = (rank("a"), rank("b"), rank("c"));
+        let mut m: Claims<u16, &str> = Claims::default();
+        assert_eq!(m.set(1, &b, Some("b")), Some((None, Some("b"))));
+        assert_eq!(m.set(1, &c, Some("c")), None);
+        assert_eq!(m.set(1, &a, Some("a")), Some((Some("b"), Some("a"))));
+        assert_eq!(m.set(1, &a, Some("a2")), Some((Some("a"), Some("a2"))));
+        assert_eq!(m.set(1, &b, Some("b2")), None);
+        let mut losers: Vec<&str> = m.losers().map(|(_, r, _)| r.1.name.as_str()).collect();
+        losers.sort();
+        assert_eq!(losers, ["b", "c"]);
+        assert_eq!(m.set(1, &a, None), Some((Some("a2"), Some("b2"))));
+        assert_eq!(m.set(1, &c, None), None);
+        assert_eq!(m.set(1, &c, None), None);
+        assert_eq!(m.set(1, &b, None), Some((Some("b2"), None)));
+        assert!(m.by_key.is_empty());
+        assert_eq!(m.set(1, &a, None), None);
+        assert!(m.by_key.is_empty());
+    }
 
     #[test]
     fn name_keys_hash_and_compare_as_service_names() {

@@ -706,7 +706,10 @@ impl<K: Kernel> CoreProxier<K> {
             )
         };
         let planned = now.elapsed();
-        self.log_plan(&plan, kind);
+        {
+            let _batch = crate::logging::Batch::open();
+            self.log_plan(&plan, kind);
+        }
         let logged = now.elapsed();
         // Remember owners of what this plan deletes, for later log lines.
         for (k, v) in &self.state.desired().virtual_servers {
@@ -1015,11 +1018,35 @@ mod tests {
         }
     }
 
+    /// Every test's info lines, through one global subscriber (a scoped
+    /// one races with other test threads registering the same callsites).
+    fn captured() -> &'static Captured {
+        static CAPTURED: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+        CAPTURED.get_or_init(|| {
+            let out = Captured::default();
+            let w = out.clone();
+            let sub = tracing_subscriber::fmt()
+                .with_writer(move || w.clone())
+                .with_ansi(false)
+                .with_max_level(tracing::Level::INFO)
+                .finish();
+            tracing::subscriber::set_global_default(sub).expect("the only global subscriber");
+            out
+        })
+    }
+
     impl Captured {
-        /// The lines logged since the last call, without timestamp and target.
-        fn take(&self) -> Vec<String> {
-            let text = String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap();
-            text.lines()
+        /// The lines logged since the last call that mention `needle`,
+        /// without timestamp and target.
+        fn take(&self, needle: &str) -> Vec<String> {
+            let mut buf = self.0.lock().unwrap();
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            // Keep a partial last line (another thread mid-write).
+            let cut = text.rfind('\n').map_or(0, |i| i + 1);
+            buf.drain(..cut);
+            text[..cut]
+                .lines()
+                .filter(|l| l.contains(needle))
                 .map(|l| l.split_once(": ").map_or(l, |(_, m)| m).to_string())
                 .collect()
         }
@@ -1027,26 +1054,23 @@ mod tests {
 
     #[tokio::test]
     async fn one_line_per_virtual_server_names_its_real_servers() {
-        let out = Captured::default();
-        let w = out.clone();
-        let sub = tracing_subscriber::fmt()
-            .with_writer(move || w.clone())
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .finish();
-        let _guard = tracing::subscriber::set_default(sub);
+        let out = captured();
+        // Its own Service and address: other tests log at the same time.
+        let vip = "10.96.7.7";
         let mut p = proxier();
-        p.apply_change(service(WEB));
-        p.apply_change(slice("web-1", "web", &["10.244.1.2", "10.244.1.3"]));
+        p.apply_change(service(
+            &WEB.replace("name: web", "name: logged")
+                .replace("10.96.0.10", vip),
+        ));
+        p.apply_change(slice("logged-1", "logged", &["10.244.1.2", "10.244.1.3"]));
         p.sync(SyncKind::Full).await.unwrap();
         assert_eq!(
-            out.take(),
+            out.take(vip),
             vec![
-                "address bound address=10.96.0.10".to_string(),
-                "virtual server added service=default/web:http virtual_server=TCP 10.96.0.10:80 \
+                "address bound address=10.96.7.7".to_string(),
+                "virtual server added service=default/logged:http virtual_server=TCP 10.96.7.7:80 \
                  scheduler=rr added=10.244.1.2:8080,10.244.1.3:8080"
                     .into(),
-                "packet filter updated changes=2".into(),
             ]
         );
 
@@ -1057,15 +1081,15 @@ mod tests {
             rs.conns.active = 1;
         }
         p.apply_change(slice(
-            "web-1",
-            "web",
+            "logged-1",
+            "logged",
             &["10.244.1.2", "10.244.1.4", "10.244.1.5"],
         ));
         p.sync(SyncKind::Partial).await.unwrap();
         assert_eq!(
-            out.take(),
+            out.take(vip),
             vec![
-                "real servers changed service=default/web:http virtual_server=TCP 10.96.0.10:80 \
+                "real servers changed service=default/logged:http virtual_server=TCP 10.96.7.7:80 \
                  added=10.244.1.4:8080,10.244.1.5:8080 draining=10.244.1.3:8080"
                     .to_string()
             ]
@@ -1088,20 +1112,22 @@ mod tests {
             Kind::Service,
             ObjectKey {
                 namespace: "default".into(),
-                name: "web".into(),
+                name: "logged".into(),
             },
         ));
         p.sync(SyncKind::Partial).await.unwrap();
         p.sync(SyncKind::Partial).await.unwrap();
-        let lines = out.take();
+        let lines = out.take(vip);
         assert!(
-            lines.iter().any(|l| l.starts_with(
-                "virtual server removed service=default/web:http virtual_server=TCP 10.96.0.10:80"
-            )),
+            lines.iter().any(|l| {
+                l.starts_with(
+                "virtual server removed service=default/logged:http virtual_server=TCP 10.96.7.7:80"
+            )
+            }),
             "{lines:#?}"
         );
         assert!(
-            lines.contains(&"address unbound address=10.96.0.10".to_string()),
+            lines.contains(&"address unbound address=10.96.7.7".to_string()),
             "{lines:#?}"
         );
         assert!(

@@ -46,6 +46,25 @@ impl ParsedPort {
     }
 }
 
+/// A Service's cluster IPs: at most one per family, so at most two, held
+/// in place (no allocation per Service).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct ClusterIps([Option<IpAddr>; 2]);
+
+impl ClusterIps {
+    /// The addresses, in the order given.
+    pub fn iter(&self) -> impl Iterator<Item = &IpAddr> {
+        self.0.iter().flatten()
+    }
+
+    /// Adds an address of a family not held yet (so never a third).
+    fn push(&mut self, ip: IpAddr) {
+        if let Some(slot) = self.0.iter_mut().find(|s| s.is_none()) {
+            *slot = Some(ip);
+        }
+    }
+}
+
 /// A Service we proxy, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ParsedService {
@@ -53,7 +72,7 @@ pub(crate) struct ParsedService {
     pub name: std::sync::Arc<ServiceName>,
     pub rank: Rank,
     /// At most one per family, only families the node proxies.
-    pub cluster_ips: Vec<IpAddr>,
+    pub cluster_ips: ClusterIps,
     pub external_ips: Vec<IpAddr>,
     pub lb_ips: Vec<IpAddr>,
     pub source_ranges: Vec<IpNet>,
@@ -250,7 +269,7 @@ pub(crate) fn parse_service(
         // Headless (or not allocated yet): nothing to proxy.
         return ServiceParse::Ignored;
     }
-    let mut cluster_ips: Vec<IpAddr> = Vec::with_capacity(raw_ips.len().min(2));
+    let mut cluster_ips = ClusterIps::default();
     for (i, raw) in raw_ips.iter().enumerate() {
         match raw.parse_ip() {
             Ok(ip) => {

@@ -247,8 +247,13 @@ fn agent_programs_the_kernel_from_manifests_and_traffic_moves() {
     let hz = http_get("/healthz", 10256);
     assert!(hz.starts_with("HTTP/1.1 200"), "{hz}");
     assert!(hz.contains("\"nodeEligible\": true"), "{hz}");
-    let m = http_get("/metrics", 10249);
-    assert!(m.contains("ipvs_proxy_virtual_servers 1"), "{m}");
+    // The gauges are set when the sync returns, after the packet filter
+    // (nft, ~0.5 s under TCG) that follows the IPVS operations seen above.
+    let mut m = String::new();
+    wait_for("the first sync's metrics", Duration::from_secs(30), || {
+        m = http_get("/metrics", 10249);
+        m.contains("ipvs_proxy_virtual_servers 1")
+    });
     assert!(
         m.contains("kubeproxy_sync_proxy_rules_last_timestamp_seconds"),
         "{m}"

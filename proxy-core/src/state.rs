@@ -26,7 +26,16 @@ use crate::reject::{ObjectKind, ObjectRef, RejectReason, Rejection};
 use crate::translate::{compute, Contribution, Ctx, PortClaim};
 use crate::vecmap::VecMap;
 
-type SliceId = (String, String);
+/// A slice's namespace and name; the name is shared with the Service's map
+/// of slices (one allocation per slice name).
+type SliceId = (String, Arc<str>);
+
+fn slice_id(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> SliceId {
+    (
+        meta.namespace.clone().unwrap_or_default(),
+        Arc::from(meta.name.as_deref().unwrap_or("")),
+    )
+}
 
 /// A Service name as a lookup key, so that the indexes keyed by
 /// `Arc<ServiceName>` can be searched with borrowed strings (no
@@ -285,7 +294,7 @@ pub struct ProxyState {
     // Service is never moved.
     services: HashMap<Arc<ServiceName>, Box<ParsedService>>,
     service_rejections: HashMap<ServiceName, Vec<Rejection>>,
-    slices: HashMap<Arc<ServiceName>, VecMap<String, ParsedSlice>>,
+    slices: HashMap<Arc<ServiceName>, VecMap<Arc<str>, ParsedSlice>>,
     slice_service: HashMap<SliceId, Arc<ServiceName>>,
     slice_rejections: HashMap<SliceId, Vec<Rejection>>,
     contributions: HashMap<Arc<ServiceName>, (Rank, Contribution)>,
@@ -511,10 +520,7 @@ impl ProxyState {
             &|ns, n| self.name(ns, n),
             &mut rejections,
         );
-        let id: SliceId = (
-            slice.metadata.namespace.clone().unwrap_or_default(),
-            slice.metadata.name.clone().unwrap_or_default(),
-        );
+        let id = slice_id(&slice.metadata);
         if !rejections.is_empty() {
             self.slice_rejections.insert(id.clone(), rejections);
         } else if !self.slice_rejections.is_empty() {
@@ -543,7 +549,7 @@ impl ProxyState {
 
     /// Deletes an EndpointSlice.
     pub fn delete_slice(&mut self, namespace: &str, name: &str) {
-        let id = (namespace.to_owned(), name.to_owned());
+        let id: SliceId = (namespace.to_owned(), Arc::from(name));
         self.slice_rejections.remove(&id);
         self.forget_slice(&id);
     }
@@ -616,10 +622,7 @@ impl ProxyState {
         }
         let mut seen_slices = std::collections::HashSet::new();
         for s in slices {
-            seen_slices.insert((
-                s.metadata.namespace.clone().unwrap_or_default(),
-                s.metadata.name.clone().unwrap_or_default(),
-            ));
+            seen_slices.insert(slice_id(&s.metadata));
             self.apply_slice(s);
         }
         let gone: Vec<SliceId> = self
@@ -974,16 +977,13 @@ pub fn desired_from_scratch<'a>(
     }
     let mut by_id: BTreeMap<SliceId, Option<ParsedSlice>> = BTreeMap::new();
     for s in slices {
-        let id = (
-            s.metadata.namespace.clone().unwrap_or_default(),
-            s.metadata.name.clone().unwrap_or_default(),
-        );
+        let id = slice_id(&s.metadata);
         by_id.insert(
             id,
             parse_slice(s, config, &node.name, &new_name, &mut Vec::new()),
         );
     }
-    let mut grouped: HashMap<Arc<ServiceName>, VecMap<String, ParsedSlice>> = HashMap::default();
+    let mut grouped: HashMap<Arc<ServiceName>, VecMap<Arc<str>, ParsedSlice>> = HashMap::default();
     for ((_, name), p) in by_id {
         if let Some(p) = p {
             grouped

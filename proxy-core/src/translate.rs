@@ -154,7 +154,7 @@ fn merged_endpoints<'a>(
     svc: &ParsedService,
     port: &ParsedPort,
     family: IpFamily,
-    slices: &'a VecMap<String, ParsedSlice>,
+    slices: &'a VecMap<Arc<str>, ParsedSlice>,
     ctx: &Ctx,
 ) -> Vec<Ep<'a>> {
     let mut eps: Vec<Ep> = Vec::with_capacity(
@@ -299,7 +299,7 @@ fn key(protocol: Protocol, addr: IpAddr, port: u16) -> ServiceKey {
 /// Computes a Service's contribution.
 pub(crate) fn compute(
     svc: &ParsedService,
-    slices: Option<&VecMap<String, ParsedSlice>>,
+    slices: Option<&VecMap<Arc<str>, ParsedSlice>>,
     ctx: &Ctx,
 ) -> Contribution {
     let empty = VecMap::default();

@@ -171,33 +171,41 @@ fn parse_ipv4_fast(b: &[u8]) -> Option<std::net::Ipv4Addr> {
     if b.len() < 7 || b.len() > 15 {
         return None;
     }
+    let digit = |i: usize| -> Option<u32> {
+        let d = b.get(i)?.wrapping_sub(b'0');
+        (d <= 9).then_some(u32::from(d))
+    };
+    let mut i = 0;
     let mut bits: u32 = 0;
-    let mut dots = 0;
-    // The octet so far, its number of digits, and whether it began with 0.
-    let (mut v, mut digits, mut zero_first) = (0u32, 0u32, false);
-    for &c in b {
-        if c == b'.' {
-            if digits == 0 || dots == 3 || v > 255 {
+    for n in 0..4 {
+        if n > 0 {
+            if b.get(i) != Some(&b'.') {
                 return None;
             }
-            bits = (bits << 8) | v;
-            dots += 1;
-            (v, digits, zero_first) = (0, 0, false);
-            continue;
+            i += 1;
         }
-        let d = c.wrapping_sub(b'0');
-        // Not a digit, a digit after a leading zero, or a fourth digit.
-        if d > 9 || zero_first || digits == 3 {
-            return None;
+        // One to three digits, no leading zero; a fourth digit is caught
+        // by the next '.' or end check.
+        let d0 = digit(i)?;
+        let mut v = d0;
+        i += 1;
+        if let Some(d1) = digit(i) {
+            if d0 == 0 {
+                return None;
+            }
+            v = v * 10 + d1;
+            i += 1;
+            if let Some(d2) = digit(i) {
+                v = v * 10 + d2;
+                i += 1;
+                if v > 255 {
+                    return None;
+                }
+            }
         }
-        zero_first = digits == 0 && d == 0;
-        v = v * 10 + u32::from(d);
-        digits += 1;
+        bits = (bits << 8) | v;
     }
-    if dots != 3 || digits == 0 || v > 255 {
-        return None;
-    }
-    Some(std::net::Ipv4Addr::from_bits((bits << 8) | v))
+    (i == b.len()).then_some(std::net::Ipv4Addr::from_bits(bits))
 }
 
 /// Gives the shared name of a Service (`namespace`, `name`): the engine

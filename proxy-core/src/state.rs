@@ -486,12 +486,17 @@ impl ProxyState {
             self.service_rejections.remove(&*name);
         }
         match parsed {
-            ServiceParse::Proxied(p) => {
-                if self.services.get(&*name) == Some(&p) {
-                    return;
+            ServiceParse::Proxied(p) => match self.services.entry(Arc::clone(&name)) {
+                std::collections::hash_map::Entry::Occupied(mut e) => {
+                    if *e.get() == p {
+                        return;
+                    }
+                    e.insert(p);
                 }
-                self.services.insert(Arc::clone(&name), p);
-            }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(p);
+                }
+            },
             ServiceParse::Ignored | ServiceParse::Rejected => {
                 if self.services.remove(&*name).is_none() {
                     return;
@@ -529,18 +534,20 @@ impl ProxyState {
         match parsed {
             Some(p) => {
                 let svc = p.service.clone();
-                if let Some(old) = self.slice_service.get(&id).cloned() {
+                let name = Arc::clone(&id.1);
+                // One lookup: the slice's Service is recorded first (the
+                // same one again when nothing changed).
+                if let Some(old) = self.slice_service.insert(id, svc.clone()) {
                     if old != svc {
-                        self.remove_slice_from(&old, &id.1);
+                        self.remove_slice_from(&old, &name);
                         self.recompute(&old);
                     }
                 }
                 let entry = self.slices.entry(svc.clone()).or_default();
-                if entry.get(&id.1) == Some(&p) {
+                if entry.get(&name) == Some(&p) {
                     return;
                 }
-                entry.insert(id.1.clone(), p);
-                self.slice_service.insert(id, svc.clone());
+                entry.insert(name, p);
                 self.recompute(&svc);
             }
             None => self.forget_slice(&id),

@@ -134,6 +134,26 @@ def main():
     print("|---|---|---|---|---|")
     for d in details:
         print(d)
+    phases = ["read", "plan", "log", "bind", "ipvs", "filter", "unbind", "total"]
+    rows = []
+    for n in env.get("SIZES", "").split():
+        vals = [med(res, f"first_sync_{p}_ms_{n}") for p in phases]
+        if any(v is not None for v in vals):
+            end = med(res, f"first_sync_end_us_{n}", 1e-6)
+            rows.append(
+                f"| {int(n):,} | " + " | ".join(fmt(v, ".0f") for v in vals) + f" | {fmt(end, '.2f')} s |"
+            )
+    if rows:
+        print()
+        print("The first full sync by phase (the agent's `sync done` line; ms, medians):")
+        print()
+        print(
+            "| Services | read kernel | plan | log lines | bind addresses | IPVS | packet filter | unbind "
+            "| total | ended (from start) |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            print(r)
     for f in res.get("fail", []):
         print(f"FAIL: {f}")
 

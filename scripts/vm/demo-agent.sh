@@ -185,7 +185,7 @@ else
   record FAIL "$what"
 fi
 # The forwarding changes since the edit, without the timestamp and target.
-tail -n +$((${#before[@]} + 1)) "$agent_log" | grep -E ' INFO .*(server|address) ' |
+tail -n +$((${#before[@]} + 1)) "$agent_log" | grep -E ' INFO .*(servers?|address) ' |
   sed -E 's/^[^ ]+ +INFO [^ ]+: /  /'
 
 banner "ipvs-proxy show default/web"

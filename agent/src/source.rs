@@ -461,10 +461,11 @@ enum Doc {
     /// A document of another kind (`apiVersion/kind`).
     Skipped(String),
 }
-/// Parses a multi-document file. Objects without a resourceVersion get
-/// `manifest-<hash of the document>`, which stands in for one.
+/// Parses a multi-document file, each document in one pass straight into
+/// its type (no intermediate tree: reading the manifests at start-up is
+/// mostly YAML parsing). Objects without a resourceVersion get
+/// `manifest-<hash of the object>`, which stands in for one.
 fn parse_file(path: &Path, text: &str) -> Result<Vec<Doc>, ManifestError> {
-    use std::hash::{Hash, Hasher};
     let mut out = Vec::new();
     for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let perr = |message: String| ManifestError::Parse {
@@ -472,55 +473,324 @@ fn parse_file(path: &Path, text: &str) -> Result<Vec<Doc>, ManifestError> {
             index,
             message,
         };
-        let value = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
+        let parsed = serde::Deserializer::deserialize_any(doc, DocVisitor)
             .map_err(|e| perr(e.to_string()))?;
-        if value.is_null() {
-            continue;
-        }
-        let field = |name: &str| {
-            value
-                .get(name)
-                .and_then(|k| k.as_str())
-                .unwrap_or_default()
-                .to_string()
-        };
-        let (kind, api_version) = (field("kind"), field("apiVersion"));
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        value.hash(&mut h);
-        let hash = h.finish();
-        let version = || Some(format!("manifest-{hash:016x}"));
-        let obj = match (api_version.as_str(), kind.as_str()) {
-            ("v1", "Service") => {
-                let mut s: Service =
-                    serde_yaml::from_value(value).map_err(|e| perr(e.to_string()))?;
-                default_namespace(&mut s.metadata);
-                if s.metadata.resource_version.is_none() {
-                    s.metadata.resource_version = version();
-                }
-                Object::Service(Box::new(s))
-            }
-            ("discovery.k8s.io/v1", "EndpointSlice") => {
-                let mut s: EndpointSlice =
-                    serde_yaml::from_value(value).map_err(|e| perr(e.to_string()))?;
-                default_namespace(&mut s.metadata);
-                if s.metadata.resource_version.is_none() {
-                    s.metadata.resource_version = version();
-                }
-                Object::EndpointSlice(Box::new(s))
-            }
-            ("v1", "List") => {
+        let mut obj = match parsed {
+            Parsed::Empty => continue,
+            Parsed::List => {
                 return Err(perr(
                     "kind List is not supported; use multiple documents".into(),
                 ))
             }
-            _ => {
+            Parsed::Other(api_version, kind) => {
                 out.push(Doc::Skipped(format!("{api_version}/{kind}")));
                 continue;
             }
+            Parsed::Service(mut s) => {
+                compact_service(&mut s);
+                Object::Service(s)
+            }
+            Parsed::EndpointSlice(mut s) => {
+                compact_slice(&mut s);
+                Object::EndpointSlice(s)
+            }
         };
+        let hash = object_hash(&obj);
+        let meta = match &mut obj {
+            Object::Service(s) => &mut s.metadata,
+            Object::EndpointSlice(s) => &mut s.metadata,
+            Object::Node(n) => &mut n.metadata,
+        };
+        default_namespace(meta);
+        if meta.resource_version.is_none() {
+            meta.resource_version = Some(format!("manifest-{hash:016x}"));
+        }
         out.push(Doc::Object(obj, hash));
     }
     Ok(out)
+}
+
+/// Lists read from YAML grow by doubling (the parser gives no length):
+/// trims the ones every Service has, as a value tree's exact lengths did.
+fn compact_service(s: &mut Service) {
+    if let Some(spec) = s.spec.as_mut() {
+        if let Some(v) = spec.ports.as_mut() {
+            v.shrink_to_fit();
+        }
+        if let Some(v) = spec.cluster_ips.as_mut() {
+            v.shrink_to_fit();
+        }
+        if let Some(v) = spec.ip_families.as_mut() {
+            v.shrink_to_fit();
+        }
+    }
+}
+
+/// As [`compact_service`], for an EndpointSlice's endpoints and ports.
+fn compact_slice(s: &mut EndpointSlice) {
+    s.endpoints.shrink_to_fit();
+    for e in &mut s.endpoints {
+        e.addresses.shrink_to_fit();
+    }
+    if let Some(v) = s.ports.as_mut() {
+        v.shrink_to_fit();
+    }
+}
+
+/// A hash of an object's content (its JSON), to tell versions apart.
+fn object_hash(obj: &Object) -> u64 {
+    use std::hash::Hasher;
+    struct HashWriter(std::collections::hash_map::DefaultHasher);
+    impl std::io::Write for HashWriter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.write(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut w = HashWriter(Default::default());
+    // Cannot fail: the objects have only string map keys.
+    let _ = match obj {
+        Object::Service(s) => serde_json::to_writer(&mut w, s),
+        Object::EndpointSlice(s) => serde_json::to_writer(&mut w, s),
+        Object::Node(n) => serde_json::to_writer(&mut w, n),
+    };
+    w.0.finish()
+}
+
+/// What a manifest document holds, read in one pass.
+#[derive(Debug)]
+enum Parsed {
+    /// An empty document.
+    Empty,
+    /// A `v1` `List`.
+    List,
+    /// Another kind (`apiVersion`, `kind`; empty when absent).
+    Other(String, String),
+    /// A Service.
+    Service(Box<Service>),
+    /// An EndpointSlice.
+    EndpointSlice(Box<EndpointSlice>),
+}
+
+/// The document types we read, by `apiVersion` and `kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Service,
+    EndpointSlice,
+    List,
+    Other,
+}
+
+impl Shape {
+    fn of(api_version: &str, kind: &str) -> Self {
+        match (api_version, kind) {
+            ("v1", "Service") => Self::Service,
+            ("discovery.k8s.io/v1", "EndpointSlice") => Self::EndpointSlice,
+            ("v1", "List") => Self::List,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// Top-level field names of the documents we read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    ApiVersion,
+    Kind,
+    Metadata,
+    Spec,
+    Status,
+    AddressType,
+    Endpoints,
+    Ports,
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl serde::de::Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Key, E> {
+                Ok(match s {
+                    "apiVersion" => Key::ApiVersion,
+                    "kind" => Key::Kind,
+                    "metadata" => Key::Metadata,
+                    "spec" => Key::Spec,
+                    "status" => Key::Status,
+                    "addressType" => Key::AddressType,
+                    "endpoints" => Key::Endpoints,
+                    "ports" => Key::Ports,
+                    _ => Key::Other,
+                })
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Key, E> {
+                Ok(Key::Other)
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Key, E> {
+                Ok(Key::Other)
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Key, E> {
+                Ok(Key::Other)
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Key, E> {
+                Ok(Key::Other)
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Key, E> {
+                Ok(Key::Other)
+            }
+        }
+        d.deserialize_any(KeyVisitor)
+    }
+}
+
+/// Deserializes one top-level field into the object being built, as
+/// k8s-openapi does (a missing or null required field is its default;
+/// unknown fields are ignored).
+struct Field<'a> {
+    shape: Shape,
+    key: Key,
+    svc: &'a mut Service,
+    slice: &'a mut EndpointSlice,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Field<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        use serde::Deserialize;
+        match (self.shape, self.key) {
+            (Shape::Service, Key::Metadata) => {
+                self.svc.metadata = Option::deserialize(d)?.unwrap_or_default()
+            }
+            (Shape::Service, Key::Spec) => self.svc.spec = Deserialize::deserialize(d)?,
+            (Shape::Service, Key::Status) => self.svc.status = Deserialize::deserialize(d)?,
+            (Shape::EndpointSlice, Key::Metadata) => {
+                self.slice.metadata = Option::deserialize(d)?.unwrap_or_default()
+            }
+            (Shape::EndpointSlice, Key::AddressType) => {
+                self.slice.address_type = Option::deserialize(d)?.unwrap_or_default()
+            }
+            (Shape::EndpointSlice, Key::Endpoints) => {
+                self.slice.endpoints = Option::deserialize(d)?.unwrap_or_default()
+            }
+            (Shape::EndpointSlice, Key::Ports) => self.slice.ports = Deserialize::deserialize(d)?,
+            _ => {
+                serde::de::IgnoredAny::deserialize(d)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads a document: `apiVersion` and `kind` first (where manifests put
+/// them; fields before them are kept as YAML values until they are
+/// known), then each field straight into the Service's or EndpointSlice's
+/// type; other kinds' fields are skipped unread.
+struct DocVisitor;
+
+impl DocVisitor {
+    fn other<E>(self) -> Result<Parsed, E> {
+        Ok(Parsed::Other(String::new(), String::new()))
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for DocVisitor {
+    type Value = Parsed;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a Kubernetes object")
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Parsed, E> {
+        Ok(Parsed::Empty)
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<Parsed, E> {
+        Ok(Parsed::Empty)
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Parsed, E> {
+        self.other()
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Parsed, E> {
+        self.other()
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Parsed, E> {
+        self.other()
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Parsed, E> {
+        self.other()
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Parsed, E> {
+        self.other()
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Parsed, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        self.other()
+    }
+    fn visit_enum<A: serde::de::EnumAccess<'de>>(self, data: A) -> Result<Parsed, A::Error> {
+        use serde::de::VariantAccess;
+        let (serde::de::IgnoredAny, v) = data.variant()?;
+        v.newtype_variant::<serde::de::IgnoredAny>()?;
+        self.other()
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Parsed, A::Error> {
+        use serde::de::{DeserializeSeed, Error};
+        let mut api_version: Option<String> = None;
+        let mut kind: Option<String> = None;
+        let mut shape: Option<Shape> = None;
+        let mut early: Vec<(Key, serde_yaml::Value)> = Vec::new();
+        let mut svc = Service::default();
+        let mut slice = EndpointSlice::default();
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::ApiVersion | Key::Kind => {
+                    let v: serde_yaml::Value = map.next_value()?;
+                    let s = v.as_str().unwrap_or_default().to_string();
+                    if key == Key::ApiVersion {
+                        api_version = Some(s);
+                    } else {
+                        kind = Some(s);
+                    }
+                    if let (Some(a), Some(k)) = (&api_version, &kind) {
+                        let s = Shape::of(a, k);
+                        shape = Some(s);
+                        for (key, v) in early.drain(..) {
+                            let field = Field {
+                                shape: s,
+                                key,
+                                svc: &mut svc,
+                                slice: &mut slice,
+                            };
+                            field.deserialize(v).map_err(A::Error::custom)?;
+                        }
+                    }
+                }
+                _ => match shape {
+                    Some(shape) => map.next_value_seed(Field {
+                        shape,
+                        key,
+                        svc: &mut svc,
+                        slice: &mut slice,
+                    })?,
+                    None => early.push((key, map.next_value()?)),
+                },
+            }
+        }
+        Ok(match shape {
+            Some(Shape::Service) => Parsed::Service(Box::new(svc)),
+            Some(Shape::EndpointSlice) => Parsed::EndpointSlice(Box::new(slice)),
+            Some(Shape::List) => Parsed::List,
+            Some(Shape::Other) | None => {
+                Parsed::Other(api_version.unwrap_or_default(), kind.unwrap_or_default())
+            }
+        })
+    }
 }
 
 fn default_namespace(meta: &mut ObjectMeta) {
@@ -1105,6 +1375,68 @@ pub async fn run_manifests(dir: PathBuf, interval: Duration, tx: mpsc::Sender<Ch
 mod tests {
     use super::*;
 
+    /// The parse before the one-pass one (through a YAML value tree): the
+    /// reference the one-pass parse must agree with.
+    fn parse_file_via_value(path: &Path, text: &str) -> Result<Vec<Doc>, ManifestError> {
+        use std::hash::{Hash, Hasher};
+        let mut out = Vec::new();
+        for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+            let perr = |message: String| ManifestError::Parse {
+                path: path.to_path_buf(),
+                index,
+                message,
+            };
+            let value = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
+                .map_err(|e| perr(e.to_string()))?;
+            if value.is_null() {
+                continue;
+            }
+            let field = |name: &str| {
+                value
+                    .get(name)
+                    .and_then(|k| k.as_str())
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let (kind, api_version) = (field("kind"), field("apiVersion"));
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            value.hash(&mut h);
+            let hash = h.finish();
+            let version = || Some(format!("manifest-{hash:016x}"));
+            let obj = match (api_version.as_str(), kind.as_str()) {
+                ("v1", "Service") => {
+                    let mut s: Service =
+                        serde_yaml::from_value(value).map_err(|e| perr(e.to_string()))?;
+                    default_namespace(&mut s.metadata);
+                    if s.metadata.resource_version.is_none() {
+                        s.metadata.resource_version = version();
+                    }
+                    Object::Service(Box::new(s))
+                }
+                ("discovery.k8s.io/v1", "EndpointSlice") => {
+                    let mut s: EndpointSlice =
+                        serde_yaml::from_value(value).map_err(|e| perr(e.to_string()))?;
+                    default_namespace(&mut s.metadata);
+                    if s.metadata.resource_version.is_none() {
+                        s.metadata.resource_version = version();
+                    }
+                    Object::EndpointSlice(Box::new(s))
+                }
+                ("v1", "List") => {
+                    return Err(perr(
+                        "kind List is not supported; use multiple documents".into(),
+                    ))
+                }
+                _ => {
+                    out.push(Doc::Skipped(format!("{api_version}/{kind}")));
+                    continue;
+                }
+            };
+            out.push(Doc::Object(obj, hash));
+        }
+        Ok(out)
+    }
+
     fn svc(ns: &str, name: &str, rv: Option<&str>, labels: &[(&str, &str)]) -> Service {
         Service {
             metadata: ObjectMeta {
@@ -1681,6 +2013,70 @@ metadata:
             panic!("nothing else changed, got {c:?}");
         }
         task.abort();
+    }
+
+    #[test]
+    fn one_pass_parse_agrees_with_the_value_parse() {
+        let docs = [
+            WEB.to_string(),
+            // Fields before apiVersion and kind, unknown fields, a status.
+            "metadata: {name: late, namespace: x, labels: {a: b}}\nspec:\n  clusterIP: 10.96.0.9\n  ports: [{port: 53, protocol: UDP}]\nstatus: {loadBalancer: {ingress: [{ip: 1.2.3.4}]}}\nextra: [1, 2]\nkind: Service\napiVersion: v1\n".into(),
+            "endpoints: [{addresses: [10.0.0.1]}]\napiVersion: discovery.k8s.io/v1\nmetadata: {name: s}\nkind: EndpointSlice\naddressType: IPv4\n".into(),
+            // JSON, and null or missing required fields.
+            r#"{"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": null, "addressType": null, "ports": [{"port": 80}]}"#.into(),
+            r#"{"kind": "Service", "apiVersion": "v1", "metadata": {"name": "j", "resourceVersion": "7"}}"#.into(),
+            // Other kinds, scalars, sequences, empty and tagged documents.
+            "---\n---\nhello\n---\n[1, 2]\n---\napiVersion: apps/v1\nkind: Deployment\nspec: {replicas: 3}\n---\n!thing {a: 1}\n---\nkind: Service\n".into(),
+            "apiVersion: v1\nkind: Secret\nmetadata: 42\n".into(),
+            // Errors: a List, a wrong type, broken YAML.
+            "apiVersion: v1\nkind: List\nitems: []\n".into(),
+            "apiVersion: v1\nkind: Service\nspec: 3\n".into(),
+            "spec: 3\nkind: Service\napiVersion: v1\n".into(),
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nendpoints: {a: 1}\n".into(),
+            "kind: Service\napiVersion: v1\nspec: [".into(),
+        ];
+        let path = Path::new("x.yaml");
+        let shown = |docs: Vec<Doc>| -> Vec<String> {
+            docs.into_iter()
+                .map(|d| match d {
+                    Doc::Object(mut o, _) => {
+                        match &mut o {
+                            Object::Service(s) => s.metadata.resource_version = None,
+                            Object::EndpointSlice(s) => s.metadata.resource_version = None,
+                            Object::Node(n) => n.metadata.resource_version = None,
+                        }
+                        format!("{o:?}")
+                    }
+                    Doc::Skipped(kind) => format!("skipped {kind}"),
+                })
+                .collect()
+        };
+        for text in &docs {
+            match (parse_file(path, text), parse_file_via_value(path, text)) {
+                (Ok(a), Ok(b)) => {
+                    assert!(!a.is_empty(), "{text}");
+                    assert_eq!(shown(a), shown(b), "{text}");
+                }
+                (
+                    Err(ManifestError::Parse { index: a, .. }),
+                    Err(ManifestError::Parse { index: b, .. }),
+                ) => {
+                    assert_eq!(a, b, "{text}")
+                }
+                (a, b) => panic!("{text}: {a:?} vs {b:?}"),
+            }
+        }
+        // The stand-in resourceVersion follows the content, not the text.
+        let rv = |text: &str| match &parse_file(path, text).unwrap()[0] {
+            Doc::Object(Object::Service(s), h) => (s.metadata.resource_version.clone(), *h),
+            other => panic!("unexpected {other:?}"),
+        };
+        let block =
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: a\nspec:\n  clusterIP: 10.96.0.1\n";
+        let flow = r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a"}, "spec": {"clusterIP": "10.96.0.1"}}"#;
+        assert_eq!(rv(block), rv(flow));
+        assert_ne!(rv(block), rv(&block.replace("10.96.0.1", "10.96.0.2")));
+        assert!(rv(block).0.is_some_and(|v| v.starts_with("manifest-")));
     }
 
     #[test]

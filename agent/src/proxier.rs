@@ -255,8 +255,9 @@ struct VsChange {
     draining: Option<String>,
     updated: Option<String>,
     removed: Option<String>,
-    /// The plan's real-server operations on it, for the debug lines.
-    ops: Vec<Op>,
+    /// Each real server's change (message, real server), for the debug
+    /// lines; classified once, with the info line's lists.
+    each: Vec<(&'static str, RealServerKey)>,
 }
 
 impl VsChange {
@@ -269,21 +270,14 @@ impl VsChange {
             draining: None,
             updated: None,
             removed: None,
-            ops: Vec::new(),
+            each: Vec::new(),
         }
     }
 
     /// One debug line per real server (the lines of the per-VS info line).
     fn log_each(&self, service: &str) {
-        for op in &self.ops {
-            let (what, rs) = match op {
-                Op::AddRealServer(_, rs) => ("real server added", rs.key),
-                Op::EditRealServer(_, rs) if rs.weight == 0 => ("real server draining", rs.key),
-                Op::EditRealServer(_, rs) => ("real server updated", rs.key),
-                Op::DeleteRealServer(_, k) => ("real server removed", *k),
-                _ => continue,
-            };
-            tracing::debug!(service = %service, virtual_server = %self.key, real_server = %fmt_rs(&rs), "{what}");
+        for (what, rs) in &self.each {
+            tracing::debug!(service = %service, virtual_server = %self.key, real_server = %fmt_rs(rs), "{what}");
         }
     }
 }
@@ -339,19 +333,19 @@ fn vs_changes(plan: &Plan) -> Vec<VsChange> {
             Op::DeleteService(_) => c.what = VsWhat::Removed,
             Op::AddRealServer(_, rs) => {
                 push_rs(&mut c.added, &rs.key, Some(rs.weight));
-                c.ops.push(op.clone());
+                c.each.push(("real server added", rs.key));
             }
             Op::EditRealServer(k, rs) if draining.contains(&(*k, rs.key)) => {
                 push_rs(&mut c.draining, &rs.key, None);
-                c.ops.push(op.clone());
+                c.each.push(("real server draining", rs.key));
             }
             Op::EditRealServer(_, rs) => {
                 push_rs(&mut c.updated, &rs.key, Some(rs.weight));
-                c.ops.push(op.clone());
+                c.each.push(("real server updated", rs.key));
             }
             Op::DeleteRealServer(_, rs) => {
                 push_rs(&mut c.removed, rs, None);
-                c.ops.push(op.clone());
+                c.each.push(("real server removed", *rs));
             }
             _ => {}
         }
@@ -1163,6 +1157,16 @@ mod tests {
         assert_eq!(
             (c[0].draining.as_deref(), c[0].removed.as_deref()),
             (None, None)
+        );
+        // The debug lines classify each real server as the info line does.
+        let each: Vec<(&str, String)> = c[0].each.iter().map(|(w, k)| (*w, fmt_rs(k))).collect();
+        assert_eq!(
+            each,
+            [
+                ("real server added", "10.244.1.2:8080".to_string()),
+                ("real server added", "[fd00::2]:8080".to_string()),
+                ("real server updated", "10.244.1.3:8080".to_string()),
+            ]
         );
     }
 

@@ -1,0 +1,82 @@
+//! `kubeproxy.config.k8s.io/v1alpha1`.
+
+use super::super::model::ProxyConfig;
+use super::super::validate::{parse_bind_address, parse_cidr_list, Schema};
+use super::super::{invalid, ConfigError};
+use super::{
+    check_masquerade_bit, ignore_conntrack, parse_detect_local, parse_ipvs_common, Section,
+};
+
+pub(super) fn parse_v1alpha1(
+    top: &mut Section<'_>,
+    cfg: &mut ProxyConfig,
+    warnings: &mut Vec<String>,
+) -> Result<(), ConfigError> {
+    if let Some(s) = top.get::<String>("bindAddress")? {
+        if !s.is_empty() {
+            cfg.bind_address = s.parse().map_err(|_| {
+                invalid(
+                    "bindAddress",
+                    &s,
+                    "not a valid textual representation of an IP address",
+                )
+            })?;
+        }
+    }
+    if let Some(s) = top.get::<String>("healthzBindAddress")? {
+        cfg.healthz_bind_address = parse_bind_address("healthzBindAddress", &s, 10256)?;
+    }
+    if let Some(s) = top.get::<String>("metricsBindAddress")? {
+        cfg.metrics_bind_address = parse_bind_address("metricsBindAddress", &s, 10249)?;
+    }
+    if let Some(s) = top.get::<String>("clusterCIDR")? {
+        cfg.cluster_cidrs = parse_cidr_list("clusterCIDR", &s)?;
+    }
+    parse_detect_local(top, cfg, Schema::V1alpha1, warnings)?;
+    if let Some(n) = top.get::<i32>("oomScoreAdj")? {
+        cfg.oom_score_adj = n;
+    }
+    if let Some(mut ipvs) = top.section("ipvs")? {
+        if let Some(d) = ipvs.duration("syncPeriod")? {
+            if !d.is_zero() {
+                cfg.ipvs.sync_period = d;
+            }
+        }
+        if let Some(d) = ipvs.duration("minSyncPeriod")? {
+            cfg.ipvs.min_sync_period = d;
+        }
+        parse_ipvs_common(&mut ipvs, cfg)?;
+        ipvs.finish(warnings);
+    }
+    if let Some(mut ipt) = top.section("iptables")? {
+        if let Some(b) = ipt.get::<bool>("masqueradeAll")? {
+            cfg.masquerade_all = b;
+        }
+        check_masquerade_bit(&mut ipt, warnings)?;
+        let why = "only used by kube-proxy's iptables mode";
+        ipt.ignore("syncPeriod", &["30s"], why, warnings);
+        ipt.ignore("minSyncPeriod", &["1s"], why, warnings);
+        ipt.ignore("localhostNodePorts", &["true"], why, warnings);
+        ipt.ignore("snatNodeInternalIP", &[], why, warnings);
+        ipt.finish(warnings);
+    }
+    if let Some(mut ct) = top.section("conntrack")? {
+        ignore_conntrack(&mut ct, warnings);
+        ct.finish(warnings);
+    }
+    top.ignore("portRange", &[], "userspace mode is gone", warnings);
+    top.ignore(
+        "udpIdleTimeout",
+        &["250ms"],
+        "userspace mode is gone",
+        warnings,
+    );
+    top.ignore(
+        "nftables",
+        &[],
+        "only used by kube-proxy's nftables mode",
+        warnings,
+    );
+    top.ignore("windowsRunAsService", &[], "Windows only", warnings);
+    Ok(())
+}

@@ -225,6 +225,41 @@ pub enum FilterOp {
     Remove(FilterEntry),
 }
 
+impl FilterFacts {
+    /// Applies one change: the one place a [`FilterOp`] meets the facts
+    /// (the kernel model [`Observed::apply`] and the dataplane both use it).
+    /// O(log n). Adding a present entry or removing an absent one changes
+    /// nothing and is reported as [`ModelError::Filter`].
+    pub fn apply(&mut self, op: &FilterOp) -> Result<(), ModelError> {
+        match op {
+            FilterOp::SetGlobals {
+                local_detect,
+                masquerade_all,
+                node_port_addresses,
+            } => {
+                self.local_detect.clone_from(local_detect);
+                self.masquerade_all = *masquerade_all;
+                self.node_port_addresses.clone_from(node_port_addresses);
+                Ok(())
+            }
+            FilterOp::Add(e) => {
+                if self.entries.insert(e.clone()) {
+                    Ok(())
+                } else {
+                    Err(ModelError::Filter(Box::new(e.clone())))
+                }
+            }
+            FilterOp::Remove(e) => {
+                if self.entries.remove(e) {
+                    Ok(())
+                } else {
+                    Err(ModelError::Filter(Box::new(e.clone())))
+                }
+            }
+        }
+    }
+}
+
 /// One operation of a plan, in the order it must be applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlanOp {
@@ -653,28 +688,9 @@ impl Observed {
             self.apply_ipvs(op)?;
         }
         for f in &plan.filter {
-            let facts = self.filter.get_or_insert_with(FilterFacts::default);
-            match f {
-                FilterOp::SetGlobals {
-                    local_detect,
-                    masquerade_all,
-                    node_port_addresses,
-                } => {
-                    facts.local_detect = local_detect.clone();
-                    facts.masquerade_all = *masquerade_all;
-                    facts.node_port_addresses = node_port_addresses.clone();
-                }
-                FilterOp::Add(e) => {
-                    if !facts.entries.insert(e.clone()) {
-                        return Err(ModelError::Filter(Box::new(e.clone())));
-                    }
-                }
-                FilterOp::Remove(e) => {
-                    if !facts.entries.remove(e) {
-                        return Err(ModelError::Filter(Box::new(e.clone())));
-                    }
-                }
-            }
+            self.filter
+                .get_or_insert_with(FilterFacts::default)
+                .apply(f)?;
         }
         for a in &plan.unbind {
             if !self.addresses.remove(a) {

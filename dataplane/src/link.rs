@@ -12,14 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use rtnetlink::packet_core::{
-    NetlinkBuffer, NetlinkMessage, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
-};
+use ipvs::exchange::{Connection, KernelError, Tokio};
+use rtnetlink::packet_core::{NetlinkMessage, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST};
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::sys::protocols::NETLINK_ROUTE;
-use rtnetlink::sys::{AsyncSocket, AsyncSocketExt, TokioSocket};
 use rtnetlink::{AddressMessageBuilder, Handle, LinkDummy, LinkUnspec};
 
 use crate::error::{netlink_errno, Error, Result};
@@ -32,18 +30,8 @@ const ENODEV: i32 = 19;
 const EEXIST: i32 = 17;
 const EADDRNOTAVAIL: i32 = 99;
 const ENOENT: i32 = 2;
+const ENOBUFS: i32 = 105;
 
-/// `NLMSG_ERROR`: an error, or with code 0 an acknowledgement.
-const NLMSG_ERROR: u16 = 2;
-/// Upper bound of requests packed into one `sendmsg` by [`Batcher`].
-const BATCH_MAX_MSGS: usize = 1024;
-/// Receive-queue memory one error reply may take (skb truesize,
-/// generously): a chunk never holds more requests than the receive buffer
-/// has room for error replies, so no error is ever dropped.
-const ERROR_TRUESIZE: usize = 2048;
-/// The receive buffer [`Batcher`] asks for (the kernel caps it at
-/// `net.core.rmem_max`, then doubles it).
-const BATCH_RCVBUF: usize = 4 << 20;
 /// How long one chunk of a batch may wait for the kernel's answer.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -59,128 +47,73 @@ pub struct DummyLink {
     batch: Arc<tokio::sync::Mutex<Batcher>>,
 }
 
-/// Address writes in batches: many requests in one `sendmsg`, only the
-/// last of each chunk asking for an acknowledgement. The kernel handles
-/// the requests of one `sendmsg` in order and answers only the failed ones
-/// (with their sequence numbers) and the last one, so a chunk of hundreds
-/// of addresses costs one `sendmsg` and usually one `recv` instead of a
-/// round trip each (3,000 service addresses at start-up).
+/// Address writes in batches over ipvs-rs's netlink exchange (the one
+/// under the IPVS client): many requests in one `sendmsg`, only the last
+/// of each chunk asking for an acknowledgement. The kernel handles the
+/// requests of one `sendmsg` in order and answers only the failed ones
+/// (with their sequence numbers and extended-ACK text) and the last one,
+/// so a chunk of hundreds of addresses costs one `sendmsg` and usually one
+/// receive instead of a round trip each (3,000 service addresses at
+/// start-up). The exchange drains what a timed-out chunk left queued,
+/// reports lost answers (`ENOBUFS`) and bounds each chunk by one deadline.
 struct Batcher {
-    sock: TokioSocket,
-    seq: u32,
-    /// Requests per chunk.
-    max_msgs: usize,
-    rx: Vec<u8>,
-    tx: Vec<u8>,
+    conn: Connection<Tokio>,
 }
 
 impl std::fmt::Debug for Batcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Batcher")
-            .field("seq", &self.seq)
-            .field("max_msgs", &self.max_msgs)
-            .finish_non_exhaustive()
+        f.debug_struct("Batcher").field("conn", &self.conn).finish()
     }
-}
-
-/// Why a whole batch failed (as opposed to single requests the kernel
-/// refused).
-#[derive(Debug)]
-enum BatchError {
-    Io(std::io::Error),
-    Timeout,
 }
 
 impl Batcher {
     fn open() -> std::io::Result<Self> {
-        let mut sock = TokioSocket::new(NETLINK_ROUTE)?;
-        sock.socket_mut().bind_auto()?;
-        let s = sock.socket_ref();
-        let _ = s.set_rx_buf_sz(BATCH_RCVBUF);
-        // Error replies carry only the request's header.
-        let _ = s.set_cap_ack(true);
-        let rcv = s.get_rx_buf_sz().unwrap_or(212_992);
-        Ok(Batcher {
-            sock,
-            seq: 0,
-            max_msgs: (rcv / ERROR_TRUESIZE).clamp(16, BATCH_MAX_MSGS),
-            rx: Vec::with_capacity(64 << 10),
-            tx: Vec::new(),
-        })
+        let mut conn = Connection::<Tokio>::open(NETLINK_ROUTE)?;
+        conn.set_timeout(BATCH_TIMEOUT);
+        Ok(Batcher { conn })
     }
 
     /// Sends every request (their flags without `NLM_F_ACK`) and returns
-    /// each one's outcome in order: 0, or the errno the kernel refused it
-    /// with.
+    /// each one's outcome in order: `None`, or the kernel's refusal.
     async fn run(
         &mut self,
         reqs: Vec<NetlinkMessage<RouteNetlinkMessage>>,
-    ) -> std::result::Result<Vec<i32>, BatchError> {
+    ) -> std::io::Result<Vec<Option<KernelError>>> {
         let mut out = Vec::with_capacity(reqs.len());
+        let max_msgs = self.conn.limits().msgs;
         let mut reqs = reqs.into_iter().peekable();
         while reqs.peek().is_some() {
-            let chunk: Vec<_> = reqs.by_ref().take(self.max_msgs).collect();
-            out.extend(self.chunk(chunk).await?);
+            self.conn.clear();
+            for req in reqs.by_ref().take(max_msgs) {
+                self.conn.push(req);
+            }
+            let n = self.conn.pending();
+            self.conn.ack_last();
+            let ex = self.conn.exchange(()).await?;
+            if ex.overrun() {
+                // Some error answers were dropped: which requests failed
+                // is unknown.
+                return Err(std::io::Error::from_raw_os_error(ENOBUFS));
+            }
+            let at = out.len();
+            out.resize(at + n, None);
+            for (i, e) in ex.errors() {
+                if let Some(slot) = out.get_mut(at + i) {
+                    *slot = Some(e.clone());
+                }
+            }
         }
         Ok(out)
     }
+}
 
-    async fn chunk(
-        &mut self,
-        chunk: Vec<NetlinkMessage<RouteNetlinkMessage>>,
-    ) -> std::result::Result<Vec<i32>, BatchError> {
-        let n = chunk.len();
-        let first = self.seq.wrapping_add(1);
-        self.seq = self.seq.wrapping_add(n as u32);
-        self.tx.clear();
-        for (i, mut msg) in chunk.into_iter().enumerate() {
-            msg.header.sequence_number = first.wrapping_add(i as u32);
-            if i + 1 == n {
-                msg.header.flags |= NLM_F_ACK;
-            }
-            msg.finalize();
-            let at = self.tx.len();
-            // Messages start on 4-byte boundaries (NLMSG_ALIGN).
-            let len = msg.buffer_len().next_multiple_of(4);
-            self.tx.resize(at + len, 0);
-            msg.serialize(&mut self.tx[at..at + msg.buffer_len()]);
-        }
-        let sent = self.sock.send(&self.tx).await.map_err(BatchError::Io)?;
-        if sent != self.tx.len() {
-            return Err(BatchError::Io(std::io::Error::other(format!(
-                "sent {sent} of {} bytes",
-                self.tx.len()
-            ))));
-        }
-        let mut codes = vec![0i32; n];
-        loop {
-            self.rx.clear();
-            tokio::time::timeout(BATCH_TIMEOUT, self.sock.recv(&mut self.rx))
-                .await
-                .map_err(|_| BatchError::Timeout)?
-                .map_err(BatchError::Io)?;
-            let mut last_seen = false;
-            let mut off = 0;
-            while let Ok(msg) = NetlinkBuffer::new_checked(&self.rx[off..]) {
-                let len = msg.length() as usize;
-                // Answers to an earlier chunk that timed out are dropped.
-                let i = msg.sequence_number().wrapping_sub(first) as usize;
-                if msg.message_type() == NLMSG_ERROR && i < n {
-                    let p = msg.payload();
-                    if let Some(code) = p.get(..4).and_then(|b| <[u8; 4]>::try_from(b).ok()) {
-                        codes[i] = i32::from_ne_bytes(code).saturating_abs();
-                    }
-                    last_seen |= i + 1 == n;
-                }
-                off += len.next_multiple_of(4);
-                if len == 0 || off >= self.rx.len() {
-                    break;
-                }
-            }
-            if last_seen {
-                return Ok(codes);
-            }
-        }
+/// The kernel's refusal as an I/O error: the errno, and the kernel's
+/// extended-ACK text when it sent one.
+fn refusal(e: &KernelError) -> std::io::Error {
+    let os = std::io::Error::from_raw_os_error(e.errno);
+    match &e.extack {
+        Some(text) if !text.is_empty() => std::io::Error::new(os.kind(), format!("{os}: {text}")),
+        _ => os,
     }
 }
 
@@ -241,25 +174,16 @@ impl DummyLink {
         &self,
         reqs: Vec<NetlinkMessage<RouteNetlinkMessage>>,
         what: &str,
-    ) -> Result<Vec<i32>> {
+    ) -> Result<Vec<Option<KernelError>>> {
         let n = reqs.len();
         self.batch
             .lock()
             .await
             .run(reqs)
             .await
-            .map_err(|e| match e {
-                BatchError::Io(source) => Error::Batch {
-                    op: format!("{what} ({n} requests) on {}", self.name),
-                    source,
-                },
-                BatchError::Timeout => Error::Batch {
-                    op: format!("{what} ({n} requests) on {}", self.name),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("no answer from the kernel in {BATCH_TIMEOUT:?}"),
-                    ),
-                },
+            .map_err(|source| Error::Batch {
+                op: format!("{what} ({n} requests) on {}", self.name),
+                source,
             })
     }
 
@@ -420,14 +344,14 @@ impl DummyLink {
         if reqs.is_empty() {
             return Ok(out);
         }
-        let codes = self.run_batch(reqs, "add addresses").await?;
-        for (&i, code) in sent.iter().zip(codes) {
+        let results = self.run_batch(reqs, "add addresses").await?;
+        for (&i, e) in sent.iter().zip(results) {
             // Already bound is what we want.
-            if code != 0 && code != EEXIST {
+            if let Some(e) = e.filter(|e| e.errno != EEXIST) {
                 let addr = out[i].0;
                 out[i].1 = Err(Error::Refused {
                     op: format!("add address {addr} to {}", self.name),
-                    source: std::io::Error::from_raw_os_error(code),
+                    source: refusal(&e),
                 });
             }
         }
@@ -475,14 +399,14 @@ impl DummyLink {
         if reqs.is_empty() {
             return Ok(out);
         }
-        let codes = self.run_batch(reqs, "remove addresses").await?;
-        for (&i, code) in sent.iter().zip(codes) {
+        let results = self.run_batch(reqs, "remove addresses").await?;
+        for (&i, e) in sent.iter().zip(results) {
             // Already gone is what we want.
-            if !matches!(code, 0 | EADDRNOTAVAIL | ENOENT) {
+            if let Some(e) = e.filter(|e| !matches!(e.errno, EADDRNOTAVAIL | ENOENT)) {
                 let addr = out[i].0;
                 out[i].1 = Err(Error::Refused {
                     op: format!("remove address {addr} from {}", self.name),
-                    source: std::io::Error::from_raw_os_error(code),
+                    source: refusal(&e),
                 });
             }
         }

@@ -1,24 +1,22 @@
 //! The async (tokio) client.
 
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::Path;
+use std::time::Duration;
 
-use netlink_sys::Socket;
-use nix::errno::Errno;
-use nix::sys::socket::{recv, send, MsgFlags};
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
-use tokio::time::Instant;
+use netlink_sys::protocols::NETLINK_GENERIC;
 
 use crate::batch::{BatchReport, Op};
-use crate::client::{ipvs_methods, Core};
-use crate::engine::{Exchange, Payload};
-use crate::error::{Error, Result};
-use crate::sys::{open_socket, open_socket_in, open_socket_in_path, recv_into, ChunkLimits};
-use crate::types::*;
+use crate::blocking::{open_in, open_netns};
+use crate::client::Client;
+use crate::error::Result;
+use crate::exchange::{Connection, Tokio};
+use crate::types::{
+    DaemonState, Info, RealServer, RealServerKey, ServiceKey, SyncDaemon, Timeouts, VirtualServer,
+};
 
 /// An async IPVS client for tokio, with the same methods as
-/// [`crate::Handle`] (as `async fn`s) and the same engine and codec.
+/// [`crate::Handle`] (as `async fn`s) and the same exchange and codec.
 ///
 /// Needs a tokio runtime with I/O and time enabled. Each call is bounded
 /// by the handle's deadline ([`AsyncHandle::set_timeout`]); dropping a call's
@@ -34,162 +32,206 @@ use crate::types::*;
 /// ```
 #[derive(Debug)]
 pub struct AsyncHandle {
-    fd: AsyncFd<Socket>,
-    core: Core,
+    client: Client<Tokio>,
 }
 
 impl AsyncHandle {
-    /// Opens a handle in the caller's network namespace
-    /// ([`Error::IpvsUnavailable`] if the kernel has no IPVS).
+    /// Opens a handle in the caller's network namespace and resolves the
+    /// `IPVS` family ([`crate::Error::IpvsUnavailable`] if the kernel has none).
     pub async fn new() -> Result<AsyncHandle> {
-        Self::from_socket(open_socket()?).await
+        Self::from_connection(Connection::<Tokio>::open(NETLINK_GENERIC)?).await
     }
 
-    /// Opens a handle in the network namespace at `path`; the calling
-    /// thread's namespace is not changed.
+    /// Opens a handle in the network namespace at `path` (e.g.
+    /// `/run/netns/NAME` or `/proc/PID/ns/net`; `ipvsadm` run under
+    /// `ip netns exec NAME`). The calling thread's namespace is not changed.
     pub async fn new_in_netns(path: impl AsRef<Path>) -> Result<AsyncHandle> {
-        Self::from_socket(open_socket_in_path(path.as_ref())?).await
+        let path = path.as_ref();
+        let file = open_netns(path)?;
+        let (sock, limits) = open_in(file.as_fd(), &path.display().to_string())?;
+        Self::from_connection(Connection::new(Tokio::new(sock)?, limits)).await
     }
 
     /// Opens a handle in the network namespace referred to by `fd`.
     pub async fn new_in_netns_fd(fd: BorrowedFd<'_>) -> Result<AsyncHandle> {
-        let label = format!("fd {}", fd.as_raw_fd());
-        let sock = open_socket_in(fd, &label)?;
-        Self::from_socket(sock).await
+        let (sock, limits) = open_in(fd, &format!("fd {}", fd.as_raw_fd()))?;
+        Self::from_connection(Connection::new(Tokio::new(sock)?, limits)).await
     }
 
-    async fn from_socket((sock, limits): (Socket, ChunkLimits)) -> Result<AsyncHandle> {
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(Error::Io(std::io::Error::other(
-                "AsyncHandle needs a tokio runtime",
-            )));
-        }
-        // Deprecated because a `T: AsRawFd` may not own its fd; ours moves
-        // the owning `Socket` in, so the fd lives exactly as long as the
-        // registration (the safe replacement would need `unsafe`).
-        #[allow(deprecated)]
-        let fd = AsyncFd::with_interest(sock, Interest::READABLE | Interest::WRITABLE)?;
-        let mut h = AsyncHandle {
-            fd,
-            core: Core::new(limits),
-        };
-        h.core.tx.clear();
-        let seq = h
-            .core
-            .engine
-            .push_get_family(&mut h.core.tx, crate::codec::constants::IPVS_GENL_NAME);
-        let ex = h
-            .exchange(seq, seq, Payload::Ctrl, "resolve the IPVS family")
-            .await?;
-        h.core.engine.family = crate::client::family_from(&ex)?;
-        Ok(h)
+    async fn from_connection(conn: Connection<Tokio>) -> Result<AsyncHandle> {
+        let mut client = Client::new(conn);
+        client.resolve_family().await?;
+        Ok(AsyncHandle { client })
     }
 
-    async fn exchange(
-        &mut self,
-        first: u32,
-        last: u32,
-        payload: Payload,
-        what: &str,
-    ) -> Result<Exchange> {
-        // Netlink answers synchronously, so without this a long batch or
-        // dump would never yield to the runtime.
-        tokio::task::coop::consume_budget().await;
-        let timeout = self.core.timeout;
-        // Read the clock only when needed (a syscall under UML).
-        let mut deadline: Option<Instant> = None;
-        let mut deadline = move || *deadline.get_or_insert_with(|| Instant::now() + timeout);
-        let mut reads = 0u32;
-        let timed_out = || Error::Timeout {
-            op: what.to_owned(),
-            after: timeout,
-        };
-        let Self { fd, core } = self;
-        let raw = fd.get_ref().as_raw_fd();
-        if core.dirty {
-            // See `Core::dirty`; each read lets an abandoned dump go on.
-            loop {
-                match recv(raw, &mut core.rx, MsgFlags::MSG_DONTWAIT) {
-                    Ok(_) | Err(Errno::EINTR) | Err(Errno::ENOBUFS) => {
-                        reads += 1;
-                        if reads.is_multiple_of(256) && Instant::now() >= deadline() {
-                            return Err(timed_out());
-                        }
-                    }
-                    Err(Errno::EAGAIN) => break,
-                    Err(e) => return Err(Error::Io(e.into())),
-                }
-            }
-        }
-        // Stays set if this future is dropped or fails before the end.
-        core.dirty = true;
-        loop {
-            match send(raw, &core.tx, MsgFlags::MSG_DONTWAIT) {
-                Ok(_) => break,
-                Err(Errno::EINTR) => {}
-                Err(Errno::EAGAIN) => {
-                    let mut guard = tokio::time::timeout_at(deadline(), fd.writable())
-                        .await
-                        .map_err(|_| timed_out())??;
-                    guard.clear_ready();
-                }
-                Err(e) => return Err(Error::Io(e.into())),
-            }
-        }
-        let mut ex = Exchange::new(first, last, payload);
-        ex.real_servers = std::mem::take(&mut core.spare_real_servers);
-        while !ex.is_done() {
-            match recv_into(raw, &mut core.rx, &mut ex) {
-                Ok(()) => {
-                    // Bound the time even if unrelated messages keep coming.
-                    reads += 1;
-                    if reads.is_multiple_of(256) && !ex.is_done() && Instant::now() >= deadline() {
-                        return Err(timed_out());
-                    }
-                }
-                Err(Errno::EINTR) => {}
-                Err(Errno::EAGAIN) => {
-                    let mut guard = tokio::time::timeout_at(deadline(), fd.readable())
-                        .await
-                        .map_err(|_| timed_out())??;
-                    guard.clear_ready();
-                }
-                Err(Errno::ENOBUFS) => ex.overrun = true,
-                Err(e) => return Err(Error::Io(e.into())),
-            }
-        }
-        core.dirty = false;
-        Ok(ex)
+    /// Sets the deadline of every later call (default
+    /// [`crate::DEFAULT_TIMEOUT`]). A call that gets no complete answer in
+    /// time fails with [`crate::Error::Timeout`]; late answers are discarded by
+    /// the next calls.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.client.set_timeout(timeout);
     }
 
-    ipvs_methods!(async await);
+    /// The current per-call deadline.
+    pub fn timeout(&self) -> Duration {
+        self.client.timeout()
+    }
+
+    /// The resolved id of the `IPVS` generic-netlink family.
+    pub fn family_id(&self) -> u16 {
+        self.client.family_id()
+    }
+
+    /// All virtual services, without their real servers
+    /// (`ipvsadm -Ln`, service lines).
+    pub async fn services(&mut self) -> Result<Vec<VirtualServer>> {
+        self.client.services().await
+    }
+
+    /// One virtual service (`ipvsadm -Ln -t addr:port`). A missing
+    /// service is an error with [`crate::Error::is_not_found`].
+    pub async fn service(&mut self, key: &ServiceKey) -> Result<VirtualServer> {
+        self.client.service(key).await
+    }
+
+    /// Adds a virtual service (`ipvsadm -A`). An unknown scheduler
+    /// fails with [`crate::Error::SchedulerUnavailable`].
+    pub async fn add_service(&mut self, vs: &VirtualServer) -> Result<()> {
+        self.client.run_one(Op::AddService(vs.clone())).await
+    }
+
+    /// Changes a virtual service's scheduler, flags, persistence
+    /// (`ipvsadm -E`).
+    pub async fn edit_service(&mut self, vs: &VirtualServer) -> Result<()> {
+        self.client.run_one(Op::EditService(vs.clone())).await
+    }
+
+    /// Deletes a virtual service and its real servers (`ipvsadm -D`).
+    pub async fn delete_service(&mut self, key: &ServiceKey) -> Result<()> {
+        self.client.run_one(Op::DeleteService(*key)).await
+    }
+
+    /// The real servers of a service (`ipvsadm -Ln -t addr:port`,
+    /// server lines). A missing service yields an empty list.
+    pub async fn real_servers(&mut self, svc: &ServiceKey) -> Result<Vec<RealServer>> {
+        self.client.real_servers(svc).await
+    }
+
+    /// Adds a real server to a service (`ipvsadm -a`).
+    pub async fn add_real_server(&mut self, svc: &ServiceKey, rs: &RealServer) -> Result<()> {
+        self.client
+            .run_one(Op::AddRealServer(*svc, rs.clone()))
+            .await
+    }
+
+    /// Changes a real server's weight, method, thresholds, tunnel
+    /// (`ipvsadm -e`).
+    pub async fn edit_real_server(&mut self, svc: &ServiceKey, rs: &RealServer) -> Result<()> {
+        self.client
+            .run_one(Op::EditRealServer(*svc, rs.clone()))
+            .await
+    }
+
+    /// Removes a real server from a service (`ipvsadm -d`).
+    pub async fn delete_real_server(&mut self, svc: &ServiceKey, rs: &RealServerKey) -> Result<()> {
+        self.client.run_one(Op::DeleteRealServer(*svc, *rs)).await
+    }
+
+    /// Every service with its real servers (`ipvsadm -Sn`): one service
+    /// dump, then one real-server dump per service, reusing buffers.
+    pub async fn dump(&mut self) -> Result<Vec<(VirtualServer, Vec<RealServer>)>> {
+        self.client.dump().await
+    }
+
+    /// Calls `f` with every service and its real servers, in kernel
+    /// order, like [`Self::dump`] but without collecting everything
+    /// first: one real-server buffer is reused for all services, so
+    /// printing a big table (`ipvsadm -Sn`) needs little memory.
+    pub async fn dump_each<F>(&mut self, f: F) -> Result<()>
+    where
+        F: FnMut(&VirtualServer, &[RealServer]),
+    {
+        self.client.dump_each(f).await
+    }
+
+    /// Removes every service and real server (`ipvsadm -C`).
+    pub async fn flush(&mut self) -> Result<()> {
+        self.client.run_one(Op::Flush).await
+    }
+
+    /// Zeroes the packet counters of one service or of all
+    /// (`ipvsadm -Z [-t addr:port]`).
+    pub async fn zero(&mut self, svc: Option<&ServiceKey>) -> Result<()> {
+        self.client.run_one(Op::Zero(svc.copied())).await
+    }
+
+    /// The connection timeouts (`ipvsadm -L --timeout`).
+    pub async fn timeouts(&mut self) -> Result<Timeouts> {
+        self.client.timeouts().await
+    }
+
+    /// Sets the connection timeouts; 0 leaves a value unchanged
+    /// (`ipvsadm --set tcp tcpfin udp`).
+    pub async fn set_timeouts(&mut self, t: &Timeouts) -> Result<()> {
+        self.client.run_one(Op::SetTimeouts(*t)).await
+    }
+
+    /// Version and connection-table size (ipvsadm's header line
+    /// "IP Virtual Server version 1.2.1 (size=4096)").
+    pub async fn info(&mut self) -> Result<Info> {
+        self.client.info().await
+    }
+
+    /// The running sync daemons (`ipvsadm -L --daemon`).
+    pub async fn daemons(&mut self) -> Result<Vec<SyncDaemon>> {
+        self.client.daemons().await
+    }
+
+    /// Starts a sync daemon (`ipvsadm --start-daemon master|backup
+    /// --mcast-interface IF --syncid ID ...`).
+    pub async fn start_daemon(&mut self, d: &SyncDaemon) -> Result<()> {
+        self.client.start_daemon(d).await
+    }
+
+    /// Stops the master or backup sync daemon (`ipvsadm --stop-daemon`).
+    pub async fn stop_daemon(&mut self, state: DaemonState) -> Result<()> {
+        self.client.stop_daemon(state).await
+    }
+
+    /// Applies many operations, packing as many requests into each
+    /// `sendmsg` as the socket buffers allow (`ipvsadm -R`, batched).
+    /// Results come back per operation, in order; a failing operation
+    /// does not stop the others. `Err` only if nothing could be tried.
+    pub async fn apply(&mut self, ops: &[Op]) -> Result<BatchReport> {
+        self.client.run_ops(ops, true).await
+    }
+
+    /// Like [`Self::apply`] but one request per round trip, as
+    /// `ipvsadm` and other clients do; for comparisons and benchmarks.
+    pub async fn apply_unbatched(&mut self, ops: &[Op]) -> Result<BatchReport> {
+        self.client.run_ops(ops, false).await
+    }
 }
 
-impl std::os::fd::AsFd for AsyncHandle {
+impl AsFd for AsyncHandle {
     /// The netlink socket, e.g. to tune socket options.
     /// Reading from it directly would take answers the handle waits for.
     fn as_fd(&self) -> BorrowedFd<'_> {
-        std::os::fd::AsFd::as_fd(self.fd.get_ref())
+        self.client.connection().as_fd()
     }
 }
 
-/// The async transport against the fake kernel of the blocking tests.
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::blocking::tests::{ack, fake_pair, take_requests};
-    use std::time::Duration;
+    use crate::exchange::tests::{ack, fake_connection, fake_pair, take_requests};
+    use crate::types::AddressFamily;
 
-    async fn fake_handle() -> (AsyncHandle, Socket) {
+    async fn fake_handle() -> (AsyncHandle, netlink_sys::Socket) {
         let (sock, limits, peer) = fake_pair();
-        #[allow(deprecated)]
-        let fd = AsyncFd::with_interest(sock, Interest::READABLE | Interest::WRITABLE).unwrap();
-        let mut h = AsyncHandle {
-            fd,
-            core: Core::new(limits),
-        };
-        h.core.engine.family = 0x42;
-        (h, peer)
+        let conn = fake_connection(Tokio::new(sock).unwrap(), limits);
+        let client = Client::with_family(conn, 0x42);
+        (AsyncHandle { client }, peer)
     }
 
     /// The handle and its futures can move between tokio worker threads.
@@ -212,6 +254,13 @@ mod tests {
         let s = format!("{h:?}");
         assert!(s.len() < 1000, "{}", s.len());
         assert!(s.contains("family: 66"), "{s}");
+    }
+
+    #[test]
+    fn needs_a_runtime() {
+        let err = crate::exchange::block_on(AsyncHandle::new()).unwrap_err();
+        assert!(matches!(err, crate::Error::Io(_)), "{err:?}");
+        assert!(err.to_string().contains("tokio runtime"), "{err}");
     }
 
     #[tokio::test]

@@ -19,19 +19,26 @@
 #[cfg(feature = "tokio")]
 mod asynch;
 pub mod batch;
+#[cfg(feature = "blocking")]
 mod blocking;
+#[cfg(feature = "blocking")]
 mod client;
 pub mod codec;
+#[cfg(feature = "blocking")]
 mod engine;
 pub mod error;
+#[cfg(feature = "blocking")]
+pub mod exchange;
+mod request;
 pub mod rules;
-mod sys;
 pub mod types;
 
 #[cfg(feature = "tokio")]
 pub use asynch::AsyncHandle;
 pub use batch::{BatchReport, Op};
+#[cfg(feature = "blocking")]
 pub use blocking::Handle;
+#[cfg(feature = "blocking")]
 pub use client::DEFAULT_TIMEOUT;
 pub use error::{Error, Result};
 pub use types::*;

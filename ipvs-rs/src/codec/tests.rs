@@ -472,7 +472,7 @@ fn daemon_dump_answer_v6_group_and_del_daemon() {
           0x08, 0x00, 0x01, 0x00,       //   STATE
           0x02, 0x00, 0x00, 0x00,       //     backup
     ];
-    round_trip(del, &crate::client::stop_daemon_msg(DaemonState::Backup));
+    round_trip(del, &crate::request::stop_daemon_msg(DaemonState::Backup));
 }
 
 #[test]
@@ -494,7 +494,7 @@ fn timeouts_config_info_zero_flush_get() {
     };
     round_trip(
         set_config,
-        &crate::client::encode_op(&crate::Op::SetTimeouts(t)).unwrap(),
+        &crate::request::encode_op(&crate::Op::SetTimeouts(t)).unwrap(),
     );
 
     #[rustfmt::skip]
@@ -521,16 +521,16 @@ fn timeouts_config_info_zero_flush_get() {
     zero.extend_from_slice(&SERVICE_KEY_TCP4);
     round_trip(
         &zero,
-        &crate::client::encode_op(&crate::Op::Zero(Some(key))).unwrap(),
+        &crate::request::encode_op(&crate::Op::Zero(Some(key))).unwrap(),
     );
     // IPVS_CMD_ZERO for all, IPVS_CMD_FLUSH, and the argument-less GETs.
     round_trip(
         &[0x10, 0x01, 0x00, 0x00],
-        &crate::client::encode_op(&crate::Op::Zero(None)).unwrap(),
+        &crate::request::encode_op(&crate::Op::Zero(None)).unwrap(),
     );
     round_trip(
         &[0x11, 0x01, 0x00, 0x00],
-        &crate::client::encode_op(&crate::Op::Flush).unwrap(),
+        &crate::request::encode_op(&crate::Op::Flush).unwrap(),
     );
     for cmd in [
         IpvsCommand::GetService,
@@ -556,7 +556,7 @@ fn timeouts_config_info_zero_flush_get() {
     del.extend_from_slice(&SERVICE_KEY_TCP4);
     round_trip(
         &del,
-        &crate::client::encode_op(&crate::Op::DeleteService(key)).unwrap(),
+        &crate::request::encode_op(&crate::Op::DeleteService(key)).unwrap(),
     );
 }
 

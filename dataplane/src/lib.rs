@@ -5,6 +5,8 @@
 //! - [`preflight`]: is IPVS, are the schedulers, is nftables there;
 //! - [`nft`]: our one nftables table, replaced atomically;
 //! - [`facts`]: proxy-core's packet-filter facts -> the table's spec;
+//! - [`kube_proxy`]: finds and removes kube-proxy's IPVS-mode iptables
+//!   chains and ipsets after a migration;
 //! - [`Dataplane`]: applies proxy-core plans, reads state back, cleans up.
 //!
 //! Everything acts on the network namespace of the calling thread.
@@ -14,6 +16,7 @@ mod cmd;
 mod dataplane;
 pub mod error;
 pub mod facts;
+pub mod kube_proxy;
 pub mod link;
 pub mod nft;
 pub mod preflight;

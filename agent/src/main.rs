@@ -36,7 +36,7 @@ enum Command {
     },
 }
 
-fn setup(flags: &Flags) -> Result<ProxyConfig, ExitCode> {
+fn setup(flags: &Flags, flag_warnings: &[String]) -> Result<ProxyConfig, ExitCode> {
     let node_env = std::env::var("NODE_NAME").ok();
     let resolved = config::resolve(flags, node_env.as_deref()).map_err(|e| {
         eprintln!("ipvs-proxy: {e}");
@@ -47,7 +47,7 @@ fn setup(flags: &Flags) -> Result<ProxyConfig, ExitCode> {
         eprintln!("ipvs-proxy: cannot set up logging: {e}");
         return Err(ExitCode::from(2));
     }
-    for w in &resolved.warnings {
+    for w in flag_warnings.iter().chain(&resolved.warnings) {
         tracing::warn!("{w}");
     }
     Ok(resolved.config)
@@ -67,7 +67,17 @@ fn finish(r: Result<String, app::AppError>) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // kube-proxy's command line (pflag spellings, its flags we do not use)
+    // first, then clap for ours.
+    let kp = match config::kube_proxy_args(std::env::args_os()) {
+        Ok(kp) => kp,
+        Err(e) => {
+            eprintln!("ipvs-proxy: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(kp.args);
+    let flag_warnings = kp.warnings;
     // Not a current-thread runtime: it lowered the peak from an API server
     // (3,000 x 10, dry run: 76 -> 57 MB, glibc arenas) but on a real kernel
     // (UML benchmark, same tree) took 36.6 s instead of 10.1 s to the
@@ -85,7 +95,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::Plan { args, flags }) => {
-            let cfg = match setup(&flags) {
+            let cfg = match setup(&flags, &flag_warnings) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
@@ -93,7 +103,7 @@ fn main() -> ExitCode {
             finish(rt.block_on(app::plan(&flags, &cfg, &node, &args.node_ips)))
         }
         Some(Command::Show { args, flags }) => {
-            let cfg = match setup(&flags) {
+            let cfg = match setup(&flags, &flag_warnings) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
@@ -102,7 +112,7 @@ fn main() -> ExitCode {
         }
         None => {
             let flags = cli.flags;
-            let cfg = match setup(&flags) {
+            let cfg = match setup(&flags, &flag_warnings) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
@@ -120,6 +130,12 @@ fn main() -> ExitCode {
             }
             if flags.cleanup == Some(true) {
                 return finish(rt.block_on(app::cleanup(&cfg)).map(|s| s + "\n"));
+            }
+            if flags.init_only == Some(true) {
+                // kube-proxy's --init-only sets sysctls that need full root
+                // and exits; this agent sets everything it needs at start.
+                tracing::info!("--init-only: nothing to initialise ahead of the start; exiting");
+                return ExitCode::SUCCESS;
             }
             app::set_oom_score_adj(cfg.oom_score_adj);
             match rt.block_on(app::run(&flags, cfg)) {

@@ -316,3 +316,266 @@ fn service_monitor_scrapes_the_metrics_service() {
             .any(|n| Some(n.as_str().unwrap_or("")) == svc.metadata.namespace.as_deref()));
     }
 }
+
+// ---- the kube-proxy drop-in (deploy/kubeadm/, docs/migration.md) ----
+
+fn fixture(name: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn yaml(text: &str) -> Value {
+    serde_yaml::from_str(text).expect("valid YAML")
+}
+
+#[test]
+fn kubeadm_variant_is_kubeadms_daemonset_with_only_the_image_changed() {
+    let ours_text = std::fs::read_to_string(deploy_dir().join("kubeadm/kube-proxy-daemonset.yaml"))
+        .expect("deploy/kubeadm/kube-proxy-daemonset.yaml");
+    let ours = yaml(&ours_text);
+    let _: DaemonSet = parse("kubeadm/kube-proxy-daemonset.yaml", &ours);
+    let mut kubeadm = yaml(&fixture("kubeadm-kube-proxy-daemonset.yaml"));
+    let _: DaemonSet = parse("kubeadm-kube-proxy-daemonset.yaml", &kubeadm);
+    let image = ours["spec"]["template"]["spec"]["containers"][0]["image"].clone();
+    assert_ne!(
+        image, kubeadm["spec"]["template"]["spec"]["containers"][0]["image"],
+        "the image is ours"
+    );
+    kubeadm["spec"]["template"]["spec"]["containers"][0]["image"] = image.clone();
+    assert_eq!(ours, kubeadm, "only the image differs from kubeadm's");
+    // The same image as our own DaemonSet.
+    let own: DaemonSet = one("DaemonSet");
+    let own_image = own.spec.unwrap().template.spec.unwrap().containers[0]
+        .image
+        .clone();
+    assert_eq!(Some(image.as_str().unwrap().to_string()), own_image);
+}
+
+#[test]
+fn the_image_answers_to_kube_proxys_path() {
+    let dockerfile = std::fs::read_to_string(deploy_dir().join("Dockerfile")).unwrap();
+    let line = dockerfile
+        .lines()
+        .find(|l| l.contains("/usr/local/bin/kube-proxy") && l.starts_with("RUN ln -s"))
+        .expect("a RUN line linking /usr/local/bin/kube-proxy");
+    assert_eq!(
+        line.trim(),
+        "RUN ln -s ipvs-proxy /usr/local/bin/kube-proxy"
+    );
+    assert!(dockerfile.contains("COPY --from=build /ipvs-proxy /usr/local/bin/ipvs-proxy"));
+}
+
+#[derive(clap::Parser)]
+struct Cli {
+    #[command(flatten)]
+    flags: ipvs_proxy::config::Flags,
+}
+
+/// kubeadm's container command, as the kubelet runs it (`$(NODE_NAME)`
+/// expanded), on kubeadm's ConfigMap mounted at /var/lib/kube-proxy.
+#[test]
+fn kubeadms_container_command_starts_the_agent_on_kubeadms_configmap() {
+    use clap::Parser;
+    let ds = yaml(&fixture("kubeadm-kube-proxy-daemonset.yaml"));
+    let command: Vec<String> =
+        serde_json::from_value(ds["spec"]["template"]["spec"]["containers"][0]["command"].clone())
+            .unwrap();
+    assert_eq!(
+        command,
+        [
+            "/usr/local/bin/kube-proxy",
+            "--config=/var/lib/kube-proxy/config.conf",
+            "--hostname-override=$(NODE_NAME)"
+        ]
+    );
+    let cm: ConfigMap =
+        serde_yaml::from_str(&fixture("kubeadm-kube-proxy-configmap.yaml")).unwrap();
+    let data = cm.data.unwrap();
+    let dir = std::env::temp_dir().join(format!("ipvs-proxy-kubeadm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.conf"), &data["config.conf"]).unwrap();
+    let args: Vec<String> = command
+        .iter()
+        .map(|a| {
+            a.replace("$(NODE_NAME)", "worker-1")
+                .replace("/var/lib/kube-proxy", dir.to_str().unwrap())
+        })
+        .collect();
+    let kp = ipvs_proxy::config::kube_proxy_args(args).expect("kube-proxy's flags");
+    assert!(kp.warnings.is_empty(), "{:?}", kp.warnings);
+    let cli = Cli::try_parse_from(kp.args).expect("clap");
+    let r = ipvs_proxy::config::resolve(&cli.flags, Some("worker-1")).expect("resolves");
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    assert_eq!(r.config.hostname_override.as_deref(), Some("worker-1"));
+    assert_eq!(
+        r.config.client.kubeconfig.as_deref(),
+        Some(Path::new("/var/lib/kube-proxy/kubeconfig.conf"))
+    );
+}
+
+/// kubeadm's kubeconfig.conf (in-cluster CA, service-account token file):
+/// kube-rs reads it, and sends the token file's content as the bearer token
+/// (to a local stand-in for the API server).
+#[tokio::test]
+async fn kube_rs_reads_kubeadms_kubeconfig_with_the_token_file() {
+    use k8s_openapi::api::core::v1::Service;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let cm: ConfigMap =
+        serde_yaml::from_str(&fixture("kubeadm-kube-proxy-configmap.yaml")).unwrap();
+    let kubeconfig = cm.data.unwrap()["kubeconfig.conf"].clone();
+    // The file as kubeadm writes it parses with the paths it names.
+    let kc = kube::config::Kubeconfig::from_yaml(&kubeconfig).expect("kubeconfig parses");
+    let user = kc.auth_infos[0].auth_info.clone().expect("user");
+    assert_eq!(
+        user.token_file.as_deref(),
+        Some("/var/run/secrets/kubernetes.io/serviceaccount/token")
+    );
+    let cluster = kc.clusters[0].cluster.clone().expect("cluster");
+    assert_eq!(
+        cluster.certificate_authority.as_deref(),
+        Some("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt")
+    );
+    assert_eq!(cluster.server.as_deref(), Some("https://192.168.0.10:6443"));
+
+    // Served over plain HTTP locally, so no CA is loaded; the token file is
+    // the one thing under test.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dir = std::env::temp_dir().join(format!("ipvs-proxy-kubeconfig-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = dir.join("token");
+    // As the kubelet writes a projected token: no trailing newline (kube-rs
+    // refuses one as an invalid header value; client-go trims it).
+    std::fs::write(&token, "projected-sa-token-123").unwrap();
+    let local = kubeconfig
+        .replace(
+            "/var/run/secrets/kubernetes.io/serviceaccount/token",
+            token.to_str().unwrap(),
+        )
+        .replace(
+            "    certificate-authority: /var/run/secrets/kubernetes.io/serviceaccount/ca.crt\n",
+            "",
+        )
+        .replace("https://192.168.0.10:6443", &format!("http://{addr}"));
+    let path = dir.join("kubeconfig.conf");
+    std::fs::write(&path, &local).unwrap();
+
+    let server = tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = sock.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "request ended early");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let body = r#"{"kind":"ServiceList","apiVersion":"v1","metadata":{"resourceVersion":"7"},"items":[]}"#;
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        sock.write_all(resp.as_bytes()).await.unwrap();
+        String::from_utf8_lossy(&buf).into_owned()
+    });
+
+    let kc = kube::config::Kubeconfig::read_from(&path).unwrap();
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .expect("kube-rs takes kubeadm's kubeconfig");
+    let client = kube::Client::try_from(config).unwrap();
+    let list = kube::Api::<Service>::all(client)
+        .list(&Default::default())
+        .await
+        .expect("list");
+    assert!(list.items.is_empty());
+    let request = tokio::time::timeout(std::time::Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap();
+    let auth = request
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("authorization:"))
+        .unwrap_or_else(|| panic!("no Authorization header in {request}"));
+    assert_eq!(
+        auth.split_once(':').unwrap().1.trim(),
+        "Bearer projected-sa-token-123"
+    );
+}
+
+/// Every call the agent makes to the API server (group, resource, verb):
+/// the Service, EndpointSlice and Node watches of agent/src/source.rs
+/// (kube-runtime's watcher: list, then watch), `plan`/`show` in
+/// agent/src/app.rs (list Services and EndpointSlices, get the Node), and the
+/// rejection Events of agent/src/events.rs (kube-runtime's Recorder:
+/// events.k8s.io/v1, create, then patch for a repeat).
+const AGENT_API_CALLS: &[(&str, &str, &str)] = &[
+    ("", "services", "list"),
+    ("", "services", "watch"),
+    ("discovery.k8s.io", "endpointslices", "list"),
+    ("discovery.k8s.io", "endpointslices", "watch"),
+    ("", "nodes", "list"),
+    ("", "nodes", "watch"),
+    ("", "nodes", "get"),
+    ("events.k8s.io", "events", "create"),
+    ("events.k8s.io", "events", "patch"),
+];
+
+/// `system:node-proxier` as plugin/pkg/auth/authorizer/rbac/bootstrappolicy
+/// defines it (kubeadm binds the kube-proxy ServiceAccount to it):
+/// list/watch services and endpoints, get/list/watch nodes, the events rule
+/// (create/update/patch events in "" and events.k8s.io), list/watch
+/// endpointslices.
+fn node_proxier_rules() -> Vec<(Vec<&'static str>, Vec<&'static str>, Vec<&'static str>)> {
+    vec![
+        (
+            vec![""],
+            vec!["services", "endpoints"],
+            vec!["list", "watch"],
+        ),
+        (vec![""], vec!["nodes"], vec!["get", "list", "watch"]),
+        (
+            vec!["", "events.k8s.io"],
+            vec!["events"],
+            vec!["create", "update", "patch"],
+        ),
+        (
+            vec!["discovery.k8s.io"],
+            vec!["endpointslices"],
+            vec!["list", "watch"],
+        ),
+    ]
+}
+
+#[test]
+fn every_api_call_of_the_agent_is_allowed_by_system_node_proxier_and_our_role() {
+    let rules = node_proxier_rules();
+    for (g, r, v) in AGENT_API_CALLS {
+        assert!(
+            rules
+                .iter()
+                .any(|(gs, rs, vs)| gs.contains(g) && rs.contains(r) && vs.contains(v)),
+            "system:node-proxier does not allow {v} {g}/{r}"
+        );
+    }
+    let role: ClusterRole = one("ClusterRole");
+    let rules = role.rules.unwrap_or_default();
+    for (g, r, v) in AGENT_API_CALLS {
+        assert!(
+            rules.iter().any(|rule| {
+                rule.api_groups
+                    .as_ref()
+                    .is_some_and(|gs| gs.iter().any(|x| x == g))
+                    && rule
+                        .resources
+                        .as_ref()
+                        .is_some_and(|rs| rs.iter().any(|x| x == r))
+                    && rule.verbs.iter().any(|x| x == v)
+            }),
+            "deploy/rbac.yaml does not allow {v} {g}/{r}"
+        );
+    }
+}

@@ -88,7 +88,10 @@ mod validate;
 mod write;
 
 pub use file::parse_config_file;
-pub use flags::{resolve, Flags, Resolved};
+pub use flags::{
+    kube_proxy_args, lookup, parse_go_bool, resolve, Check, Effect, Flags, Kind, KubeProxyArgs,
+    KubeProxyFlag, Resolved, KUBE_PROXY_FLAGS,
+};
 pub use model::{
     ClientConnection, DetectLocal, IpvsConfig, LogFormat, NodePortAddress, PacketFilter,
     ProxyConfig, DEFAULT_DRAIN_PERIOD,

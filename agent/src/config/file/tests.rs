@@ -90,7 +90,6 @@ fn written_config_reads_back_identically() {
         "--pod-interface-name-prefix=veth",
         "--nodeport-addresses=primary,10.0.0.0/8",
         "--metrics-bind-address=0.0.0.0:9999",
-        "--healthz-bind-address=",
         "--hostname-override=n1",
         "--kubeconfig=/etc/kubeconfig",
         "--masquerade-all",
@@ -108,4 +107,184 @@ fn written_config_reads_back_identically() {
     write_config(&c, &path).unwrap();
     let r = resolve(&flags(&["--config", path.to_str().unwrap()]), None).unwrap();
     assert_eq!(r.config, c);
+}
+
+#[test]
+fn an_empty_bind_address_in_a_file_means_the_default_as_in_kube_proxy() {
+    // v1alpha1 cannot say "disabled": kube-proxy's defaulting turns "" into
+    // the default address, and kubeadm's config.conf writes "".
+    let c = resolve_args(&["--healthz-bind-address=", "--metrics-bind-address="])
+        .unwrap()
+        .config;
+    assert_eq!(c.healthz_bind_address, None);
+    let text = to_yaml(&c);
+    assert!(
+        text.contains("healthzBindAddress: ''") || text.contains("healthzBindAddress: \"\""),
+        "{text}"
+    );
+    let mut warnings = Vec::new();
+    let back = parse_config_file(&text, &mut warnings).unwrap();
+    assert_eq!(
+        back.healthz_bind_address,
+        Some("0.0.0.0:10256".parse().unwrap())
+    );
+    assert_eq!(
+        back.metrics_bind_address,
+        Some("127.0.0.1:10249".parse().unwrap())
+    );
+}
+
+/// The fields of kube-proxy's `KubeProxyConfiguration` v1alpha1 (json names,
+/// nested with `.`), read from staging/src/k8s.io/kube-proxy/config/v1alpha1/
+/// types.go (and component-base's ClientConnectionConfiguration and
+/// LoggingConfiguration), as of v1.35.
+const UPSTREAM_V1ALPHA1_FIELDS: &[&str] = &[
+    "apiVersion",
+    "kind",
+    "featureGates",
+    "clientConnection.kubeconfig",
+    "clientConnection.acceptContentTypes",
+    "clientConnection.contentType",
+    "clientConnection.qps",
+    "clientConnection.burst",
+    "logging.format",
+    "logging.flushFrequency",
+    "logging.verbosity",
+    "logging.vmodule",
+    "logging.options.text.infoBufferSize",
+    "logging.options.json.infoBufferSize",
+    "hostnameOverride",
+    "bindAddress",
+    "healthzBindAddress",
+    "metricsBindAddress",
+    "bindAddressHardFail",
+    "enableProfiling",
+    "showHiddenMetricsForVersion",
+    "mode",
+    "iptables.masqueradeBit",
+    "iptables.masqueradeAll",
+    "iptables.localhostNodePorts",
+    "iptables.snatNodeInternalIP",
+    "iptables.syncPeriod",
+    "iptables.minSyncPeriod",
+    "ipvs.syncPeriod",
+    "ipvs.minSyncPeriod",
+    "ipvs.scheduler",
+    "ipvs.excludeCIDRs",
+    "ipvs.strictARP",
+    "ipvs.tcpTimeout",
+    "ipvs.tcpFinTimeout",
+    "ipvs.udpTimeout",
+    "nftables.masqueradeBit",
+    "nftables.masqueradeAll",
+    "nftables.syncPeriod",
+    "nftables.minSyncPeriod",
+    "winkernel.networkName",
+    "winkernel.sourceVip",
+    "winkernel.enableDSR",
+    "winkernel.rootHnsEndpointName",
+    "winkernel.forwardHealthCheckVip",
+    "detectLocalMode",
+    "detectLocal.bridgeInterface",
+    "detectLocal.interfaceNamePrefix",
+    "clusterCIDR",
+    "nodePortAddresses",
+    "oomScoreAdj",
+    "conntrack.maxPerCore",
+    "conntrack.min",
+    "conntrack.tcpEstablishedTimeout",
+    "conntrack.tcpCloseWaitTimeout",
+    "conntrack.tcpBeLiberal",
+    "conntrack.udpTimeout",
+    "conntrack.udpStreamTimeout",
+    "configSyncPeriod",
+    "portRange",
+    "windowsRunAsService",
+];
+
+/// Upstream fields `--write-config-to` leaves out, and why.
+const NOT_WRITTEN: &[&str] = &[
+    // omitempty upstream, and empty here.
+    "featureGates",
+    "logging.vmodule",
+    "windowsRunAsService",
+    // Newer than v1.29: older kube-proxies would decode the file leniently.
+    "iptables.snatNodeInternalIP",
+];
+
+fn leaf_paths(prefix: &str, v: &serde_yaml::Value, out: &mut Vec<String>) {
+    match v {
+        serde_yaml::Value::Mapping(m) if !m.is_empty() => {
+            for (k, v) in m {
+                let k = k.as_str().expect("string key");
+                let p = if prefix.is_empty() {
+                    k.to_string()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                leaf_paths(&p, v, out);
+            }
+        }
+        _ => out.push(prefix.to_string()),
+    }
+}
+
+#[test]
+fn written_config_has_every_field_of_kube_proxys_type_with_its_defaults() {
+    let text = to_yaml(&ProxyConfig::default());
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let mut written = Vec::new();
+    leaf_paths("", &doc, &mut written);
+    written.sort();
+    let mut expected: Vec<String> = UPSTREAM_V1ALPHA1_FIELDS
+        .iter()
+        .filter(|f| !NOT_WRITTEN.contains(f))
+        .map(|f| f.to_string())
+        .collect();
+    expected.sort();
+    assert_eq!(written, expected, "{text}");
+    // kube-proxy's defaults (SetDefaults_KubeProxyConfiguration), mode ipvs.
+    for (path, want) in [
+        ("apiVersion", "kubeproxy.config.k8s.io/v1alpha1"),
+        ("kind", "KubeProxyConfiguration"),
+        ("mode", "ipvs"),
+        ("bindAddress", "0.0.0.0"),
+        ("healthzBindAddress", "0.0.0.0:10256"),
+        ("metricsBindAddress", "127.0.0.1:10249"),
+        (
+            "clientConnection.contentType",
+            "application/vnd.kubernetes.protobuf",
+        ),
+        ("clientConnection.qps", "5.0"),
+        ("clientConnection.burst", "10"),
+        ("configSyncPeriod", "15m0s"),
+        ("conntrack.maxPerCore", "32768"),
+        ("conntrack.min", "131072"),
+        ("conntrack.tcpEstablishedTimeout", "24h0m0s"),
+        ("conntrack.tcpCloseWaitTimeout", "1h0m0s"),
+        ("iptables.masqueradeBit", "14"),
+        ("iptables.localhostNodePorts", "true"),
+        ("iptables.syncPeriod", "30s"),
+        ("iptables.minSyncPeriod", "1s"),
+        ("ipvs.syncPeriod", "30s"),
+        ("ipvs.minSyncPeriod", "0s"),
+        ("detectLocalMode", "ClusterCIDR"),
+        ("oomScoreAdj", "-999"),
+        ("logging.format", "text"),
+        ("logging.flushFrequency", "5s"),
+    ] {
+        let mut v = &doc;
+        for k in path.split('.') {
+            v = &v[k];
+        }
+        let got = match v {
+            serde_yaml::Value::String(s) => s.clone(),
+            other => serde_yaml::to_string(other).unwrap().trim().to_string(),
+        };
+        assert_eq!(got, want, "{path}");
+    }
+    // And it reads back without a warning.
+    let mut warnings = Vec::new();
+    parse_config_file(&text, &mut warnings).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
 }

@@ -23,11 +23,17 @@ pub(super) fn parse_v1alpha1(
             })?;
         }
     }
+    // Empty means kube-proxy's default here (SetDefaults_KubeProxyConfiguration),
+    // as kubeadm's config.conf writes it: it does not disable the server.
     if let Some(s) = top.get::<String>("healthzBindAddress")? {
-        cfg.healthz_bind_address = parse_bind_address("healthzBindAddress", &s, 10256)?;
+        if !s.trim().is_empty() {
+            cfg.healthz_bind_address = parse_bind_address("healthzBindAddress", &s, 10256)?;
+        }
     }
     if let Some(s) = top.get::<String>("metricsBindAddress")? {
-        cfg.metrics_bind_address = parse_bind_address("metricsBindAddress", &s, 10249)?;
+        if !s.trim().is_empty() {
+            cfg.metrics_bind_address = parse_bind_address("metricsBindAddress", &s, 10249)?;
+        }
     }
     if let Some(s) = top.get::<String>("clusterCIDR")? {
         cfg.cluster_cidrs = parse_cidr_list("clusterCIDR", &s)?;
@@ -71,12 +77,14 @@ pub(super) fn parse_v1alpha1(
         "userspace mode is gone",
         warnings,
     );
-    top.ignore(
-        "nftables",
-        &[],
-        "only used by kube-proxy's nftables mode",
-        warnings,
-    );
+    if let Some(mut nft) = top.section("nftables")? {
+        let why = "only used by kube-proxy's nftables mode";
+        nft.ignore("masqueradeAll", &["false"], why, warnings);
+        nft.ignore("masqueradeBit", &["14"], why, warnings);
+        nft.ignore("minSyncPeriod", &["1s"], why, warnings);
+        nft.ignore("syncPeriod", &["30s"], why, warnings);
+        nft.finish(warnings);
+    }
     top.ignore("windowsRunAsService", &[], "Windows only", warnings);
     Ok(())
 }

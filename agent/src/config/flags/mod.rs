@@ -111,9 +111,18 @@ pub struct Flags {
     /// Log verbosity (klog-style): 0-1 info, 2-3 our debug, 4 debug, 5+ trace.
     #[arg(short = 'v', long = "v", value_name = "LEVEL")]
     pub v: Option<u8>,
-    /// Log format.
-    #[arg(long, value_enum, value_name = "FORMAT")]
+    /// Log format (kube-proxy's --logging-format).
+    #[arg(long, alias = "logging-format", value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Deprecated kube-proxy flag: the port a bare-IP --healthz-bind-address serves on; 0 disables the health server.
+    #[arg(long, value_name = "PORT", allow_hyphen_values = true)]
+    pub healthz_port: Option<i32>,
+    /// Deprecated kube-proxy flag: the port a bare-IP --metrics-bind-address serves on; 0 disables the metrics server.
+    #[arg(long, value_name = "PORT", allow_hyphen_values = true)]
+    pub metrics_port: Option<i32>,
+    /// If true, do the initialisation that needs full root privileges and exit (this agent needs none ahead of its start: it exits 0).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub init_only: Option<bool>,
     /// (ours) Longest time a removed TCP/SCTP real server is kept draining (weight 0) before it is deleted.
     #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
     pub drain_period: Option<Duration>,
@@ -170,7 +179,8 @@ pub fn resolve(flags: &Flags, node_name_env: Option<&str>) -> Result<Resolved, C
     if let Some(f) = flags.log_format {
         cfg.log_format = f;
     }
-    if let Some(name) = &flags.hostname_override {
+    // kube-proxy skips an empty --hostname-override and refuses a blank one.
+    if let Some(name) = flags.hostname_override.as_ref().filter(|n| !n.is_empty()) {
         let name = name.trim();
         if name.is_empty() {
             return Err(invalid(
@@ -241,7 +251,60 @@ fn flags_ignored_with_config(f: &Flags) -> Vec<&'static str> {
     );
     check(f.nodeport_addresses.is_some(), "nodeport-addresses");
     check(f.oom_score_adj.is_some(), "oom-score-adj");
+    check(f.healthz_port.is_some(), "healthz-port");
+    check(f.metrics_port.is_some(), "metrics-port");
     out
+}
+
+/// A bind-address flag with kube-proxy's deprecated port flag
+/// (`addressFromDeprecatedFlags`, applied without `--config` and
+/// `--write-config-to`): port 0 disables the server; otherwise the port is
+/// appended to an address that has none, and has no effect on one that has.
+#[allow(clippy::too_many_arguments)]
+fn deprecated_port(
+    field: &str,
+    port_flag: &str,
+    addr: Option<&str>,
+    port: Option<i32>,
+    current: Option<std::net::SocketAddr>,
+    default_port: u16,
+    writing_config: bool,
+    warnings: &mut Vec<String>,
+) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+    let port = port.filter(|_| !writing_config);
+    if port == Some(0) {
+        return Ok(None);
+    }
+    let given_port = match port {
+        None => None,
+        Some(p) => Some(u16::try_from(p).map_err(|_| {
+            invalid(
+                &format!("--{port_flag}"),
+                p,
+                "must be a valid port number (1-65535)",
+            )
+        })?),
+    };
+    let Some(addr) = addr else {
+        if given_port.is_some() {
+            warnings.push(format!(
+                "flag --{port_flag} has no effect: the bind address already names a port (as in kube-proxy); set the port in the bind address"
+            ));
+        }
+        return Ok(current);
+    };
+    let bare = addr.trim().parse::<std::net::SocketAddr>().is_err();
+    if given_port.is_some() && !bare {
+        warnings.push(format!(
+            "flag --{port_flag} has no effect: the bind address already names a port (as in kube-proxy)"
+        ));
+    }
+    let default_port = if bare {
+        given_port.unwrap_or(default_port)
+    } else {
+        default_port
+    };
+    parse_bind_address(field, addr, default_port)
 }
 
 fn apply_flags(
@@ -267,14 +330,26 @@ fn apply_flags(
     if let Some(ip) = f.bind_address {
         cfg.bind_address = ip;
     }
-    if let Some(a) = &f.healthz_bind_address {
-        cfg.healthz_bind_address =
-            parse_bind_address("healthzBindAddress (--healthz-bind-address)", a, 10256)?;
-    }
-    if let Some(a) = &f.metrics_bind_address {
-        cfg.metrics_bind_address =
-            parse_bind_address("metricsBindAddress (--metrics-bind-address)", a, 10249)?;
-    }
+    cfg.healthz_bind_address = deprecated_port(
+        "healthzBindAddress (--healthz-bind-address)",
+        "healthz-port",
+        f.healthz_bind_address.as_deref(),
+        f.healthz_port,
+        cfg.healthz_bind_address,
+        10256,
+        f.write_config_to.is_some(),
+        warnings,
+    )?;
+    cfg.metrics_bind_address = deprecated_port(
+        "metricsBindAddress (--metrics-bind-address)",
+        "metrics-port",
+        f.metrics_bind_address.as_deref(),
+        f.metrics_port,
+        cfg.metrics_bind_address,
+        10249,
+        f.write_config_to.is_some(),
+        warnings,
+    )?;
     if let Some(b) = f.bind_address_hard_fail {
         cfg.bind_address_hard_fail = b;
     }
@@ -339,6 +414,13 @@ fn apply_flags(
     }
     Ok(())
 }
+
+mod compat;
+
+pub use compat::{
+    kube_proxy_args, lookup, parse_go_bool, Check, Effect, Kind, KubeProxyArgs, KubeProxyFlag,
+    KUBE_PROXY_FLAGS,
+};
 
 #[cfg(test)]
 mod tests;

@@ -259,6 +259,9 @@ pub struct Flags {
     /// (ours) The packet filter kept next to IPVS: 'nftables' (default) or 'none' (kernels without nftables; masquerade, LB source ranges and ETP Local pod routing are then NOT enforced).
     #[arg(long, value_enum, value_name = "FILTER")]
     pub packet_filter: Option<PacketFilter>,
+    /// (ours) The unix socket the agent serves `show` on and `show` asks (root only; empty: the agent serves none).
+    #[arg(long, value_name = "PATH")]
+    pub control_socket: Option<String>,
 }
 
 /// How traffic from pods on this node is recognised (`detectLocalMode`).

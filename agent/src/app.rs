@@ -1,7 +1,7 @@
 //! The commands: run the agent, `plan` (dry run), `show` (what is
 //! programmed, mapped back to Services), `--cleanup`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use proxy_core::{NodeFacts, ProxyState};
 use tokio::sync::mpsc;
 
 use crate::config::{Flags, ProxyConfig};
+use crate::control::{self, View};
 use crate::events::{self, EventSink};
 use crate::http::{self, HealthState, ServiceHealthServers};
 use crate::metrics::Metrics;
@@ -71,6 +72,9 @@ pub enum AppError {
     /// Reading IPVS failed.
     #[error("ipvs: {0}")]
     Ipvs(#[from] ipvs::Error),
+    /// `show` could not ask the running agent.
+    #[error(transparent)]
+    Show(#[from] crate::control::ClientError),
 }
 
 /// The node name: `hostnameOverride`/`NODE_NAME`, else the hostname.
@@ -246,86 +250,97 @@ pub async fn plan(
     Ok(out)
 }
 
-fn fmt_rs(k: &ipvs::RealServerKey) -> String {
-    match k.addr {
-        IpAddr::V4(a) => format!("{a}:{}", k.port),
-        IpAddr::V6(a) => format!("[{a}]:{}", k.port),
+/// Renders a view as text ([`crate::control::render_text`]) or as JSON
+/// (the [`crate::control::View`] document, pretty-printed).
+pub fn render_show(view: &View, output: ShowOutput) -> String {
+    match output {
+        ShowOutput::Text => control::render_text(view),
+        ShowOutput::Json => serde_json::to_string_pretty(view).unwrap_or_default() + "\n",
     }
 }
 
-/// Renders a kernel dump mapped back to Services; `only` keeps one Service
-/// (`namespace/name`).
-pub fn render_show(
-    dump: &[(ipvs::VirtualServer, Vec<ipvs::RealServer>)],
-    owners: &BTreeMap<ipvs::ServiceKey, String>,
-    only: Option<&str>,
-) -> String {
-    let mut rows: Vec<(String, &ipvs::VirtualServer, &Vec<ipvs::RealServer>)> = dump
-        .iter()
-        .map(|(vs, rs)| {
-            (
-                owners.get(&vs.key).cloned().unwrap_or_else(|| "-".into()),
-                vs,
-                rs,
-            )
-        })
-        .filter(|(owner, _, _)| {
-            only.is_none_or(|o| owner == o || owner.starts_with(&format!("{o}:")))
-        })
-        .collect();
-    rows.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.key.cmp(&b.1.key)));
-    let mut out = String::new();
-    for (owner, vs, rs) in rows {
-        let mut line = format!("{owner}  {}  {}", vs.key, vs.scheduler);
-        if vs.flags.contains(ipvs::ServiceFlags::PERSISTENT) {
-            line.push_str(&format!("  persistent {}", vs.timeout));
+/// The view `show` builds itself from `--manifests DIR` or the cluster:
+/// the kernel's table, each virtual server named after the Service port
+/// that wants it (`-` when unknown or not ours).
+async fn show_from_sources(
+    flags: &Flags,
+    cfg: &ProxyConfig,
+    node_name: &str,
+) -> Result<View, AppError> {
+    let dump = control::read_kernel().await.map_err(AppError::Dataplane)?;
+    let node_ips: Vec<IpAddr> = local_addresses(DUMMY_INTERFACE).into_iter().collect();
+    let mapping = if flags.manifests.is_some() {
+        "manifests"
+    } else {
+        "cluster"
+    };
+    match snapshot(flags, cfg, node_name).await {
+        Ok(snap) => {
+            let state = desired_for(cfg, &snap, node_name, &node_ips)?;
+            let desired = state.desired();
+            let mut view = View::new(
+                mapping,
+                control::virtual_servers(&dump, &control::DesiredMapping(desired), []),
+            );
+            view.rejected = state
+                .rejections()
+                .iter()
+                .map(control::RejectedView::from_rejection)
+                .collect();
+            Ok(view)
         }
-        out.push_str(&line);
-        out.push('\n');
-        let mut rs: Vec<&ipvs::RealServer> = rs.iter().collect();
-        rs.sort_by_key(|r| r.key);
-        for r in rs {
-            out.push_str(&format!(
-                "  -> {}  weight {}  active {}  inactive {}{}\n",
-                fmt_rs(&r.key),
-                r.weight,
-                r.conns.active,
-                r.conns.inactive,
-                if r.weight == 0 { "  draining" } else { "" }
-            ));
+        Err(e) => {
+            eprintln!("# cannot map virtual servers to Services: {e}");
+            Ok(View::new(
+                "kernel",
+                control::virtual_servers(&dump, &control::Unmapped, []),
+            ))
         }
     }
-    out
 }
 
-/// `ipvs-proxy show [NAMESPACE/NAME]`: the kernel's IPVS table, each virtual
-/// server named after the Service port it belongs to (from the same sources
-/// as the agent; `-` when unknown).
+/// `ipvs-proxy show [NAMESPACE/NAME]`: what is programmed in IPVS on this
+/// node, each virtual server mapped back to its Service port. Without
+/// source flags (`--manifests`, `--kubeconfig`, `--master`) it asks the
+/// running agent on its control socket; with no agent there, it says so on
+/// stderr and prints the kernel's table unmapped. With source flags it reads
+/// them once, as `plan` does.
 pub async fn show(
     flags: &Flags,
     cfg: &ProxyConfig,
     node_name: &str,
-    only: Option<&str>,
+    args: &ShowArgs,
 ) -> Result<String, AppError> {
-    let mut handle = ipvs::AsyncHandle::new().await?;
-    let dump = handle.dump().await?;
-    let node_ips: Vec<IpAddr> = local_addresses(DUMMY_INTERFACE).into_iter().collect();
-    let owners = match snapshot(flags, cfg, node_name).await {
-        Ok(snap) => {
-            let state = desired_for(cfg, &snap, node_name, &node_ips)?;
-            state
-                .desired()
-                .virtual_servers
-                .iter()
-                .map(|(k, v)| (*k, v.owner.to_string()))
-                .collect()
-        }
-        Err(e) => {
-            eprintln!("# cannot map virtual servers to Services: {e}");
-            BTreeMap::new()
+    let only = args.service.as_deref();
+    let from_sources =
+        flags.manifests.is_some() || flags.kubeconfig.is_some() || flags.master.is_some();
+    let mut view = if from_sources {
+        show_from_sources(flags, cfg, node_name).await?
+    } else {
+        let path = control::socket_path(flags.control_socket.as_deref())
+            .unwrap_or_else(|| PathBuf::from(control::DEFAULT_SOCKET));
+        match control::fetch(&path, only).await {
+            Ok(v) => v,
+            Err(e @ control::ClientError::NoAgent { .. }) => {
+                eprintln!("ipvs-proxy: {e}");
+                eprintln!("ipvs-proxy: showing the kernel's IPVS state, not mapped to Services");
+                let dump = control::read_kernel().await.map_err(AppError::Dataplane)?;
+                View::new(
+                    "kernel",
+                    control::virtual_servers(&dump, &control::Unmapped, []),
+                )
+            }
+            Err(e) => return Err(e.into()),
         }
     };
-    Ok(render_show(&dump, &owners, only))
+    if let Some(o) = only {
+        if view.mapping == "kernel" {
+            eprintln!("ipvs-proxy: without a mapping {o} cannot be picked out: showing everything");
+        } else {
+            view.select(o);
+        }
+    }
+    Ok(render_show(&view, args.output))
 }
 
 /// `--cleanup`: removes our IPVS services, nftables table and dummy
@@ -393,6 +408,7 @@ pub async fn run(flags: &Flags, cfg: ProxyConfig) -> Result<(), AppError> {
         "healthz",
     )
     .await?;
+    let control = control::Control::start(&node, flags);
     let hc = Arc::new(ServiceHealthServers::new(vec![], health.clone()));
 
     // Small: objects wait here fully parsed; the source waits instead.
@@ -442,7 +458,14 @@ pub async fn run(flags: &Flags, cfg: ProxyConfig) -> Result<(), AppError> {
             )
             .map_err(AppError::Config)?
             .with_events_opt(event_sink.clone());
-            sync::run(p, rx, loop_cfg, metrics.clone(), health.clone()).await;
+            sync::run(
+                control.publish(p),
+                rx,
+                loop_cfg,
+                metrics.clone(),
+                health.clone(),
+            )
+            .await;
         } else {
             let (dp, setup) = crate::kernel::open(&cfg)
                 .await
@@ -462,7 +485,14 @@ pub async fn run(flags: &Flags, cfg: ProxyConfig) -> Result<(), AppError> {
             )
             .map_err(AppError::Config)?
             .with_events_opt(event_sink.clone());
-            sync::run(p, rx, loop_cfg, metrics.clone(), health.clone()).await;
+            sync::run(
+                control.publish(p),
+                rx,
+                loop_cfg,
+                metrics.clone(),
+                health.clone(),
+            )
+            .await;
         }
         Ok::<(), AppError>(())
     };
@@ -499,9 +529,23 @@ pub struct ShowArgs {
     /// Only this Service (`namespace/name`).
     #[arg(value_name = "NAMESPACE/NAME")]
     pub service: Option<String>,
-    /// The node name used to map virtual servers to Services.
+    /// The node name used to map virtual servers to Services (with
+    /// `--manifests` or a kubeconfig).
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
+    /// Output format: `text`, or `json` (the documented `View` document).
+    #[arg(short = 'o', long, value_enum, value_name = "FORMAT", default_value_t)]
+    pub output: ShowOutput,
+}
+
+/// `show`'s output format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ShowOutput {
+    /// One line per virtual server, its real servers below.
+    #[default]
+    Text,
+    /// The [`View`] document.
+    Json,
 }
 
 /// Directory argument helper for tests.
@@ -566,8 +610,15 @@ endpoints:
         assert!(out.contains("# bind 10.96.0.10 dev kube-ipvs0"), "{out}");
     }
 
-    #[test]
-    fn show_maps_virtual_servers_to_services() {
+    #[tokio::test]
+    async fn show_from_manifests_maps_virtual_servers_to_services() {
+        let dir = std::env::temp_dir().join(format!("ipvs-proxy-show-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("web.yaml"), WEB).unwrap();
+        let flags = manifests_flags(dir);
+        let cfg = ProxyConfig::default();
+        let snap = snapshot(&flags, &cfg, "n1").await.unwrap();
+        let state = desired_for(&cfg, &snap, "n1", &["192.168.0.10".parse().unwrap()]).unwrap();
         let key = ServiceKey::Addr {
             protocol: ipvs::Protocol::Tcp,
             addr: "10.96.0.10".parse().unwrap(),
@@ -589,21 +640,38 @@ endpoints:
             r.conns.active = active;
             r
         };
+        // 10.244.1.9 is not wanted any more and at weight 0: draining.
         let dump = vec![
+            (vs(other), vec![rs("10.0.0.2", 0, 0)]),
             (
                 vs(key),
-                vec![rs("10.244.1.3", 0, 4), rs("10.244.1.2", 1, 0)],
+                vec![
+                    rs("10.244.1.9", 0, 4),
+                    rs("10.244.1.3", 1, 0),
+                    rs("10.244.1.2", 1, 2),
+                ],
             ),
-            (vs(other), vec![]),
         ];
-        let owners = BTreeMap::from([(key, "shop/web:http".to_string())]);
-        let all = render_show(&dump, &owners, None);
-        assert!(all.contains("-  UDP 10.0.0.1:53  rr"), "{all}");
-        let one = render_show(&dump, &owners, Some("shop/web"));
+        let mapping = control::DesiredMapping(state.desired());
+        let mut view = View::new("manifests", control::virtual_servers(&dump, &mapping, []));
+        let all = render_show(&view, ShowOutput::Text);
         assert_eq!(
-            one,
-            "shop/web:http  TCP 10.96.0.10:80  rr\n  -> 10.244.1.2:8080  weight 1  active 0  inactive 0\n  -> 10.244.1.3:8080  weight 0  active 4  inactive 0  draining\n"
+            all,
+            "shop/web:http  TCP 10.96.0.10:80  rr\n  -> 10.244.1.2:8080  weight 1  active 2  inactive 0\n  -> 10.244.1.3:8080  weight 1  active 0  inactive 0\n  -> 10.244.1.9:8080  weight 0  active 4  inactive 0  draining\n-  UDP 10.0.0.1:53  rr\n  -> 10.0.0.2:8080  weight 0  active 0  inactive 0\n"
         );
-        assert_eq!(render_show(&dump, &owners, Some("shop/other")), "");
+        let json: serde_json::Value =
+            serde_json::from_str(&render_show(&view, ShowOutput::Json)).unwrap();
+        assert_eq!(json["mapping"], "manifests");
+        assert_eq!(json["virtual_servers"][0]["namespace"], "shop");
+        assert_eq!(
+            json["virtual_servers"][0]["real_servers"][2]["draining"],
+            true
+        );
+        // Unknown to the mapping: draining unknown.
+        assert!(json["virtual_servers"][1]["real_servers"][0]["draining"].is_null());
+        view.select("shop/web");
+        assert_eq!(view.virtual_servers.len(), 1);
+        view.select("shop/other");
+        assert_eq!(render_show(&view, ShowOutput::Text), "");
     }
 }

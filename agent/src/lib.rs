@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod config;
+pub mod control;
 pub mod duration;
 pub mod events;
 pub mod http;

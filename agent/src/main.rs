@@ -107,8 +107,11 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let node = args.node_name.unwrap_or_else(|| app::node_name(&cfg));
-            finish(rt.block_on(app::show(&flags, &cfg, &node, args.service.as_deref())))
+            let node = args
+                .node_name
+                .clone()
+                .unwrap_or_else(|| app::node_name(&cfg));
+            finish(rt.block_on(app::show(&flags, &cfg, &node, &args)))
         }
         None => {
             let flags = cli.flags;

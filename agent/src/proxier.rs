@@ -456,6 +456,27 @@ impl<K: Kernel> CoreProxier<K> {
         &self.kernel
     }
 
+    /// The Service port (`namespace/name:port`) a virtual server belongs
+    /// to: from the desired state, else as remembered from when it was
+    /// desired (a deleted Service whose real servers still drain); `None`
+    /// when it is not known to be ours (for `show`).
+    pub fn owner_of(&self, key: &ServiceKey) -> Option<String> {
+        self.state
+            .owner_of(key)
+            .map(|o| o.to_string())
+            .or_else(|| self.owners.get(key).cloned())
+    }
+
+    /// The real servers draining and since when (for `show`).
+    pub fn drains(&self) -> &DrainBook {
+        &self.drains
+    }
+
+    /// The objects rejected as the model stands (for `show`).
+    pub fn rejections(&self) -> Vec<proxy_core::Rejection> {
+        self.state.rejections()
+    }
+
     fn refresh_node(&mut self) {
         let labels = self
             .node

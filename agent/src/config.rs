@@ -259,6 +259,9 @@ pub struct Flags {
     /// (ours) The packet filter kept next to IPVS: 'nftables' (default) or 'none' (kernels without nftables; masquerade, LB source ranges and ETP Local pod routing are then NOT enforced).
     #[arg(long, value_enum, value_name = "FILTER")]
     pub packet_filter: Option<PacketFilter>,
+    /// (ours) After the first full sync succeeded, remove kube-proxy's IPVS-mode iptables chains and ipsets (default true; needs --packet-filter nftables).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub remove_kube_proxy_rules: Option<bool>,
 }
 
 /// How traffic from pods on this node is recognised (`detectLocalMode`).

@@ -14,6 +14,7 @@ pub mod http;
 pub mod kernel;
 pub mod logging;
 pub mod metrics;
+pub mod migrate;
 pub mod proxier;
 pub mod ratelimit;
 pub mod source;

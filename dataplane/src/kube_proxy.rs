@@ -200,9 +200,9 @@ fn plan_table(table: &str, chains: &BTreeSet<String>, rules: &[(String, String)]
                 continue;
             }
             let by = refs.get(c).and_then(|from| {
-                from.iter().copied().find(|f| {
-                    (!BUILTIN.contains(f) && !ours.contains(f)) || kept.contains_key(f)
-                })
+                from.iter()
+                    .copied()
+                    .find(|f| (!BUILTIN.contains(f) && !ours.contains(f)) || kept.contains_key(f))
             });
             if let Some(by) = by {
                 kept.insert(c, by);
@@ -434,8 +434,7 @@ pub async fn remove_leftovers(cfg: &CleanupConfig) -> CleanupReport {
                 } else {
                     &["-w", "5", "--noflush"]
                 };
-                if let Err(e) = run(&b.restore, args, Some(&p.script()), cfg.deadline).await
-                {
+                if let Err(e) = run(&b.restore, args, Some(&p.script()), cfg.deadline).await {
                     report.errors.push(e);
                     continue;
                 }
@@ -573,7 +572,10 @@ COMMIT
         );
         assert_eq!(
             filter.kept,
-            [("KUBE-PROXY-FIREWALL".to_string(), "KUBE-SERVICES".to_string())]
+            [(
+                "KUBE-PROXY-FIREWALL".to_string(),
+                "KUBE-SERVICES".to_string()
+            )]
         );
         let script = filter.script();
         assert!(!script.contains("KUBE-FIREWALL "), "{script}");

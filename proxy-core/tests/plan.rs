@@ -573,3 +573,107 @@ fn external_ip_on_a_node_address_left_by_a_previous_run_is_not_adopted() {
     assert_eq!(obs.virtual_servers.get(&k).cloned(), before);
     assert!(obs.converged(second.desired(), &second.policy()));
 }
+
+/// What kube-proxy's IPVS mode leaves for `web` (pkg/proxy/ipvs/proxier.go
+/// syncService/syncEndpoint): scheduler rr, netmask /32, the kernel's HASHED
+/// flag, real servers masqueraded at weight 1; here also the ClientIP
+/// affinity it had before the Service changed, a real server it was
+/// draining (weight 0) that is wanted again, one no longer wanted, and a
+/// Service deleted while no proxy ran.
+fn kube_proxy_left() -> Observed {
+    let mut web = VirtualServer::new(vip());
+    web.flags = ServiceFlags::HASHED | ServiceFlags::PERSISTENT;
+    web.timeout = 10800;
+    let mut rs2 = RealServer::new(ip("10.0.1.2"), 8080).weight(0);
+    rs2.conns.active = 1;
+    let mut rs3 = RealServer::new(ip("10.0.1.3"), 8080).weight(1);
+    rs3.conns.active = 2;
+    let stale_key = ServiceKey::tcp(ip("10.96.0.99"), 80);
+    let mut stale = VirtualServer::new(stale_key);
+    stale.flags = ServiceFlags::HASHED;
+    Observed::from_dump(
+        vec![
+            (
+                web,
+                vec![RealServer::new(ip("10.0.1.1"), 8080).weight(1), rs2, rs3],
+            ),
+            (stale, vec![RealServer::new(ip("10.0.1.5"), 8080).weight(1)]),
+        ],
+        [ip("10.96.0.10"), ip("10.96.0.99")].into_iter().collect(),
+        None,
+    )
+}
+
+#[test]
+fn kube_proxys_virtual_servers_are_adopted_and_edited_in_place() {
+    let s = web_state(&["10.0.1.1", "10.0.1.2"], "TCP");
+    let mut obs = kube_proxy_left();
+    let mut drains = DrainBook::new();
+    let now = Instant::now();
+    let p = step(&s, &mut obs, &mut drains, now);
+    let stale_key = ServiceKey::tcp(ip("10.96.0.99"), 80);
+    // Nothing of `web` is deleted or added: its connections keep their
+    // entries. What differs is edited.
+    assert!(
+        !p.ipvs.iter().any(|op| matches!(
+            op,
+            Op::AddService(_) | Op::AddRealServer(..) | Op::DeleteRealServer(..)
+        )),
+        "{:#?}",
+        p.ipvs
+    );
+    assert!(
+        matches!(&p.ipvs[0], Op::EditService(v) if v.key == vip()
+            && !v.flags.contains(ServiceFlags::PERSISTENT) && v.scheduler == "rr"),
+        "{:#?}",
+        p.ipvs
+    );
+    assert!(p.ipvs.iter().any(|op| matches!(op,
+        Op::EditRealServer(k, r) if *k == vip() && r.key.addr == ip("10.0.1.2") && r.weight == 1)));
+    assert!(p.ipvs.iter().any(|op| matches!(op,
+        Op::EditRealServer(k, r) if *k == vip() && r.key.addr == ip("10.0.1.3") && r.weight == 0)));
+    assert_eq!(p.drains_started.len(), 1);
+    // The Service nobody wants any more goes, with its address.
+    assert!(p.ipvs.contains(&Op::DeleteService(stale_key)));
+    assert!(p.bind.is_empty());
+    assert_eq!(p.unbind, [ip("10.96.0.99")]);
+    assert_eq!(p.ipvs.len(), 4, "{:#?}", p.ipvs);
+    // Once the drained server's connections end, the node has converged.
+    obs.virtual_servers
+        .get_mut(&vip())
+        .unwrap()
+        .real_servers
+        .values_mut()
+        .for_each(|r| r.conns = Default::default());
+    step(&s, &mut obs, &mut drains, now);
+    assert!(obs.converged(s.desired(), &s.policy()));
+}
+
+#[test]
+fn kube_proxys_matching_virtual_servers_need_no_operation() {
+    let s = web_state(&["10.0.1.1", "10.0.1.2"], "TCP");
+    let mut web = VirtualServer::new(vip());
+    web.flags = ServiceFlags::HASHED;
+    let obs = Observed::from_dump(
+        vec![(
+            web,
+            vec![
+                RealServer::new(ip("10.0.1.1"), 8080).weight(1),
+                RealServer::new(ip("10.0.1.2"), 8080).weight(1),
+            ],
+        )],
+        [ip("10.96.0.10")].into_iter().collect(),
+        None,
+    );
+    let p = plan(
+        s.desired(),
+        &obs,
+        &s.policy(),
+        &mut DrainBook::new(),
+        Instant::now(),
+    );
+    assert!(
+        p.ipvs.is_empty() && p.bind.is_empty() && p.unbind.is_empty(),
+        "{p:#?}"
+    );
+}

@@ -138,6 +138,12 @@ pub struct Flags {
     /// (ours) The packet filter kept next to IPVS: 'nftables' (default) or 'none' (kernels without nftables; masquerade, LB source ranges and ETP Local pod routing are then NOT enforced).
     #[arg(long, value_enum, value_name = "FILTER")]
     pub packet_filter: Option<PacketFilter>,
+    /// (ours) The unix socket the agent serves `show` on and `show` asks (root only; empty: the agent serves none).
+    #[arg(long, value_name = "PATH")]
+    pub control_socket: Option<String>,
+    /// (ours) After the first full sync succeeded, remove kube-proxy's IPVS-mode iptables chains and ipsets (default true; needs --packet-filter nftables).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub remove_kube_proxy_rules: Option<bool>,
 }
 
 /// The result of resolving flags and file.

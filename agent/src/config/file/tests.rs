@@ -288,3 +288,113 @@ fn written_config_has_every_field_of_kube_proxys_type_with_its_defaults() {
     parse_config_file(&text, &mut warnings).unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");
 }
+
+/// A valid value for an upstream field that is not kube-proxy's default.
+fn non_default(path: &str) -> serde_yaml::Value {
+    use serde_yaml::Value as V;
+    let s = |x: &str| V::String(x.to_string());
+    let n = |x: i64| V::Number(x.into());
+    let last = path.rsplit('.').next().unwrap();
+    match path {
+        "featureGates" => serde_yaml::from_str("{SomeGate: true}").unwrap(),
+        "logging.vmodule" => {
+            serde_yaml::from_str("[{filePattern: proxier, verbosity: 4}]").unwrap()
+        }
+        "logging.format" => s("json"),
+        "logging.verbosity" => n(3),
+        "clientConnection.qps" | "clientConnection.burst" => n(7),
+        "clientConnection.contentType" => s("application/json"),
+        "clientConnection.kubeconfig" => s("/etc/k.conf"),
+        "iptables.masqueradeBit" | "nftables.masqueradeBit" => n(15),
+        "iptables.localhostNodePorts" => V::Bool(false),
+        "oomScoreAdj" => n(-5),
+        "conntrack.maxPerCore" | "conntrack.min" => n(7),
+        "ipvs.excludeCIDRs" => serde_yaml::from_str("[10.9.0.0/16]").unwrap(),
+        "nodePortAddresses" => serde_yaml::from_str("[10.0.0.0/8]").unwrap(),
+        "ipvs.scheduler" => s("wlc"),
+        "bindAddress" => s("10.0.0.1"),
+        "healthzBindAddress" => s("127.0.0.1:1234"),
+        "metricsBindAddress" => s("127.0.0.1:1235"),
+        "clusterCIDR" => s("10.1.0.0/16"),
+        "detectLocalMode" => s("NodeCIDR"),
+        "mode" => s("ipvs"),
+        "showHiddenMetricsForVersion" => s("1.34"),
+        "portRange" => s("30000-30100"),
+        "logging.options.text.infoBufferSize" | "logging.options.json.infoBufferSize" => s("1Ki"),
+        _ if last.ends_with("Period") || last.ends_with("Timeout") || last == "flushFrequency" => {
+            s("7s")
+        }
+        _ if matches!(
+            last,
+            "bindAddressHardFail"
+                | "enableProfiling"
+                | "masqueradeAll"
+                | "snatNodeInternalIP"
+                | "strictARP"
+                | "enableDSR"
+                | "forwardHealthCheckVip"
+                | "tcpBeLiberal"
+                | "windowsRunAsService"
+        ) =>
+        {
+            V::Bool(true)
+        }
+        _ => s("x"),
+    }
+}
+
+/// Fields whose value changes nothing here without another field (as in
+/// kube-proxy): `mode: ipvs` is what we run; the detectLocal names apply
+/// only with their detectLocalMode; `iptables.localhostNodePorts: false` is
+/// what IPVS mode always does.
+const ACCEPTED_SILENTLY: &[&str] = &[
+    "mode",
+    "iptables.localhostNodePorts",
+    "detectLocal.bridgeInterface",
+    "detectLocal.interfaceNamePrefix",
+];
+
+#[test]
+fn every_field_of_kube_proxys_type_is_honoured_or_named_in_a_warning() {
+    let base = parse_config_file(
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n",
+        &mut Vec::new(),
+    )
+    .unwrap();
+    let mut failures = Vec::new();
+    for path in UPSTREAM_V1ALPHA1_FIELDS {
+        if matches!(*path, "apiVersion" | "kind") {
+            continue;
+        }
+        let mut doc = serde_yaml::Mapping::new();
+        doc.insert("apiVersion".into(), API_VERSION.into());
+        doc.insert("kind".into(), KIND.into());
+        let keys: Vec<&str> = path.split('.').collect();
+        let mut at = &mut doc;
+        for k in &keys[..keys.len() - 1] {
+            at = at
+                .entry((*k).into())
+                .or_insert_with(|| serde_yaml::Value::Mapping(Default::default()))
+                .as_mapping_mut()
+                .unwrap();
+        }
+        at.insert((*keys.last().unwrap()).into(), non_default(path));
+        let text = serde_yaml::to_string(&doc).unwrap();
+        let mut warnings = Vec::new();
+        let c = parse_config_file(&text, &mut warnings)
+            .unwrap_or_else(|e| panic!("{path}: {e}\n{text}"));
+        // Named itself, or a section it is in (`winkernel`, `logging.options`).
+        let warned = (1..=keys.len()).any(|i| {
+            let p = keys[..i].join(".");
+            warnings.iter().any(|w| w.contains(&format!("field {p} ")))
+        });
+        let honoured = c != base;
+        if !(honoured || warned || ACCEPTED_SILENTLY.contains(path)) {
+            failures.push(format!("{path}: neither honoured nor warned about"));
+        }
+        if honoured && warned {
+            failures.push(format!("{path}: honoured and warned: {warnings:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}

@@ -3,8 +3,8 @@
 //! - [`link`]: the dummy interface holding service addresses (rtnetlink);
 //! - [`sysctl`]: the kernel settings IPVS proxying needs;
 //! - [`preflight`]: is IPVS, are the schedulers, is nftables there;
-//! - [`nft`]: our one nftables table, replaced atomically;
-//! - [`facts`]: proxy-core's packet-filter facts -> the table's spec;
+//! - [`nft`]: our one nftables table: skeleton and elements apart, element
+//!   changes from the plan's filter operations, atomic replacement;
 //! - [`Dataplane`]: applies proxy-core plans, reads state back, cleans up.
 //!
 //! Everything acts on the network namespace of the calling thread.
@@ -13,14 +13,12 @@
 mod cmd;
 mod dataplane;
 pub mod error;
-pub mod facts;
 pub mod link;
 pub mod nft;
 pub mod preflight;
 pub mod sysctl;
 
 pub use dataplane::{
-    apply_filter_op, ApplyReport, ApplyTimings, CleanupReport, Dataplane, DataplaneConfig,
-    SetupReport,
+    ApplyReport, ApplyTimings, CleanupReport, Dataplane, DataplaneConfig, SetupReport,
 };
 pub use error::{Error, Result};

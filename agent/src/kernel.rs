@@ -87,6 +87,12 @@ fn failed(op: &'static str, kind: &str, detail: impl std::fmt::Display) -> Faile
 
 impl Kernel for DataplaneKernel {
     async fn observe(&mut self) -> Result<Observed, String> {
+        // A full sync rewrites our table from the facts (one atomic
+        // transaction): that repairs drift in it (an element or the whole
+        // table deleted by someone), which no incremental update can see.
+        if self.dp.config().packet_filter {
+            self.dp.forget_filter();
+        }
         self.dp.observe().await.map_err(|e| e.to_string())
     }
 
@@ -95,7 +101,7 @@ impl Kernel for DataplaneKernel {
             match self.dp.apply(plan).await {
                 Err(e) => Applied {
                     failed: vec![failed("apply", "unavailable", e)],
-                    phases: Vec::new(),
+                    ..Applied::default()
                 },
                 Ok(report) => {
                     let mut out = Vec::new();
@@ -106,11 +112,14 @@ impl Kernel for DataplaneKernel {
                         out.push(failed(op_label(op), e.kind_label(), format!("{op:?}: {e}")));
                     }
                     if let Some(e) = &report.filter_failure {
-                        out.push(failed("replace_filter", "refused", e));
-                    }
-                    if report.filter_failure.is_some() {
-                        // The table is in an unknown state: rewrite it next time.
-                        self.dp.forget_filter();
+                        // The dataplane forgets the table on a failure: the
+                        // retry (a full sync, with backoff) rewrites it.
+                        let kind = match e {
+                            dataplane::Error::Timeout { .. } => "timeout",
+                            dataplane::Error::Spawn { .. } => "unavailable",
+                            _ => "refused",
+                        };
+                        out.push(failed("replace_filter", kind, e));
                     }
                     for (a, e) in &report.unbind_failures {
                         out.push(failed("unbind_address", "refused", format!("{a}: {e}")));
@@ -124,6 +133,7 @@ impl Kernel for DataplaneKernel {
                             ("filter", t.filter),
                             ("unbind", t.unbind),
                         ],
+                        nft: report.nft,
                     }
                 }
             }

@@ -68,6 +68,13 @@ pub struct Metrics {
     pub rejected_objects_total: IntCounterVec,
     /// `ipvs_proxy_sync_errors_total`: syncs that failed and will be retried.
     pub sync_errors_total: IntCounter,
+    /// `ipvs_proxy_nft_executions_total`: `nft` runs for our table.
+    pub nft_executions_total: IntCounter,
+    /// `ipvs_proxy_nft_input_bytes_total`: bytes fed to those runs.
+    pub nft_input_bytes_total: IntCounter,
+    /// `ipvs_proxy_nft_duration_seconds`: wall time of each sync's `nft`
+    /// runs (observed for syncs that ran `nft`).
+    pub nft_duration: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -233,6 +240,22 @@ impl Metrics {
                 "ipvs_proxy_sync_errors_total",
                 "Syncs that failed and were scheduled for retry",
             ),
+            nft_executions_total: counter(
+                &r,
+                "ipvs_proxy_nft_executions_total",
+                "Runs of nft for our table",
+            ),
+            nft_input_bytes_total: counter(
+                &r,
+                "ipvs_proxy_nft_input_bytes_total",
+                "Bytes of nft input (rulesets and element updates) for our table",
+            ),
+            nft_duration: histogram(
+                &r,
+                "ipvs_proxy_nft_duration_seconds",
+                "Wall time of one sync's nft runs",
+                sync_buckets(),
+            ),
             registry: r,
         }
     }
@@ -350,6 +373,9 @@ mod tests {
             ("ipvs_proxy_netlink_operations_total", "counter"),
             ("ipvs_proxy_netlink_errors_total", "counter"),
             ("ipvs_proxy_rejected_objects_total", "counter"),
+            ("ipvs_proxy_nft_executions_total", "counter"),
+            ("ipvs_proxy_nft_input_bytes_total", "counter"),
+            ("ipvs_proxy_nft_duration_seconds", "histogram"),
         ];
         for (name, kind) in expect {
             assert!(

@@ -48,6 +48,8 @@ pub struct Applied {
     /// Wall time of each phase (`bind`, `ipvs`, `filter`, `unbind`), where
     /// the kernel measures them.
     pub phases: Vec<(&'static str, Duration)>,
+    /// The `nft` runs of this apply.
+    pub nft: dataplane::nft::NftStats,
 }
 
 /// The kernel side, behind a seam.
@@ -179,6 +181,8 @@ struct SyncTimings {
     log: Duration,
     /// The kernel's phases.
     apply: Vec<(&'static str, Duration)>,
+    /// The `nft` runs.
+    nft: dataplane::nft::NftStats,
     /// From the start of the sync to the end.
     total: Duration,
 }
@@ -207,6 +211,9 @@ impl SyncTimings {
                     ipvs_ms = phase("ipvs"),
                     filter_ms = phase("filter"),
                     unbind_ms = phase("unbind"),
+                    nft_runs = self.nft.executions,
+                    nft_ms = ms(self.nft.duration),
+                    nft_bytes = self.nft.input_bytes,
                     total_ms = ms(self.total),
                     "sync done"
                 )
@@ -737,6 +744,13 @@ impl<K: Kernel> CoreProxier<K> {
             self.kernel.apply(&plan).await
         };
         let failures = applied.failed;
+        if applied.nft.executions > 0 {
+            let m = &self.metrics;
+            m.nft_executions_total
+                .inc_by(u64::from(applied.nft.executions));
+            m.nft_input_bytes_total.inc_by(applied.nft.input_bytes);
+            m.nft_duration.observe(applied.nft.duration.as_secs_f64());
+        }
         for f in &failures {
             tracing::warn!(op = f.op, kind = %f.kind, detail = %f.detail, "kernel refused an operation");
             self.metrics
@@ -768,6 +782,7 @@ impl<K: Kernel> CoreProxier<K> {
             plan: planned.saturating_sub(read),
             log: logged.saturating_sub(planned),
             apply: applied.phases,
+            nft: applied.nft,
             total: now.elapsed(),
         };
         timings.log(kind, &plan, failures.len());
@@ -866,7 +881,7 @@ impl Kernel for ModelKernel {
         async move {
             Applied {
                 failed,
-                phases: Vec::new(),
+                ..Applied::default()
             }
         }
     }

@@ -7,13 +7,15 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ipvs::{AsyncHandle, Op, ServiceKey};
-use proxy_core::model::FilterFacts;
-use proxy_core::plan::{FilterOp, Observed, Plan, PlanPolicy};
+use proxy_core::plan::{Observed, Plan, PlanPolicy};
 
 use crate::error::{Error, Result};
-use crate::facts::filter_spec;
 use crate::link::{DummyLink, DEFAULT_INTERFACE};
-use crate::nft::{FilterChange, FilterSpec, Nft, DEFAULT_MASQUERADE_BIT, DEFAULT_TABLE};
+use crate::nft::exec::validated;
+use crate::nft::{
+    render_delta, render_replace, FilterChange, FilterState, Nft, NftStats, Staged,
+    DEFAULT_MASQUERADE_BIT, DEFAULT_NFT_TIMEOUT, DEFAULT_TABLE,
+};
 use crate::sysctl::{self, KernelVersion, SysctlConfig};
 
 /// How the dataplane is set up.
@@ -38,6 +40,9 @@ pub struct DataplaneConfig {
     /// filter operations are then tracked as facts but nothing is rendered
     /// or sent to `nft`, and [`Dataplane::cleanup`] leaves nftables alone.
     pub packet_filter: bool,
+    /// Deadline of one `nft` run; a run past it is killed and reported as
+    /// [`Error::Timeout`].
+    pub nft_timeout: Duration,
 }
 
 impl Default for DataplaneConfig {
@@ -50,6 +55,7 @@ impl Default for DataplaneConfig {
             sysctl: SysctlConfig::default(),
             manage_sysctls: true,
             packet_filter: true,
+            nft_timeout: DEFAULT_NFT_TIMEOUT,
         }
     }
 }
@@ -79,8 +85,12 @@ pub struct ApplyReport {
     pub bind_failures: Vec<(IpAddr, Error)>,
     /// IPVS operations the kernel refused, with why.
     pub ipvs_failures: Vec<(Op, ipvs::Error)>,
-    /// The table replacement failure, if any.
+    /// The packet filter's failure, if any (the table is then unknown: the
+    /// next [`Dataplane::observe`] reports no facts, so the next plan
+    /// re-sends them all and the table is replaced).
     pub filter_failure: Option<Error>,
+    /// The `nft` runs of this apply.
+    pub nft: NftStats,
     /// Addresses that could not be unbound.
     pub unbind_failures: Vec<(IpAddr, Error)>,
     /// Wall time of each phase.
@@ -139,10 +149,13 @@ pub struct Dataplane {
     ipvs: AsyncHandle,
     link: DummyLink,
     nft: Nft,
-    /// Filter facts as last applied (None before the first apply).
-    filter: Option<FilterFacts>,
-    /// The spec last written to the kernel.
-    applied_spec: Option<FilterSpec>,
+    /// Our table as last written (None before the first apply, after a
+    /// failed `nft` run and after [`Dataplane::forget_filter`]).
+    filter: Option<FilterState>,
+    /// The addresses on our interface as last observed, with the plans'
+    /// binds and unbinds since: the service-IP guard's addresses when the
+    /// table is rebuilt (no address dump per apply).
+    addresses: BTreeSet<IpAddr>,
 }
 
 impl Dataplane {
@@ -150,14 +163,14 @@ impl Dataplane {
     pub async fn new(cfg: DataplaneConfig) -> Result<Self> {
         let ipvs = AsyncHandle::new().await?;
         let link = DummyLink::connect(cfg.interface.clone())?;
-        let nft = Nft::new(&cfg.nft, cfg.table.clone());
+        let nft = Nft::new(&cfg.nft, cfg.table.clone()).with_timeout(cfg.nft_timeout);
         Ok(Dataplane {
             cfg,
             ipvs,
             link,
             nft,
             filter: None,
-            applied_spec: None,
+            addresses: BTreeSet::new(),
         })
     }
 
@@ -204,7 +217,9 @@ impl Dataplane {
     pub async fn observe(&mut self) -> Result<Observed> {
         let dump = self.ipvs.dump().await?;
         let addresses = self.link.addresses().await?;
-        Ok(Observed::from_dump(dump, addresses, self.filter.clone()))
+        self.addresses.clone_from(&addresses);
+        let facts = self.filter.as_ref().map(|f| f.facts().clone());
+        Ok(Observed::from_dump(dump, addresses, facts))
     }
 
     /// Applies a plan in its four phases: bind addresses, IPVS operations
@@ -234,58 +249,91 @@ impl Dataplane {
             }
             report.timings.ipvs = t.elapsed();
         }
-        let t = Instant::now();
+        for a in &plan.bind {
+            self.addresses.insert(*a);
+        }
+        for a in &plan.unbind {
+            self.addresses.remove(a);
+        }
         let filter_unchanged = plan.filter.is_empty()
             && plan.bind.is_empty()
             && plan.unbind.is_empty()
-            && (self.applied_spec.is_some() || !self.cfg.packet_filter)
             && self.filter.is_some();
-        if filter_unchanged {
-            return Ok(report);
+        if !filter_unchanged {
+            let t = Instant::now();
+            self.apply_filter(plan, &mut report).await;
+            report.timings.filter = t.elapsed();
         }
+        self.unbind(plan, &mut report).await?;
+        Ok(report)
+    }
+
+    /// The packet-filter phase: the plan's filter operations (and its
+    /// address changes, for the guard) staged on the table's state, then
+    /// one `nft -f -` transaction of exactly the changed elements, or of a
+    /// whole new table when the skeleton changed or the table is unknown.
+    async fn apply_filter(&mut self, plan: &Plan, report: &mut ApplyReport) {
+        let (mut state, known) = match self.filter.take() {
+            Some(s) => (s, true),
+            None => {
+                // Unknown table: build from nothing; the guard starts from
+                // the addresses before this plan's changes.
+                let mut before = self.addresses.clone();
+                for a in &plan.bind {
+                    before.remove(a);
+                }
+                before.extend(plan.unbind.iter().copied());
+                let s = FilterState::new(self.cfg.masquerade_bit, before, self.cfg.packet_filter);
+                (s, false)
+            }
+        };
+        let staged = state.stage(&plan.filter, &plan.bind, &plan.unbind);
         if !self.cfg.packet_filter {
             // Keep the facts (the next plan is computed against them) but
             // render and send nothing.
-            let facts = self.filter.get_or_insert_with(FilterFacts::default);
-            for op in &plan.filter {
-                apply_filter_op(facts, op);
-            }
-            report.timings.filter = t.elapsed();
-            self.unbind(plan, &mut report).await?;
-            return Ok(report);
+            self.filter = Some(state);
+            return;
         }
-        let mut facts = self.filter.clone().unwrap_or_default();
-        for op in &plan.filter {
-            apply_filter_op(&mut facts, op);
-        }
-        // Addresses after this plan, for the service-IP guard.
-        let mut bound: BTreeSet<IpAddr> = self.link.addresses().await?;
-        for a in &plan.unbind {
-            bound.remove(a);
-        }
-        let spec = filter_spec(&facts, &bound, self.cfg.masquerade_bit);
-        if self.applied_spec.as_ref() != Some(&spec) {
-            let res = match &self.applied_spec {
-                Some(old) => self.nft.update(old, &spec),
-                None => self.nft.apply(&spec).map(|()| FilterChange::Table),
-            };
-            match res {
-                Ok(change) => {
-                    report.filter_change = change;
-                    self.applied_spec = Some(spec);
-                    self.filter = Some(facts);
-                }
-                Err(e) => {
-                    // Keep the old facts: the next plan re-sends the change.
-                    report.filter_failure = Some(e);
+        let table = self.nft.table().to_owned();
+        let skeleton = state.skeleton();
+        let replace = |state: &FilterState| render_replace(&table, &skeleton, state.elements());
+        let res = match (known, staged) {
+            (true, Staged::Elements(d)) if d.is_empty() => Ok(FilterChange::Unchanged),
+            (true, Staged::Elements(d)) => {
+                let script = render_delta(&table, &d.delete, &d.add);
+                match self
+                    .nft
+                    .transaction("update", &script, &mut report.nft)
+                    .await
+                {
+                    Ok(()) => Ok(FilterChange::Elements),
+                    // The table was not what we thought (e.g. deleted by
+                    // someone): rewrite it whole, now.
+                    Err(_) => self
+                        .nft
+                        .transaction("replace", &replace(&state), &mut report.nft)
+                        .await
+                        .map(|()| FilterChange::Table),
                 }
             }
-        } else {
-            self.filter = Some(facts);
+            _ => match validated(&table, &skeleton) {
+                Err(e) => Err(e),
+                Ok(()) => self
+                    .nft
+                    .transaction("replace", &replace(&state), &mut report.nft)
+                    .await
+                    .map(|()| FilterChange::Table),
+            },
+        };
+        match res {
+            Ok(change) => {
+                report.filter_change = change;
+                self.filter = Some(state);
+            }
+            // The table is unknown now: the next observe reports no facts,
+            // so the next plan re-sends them all and the table is replaced.
+            Err(e) => report.filter_failure = Some(e),
         }
-        report.timings.filter = t.elapsed();
-        self.unbind(plan, &mut report).await?;
-        Ok(report)
     }
 
     /// The last phase of [`Dataplane::apply`]: unbind addresses.
@@ -301,12 +349,14 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Forgets the filter state applied by this process, so the next plan
-    /// re-sends every filter fact (use after an nft failure that left the
-    /// table unknown).
+    /// Forgets the table this process wrote, so the next
+    /// [`Dataplane::observe`] reports no filter facts, the next plan
+    /// re-sends them all and the next apply replaces the whole table in one
+    /// transaction. The agent calls it before each full sync's observe:
+    /// that is how drift in our table (an element or the table deleted by
+    /// someone) is repaired.
     pub fn forget_filter(&mut self) {
         self.filter = None;
-        self.applied_spec = None;
     }
 
     /// Removes everything of ours and nothing else: the IPVS virtual
@@ -335,33 +385,12 @@ impl Dataplane {
                 }
             }
         }
-        report.table_deleted = self.cfg.packet_filter && self.nft.exists()?;
+        report.table_deleted = self.cfg.packet_filter && self.nft.exists().await?;
         if report.table_deleted {
-            self.nft.delete()?;
+            self.nft.delete().await?;
         }
         report.interface_deleted = self.link.delete().await?;
         self.forget_filter();
         Ok(report)
-    }
-}
-
-/// Applies one filter change to the facts.
-pub fn apply_filter_op(facts: &mut FilterFacts, op: &FilterOp) {
-    match op {
-        FilterOp::SetGlobals {
-            local_detect,
-            masquerade_all,
-            node_port_addresses,
-        } => {
-            facts.local_detect = local_detect.clone();
-            facts.masquerade_all = *masquerade_all;
-            facts.node_port_addresses = node_port_addresses.clone();
-        }
-        FilterOp::Add(e) => {
-            facts.entries.insert(e.clone());
-        }
-        FilterOp::Remove(e) => {
-            facts.entries.remove(e);
-        }
     }
 }

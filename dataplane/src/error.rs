@@ -71,6 +71,14 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A helper program did not finish within its deadline and was killed.
+    #[error("{program} did not finish within {after:?}; killed")]
+    Timeout {
+        /// The program.
+        program: PathBuf,
+        /// The deadline.
+        after: std::time::Duration,
+    },
     /// `nft` refused a ruleset or command.
     #[error("nft {op} failed ({status}): {stderr}")]
     Nft {

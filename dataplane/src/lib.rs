@@ -3,8 +3,8 @@
 //! - [`link`]: the dummy interface holding service addresses (rtnetlink);
 //! - [`sysctl`]: the kernel settings IPVS proxying needs;
 //! - [`preflight`]: is IPVS, are the schedulers, is nftables there;
-//! - [`nft`]: our one nftables table, replaced atomically;
-//! - [`facts`]: proxy-core's packet-filter facts -> the table's spec;
+//! - [`nft`]: our one nftables table: skeleton and elements apart, element
+//!   changes from the plan's filter operations, atomic replacement;
 //! - [`kube_proxy`]: finds and removes kube-proxy's IPVS-mode iptables
 //!   chains and ipsets after a migration;
 //! - [`Dataplane`]: applies proxy-core plans, reads state back, cleans up.
@@ -15,7 +15,6 @@
 mod cmd;
 mod dataplane;
 pub mod error;
-pub mod facts;
 pub mod kube_proxy;
 pub mod link;
 pub mod nft;
@@ -23,7 +22,6 @@ pub mod preflight;
 pub mod sysctl;
 
 pub use dataplane::{
-    apply_filter_op, ApplyReport, ApplyTimings, CleanupReport, Dataplane, DataplaneConfig,
-    SetupReport,
+    ApplyReport, ApplyTimings, CleanupReport, Dataplane, DataplaneConfig, SetupReport,
 };
 pub use error::{Error, Result};

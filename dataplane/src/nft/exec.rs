@@ -1,18 +1,45 @@
-//! Running `nft` for our table.
+//! Running `nft` for our table: `tokio::process`, never blocking the
+//! runtime, with a deadline (the program is killed when it passes).
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use super::spec::FilterSpec;
-use super::update::{render_update, FilterChange};
+use super::render::render_replace;
+use super::spec::{Element, Skeleton};
 use super::DEFAULT_TABLE;
 use crate::cmd;
 use crate::error::{Error, Result};
+
+/// The default deadline of one `nft` run.
+pub const DEFAULT_NFT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the `nft` runs of one apply cost: the figures the agent logs and
+/// exports per sync.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NftStats {
+    /// Runs of `nft`.
+    pub executions: u32,
+    /// Bytes fed to `nft` on stdin.
+    pub input_bytes: u64,
+    /// Wall time of the runs, start to exit.
+    pub duration: Duration,
+}
+
+impl NftStats {
+    /// Adds another apply's figures.
+    pub fn add(&mut self, o: NftStats) {
+        self.executions += o.executions;
+        self.input_bytes += o.input_bytes;
+        self.duration += o.duration;
+    }
+}
 
 /// Runs `nft` for our one table.
 #[derive(Debug, Clone)]
 pub struct Nft {
     program: PathBuf,
     table: String,
+    timeout: Duration,
 }
 
 impl Default for Nft {
@@ -27,7 +54,14 @@ impl Nft {
         Nft {
             program: program.as_ref().to_owned(),
             table: table.into(),
+            timeout: DEFAULT_NFT_TIMEOUT,
         }
+    }
+
+    /// The same with another deadline per run.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// Our table's name.
@@ -35,8 +69,22 @@ impl Nft {
         &self.table
     }
 
-    pub(super) fn run_script(&self, op: &str, args: &[&str], script: &str) -> Result<()> {
-        let out = cmd::run(&self.program, args, Some(script))?;
+    /// Runs `nft args...` with `script` on stdin, counting it in `stats`.
+    /// A non-zero exit is [`Error::Nft`] (with nft's stderr), a run past
+    /// the deadline [`Error::Timeout`] (the process is killed).
+    pub async fn run_script(
+        &self,
+        op: &str,
+        args: &[&str],
+        script: &str,
+        stats: &mut NftStats,
+    ) -> Result<()> {
+        let t = Instant::now();
+        stats.executions += 1;
+        stats.input_bytes += script.len() as u64;
+        let res = cmd::run_async(&self.program, args, script.as_bytes(), self.timeout).await;
+        stats.duration += t.elapsed();
+        let out = res?;
         if out.status.success() {
             Ok(())
         } else {
@@ -48,74 +96,68 @@ impl Nft {
         }
     }
 
-    /// Replaces our table with `spec`, in one transaction.
-    pub fn apply(&self, spec: &FilterSpec) -> Result<()> {
-        self.validated(spec)?;
-        let script = spec.render_replace(&self.table);
+    /// Runs one transaction (`nft -f -`).
+    pub async fn transaction(&self, op: &str, script: &str, stats: &mut NftStats) -> Result<()> {
         self.run_script(
-            &format!("replace table inet {}", self.table),
+            &format!("{op} table inet {}", self.table),
             &["-f", "-"],
-            &script,
+            script,
+            stats,
         )
+        .await
     }
 
-    /// Moves our table from `old` (what the kernel holds) to `new`: element
-    /// changes only when the rules are the same (one transaction), else a
-    /// full replacement. Returns what was done.
-    pub fn update(&self, old: &FilterSpec, new: &FilterSpec) -> Result<FilterChange> {
-        self.validated(new)?;
-        match render_update(old, new, &self.table) {
-            Some(script) if script.is_empty() => Ok(FilterChange::Unchanged),
-            Some(script) => {
-                let op = format!("update table inet {}", self.table);
-                match self.run_script(&op, &["-f", "-"], &script) {
-                    Ok(()) => Ok(FilterChange::Elements),
-                    // The table was not what we thought: rewrite it whole.
-                    Err(_) => self.apply(new).map(|()| FilterChange::Table),
-                }
-            }
-            None => self.apply(new).map(|()| FilterChange::Table),
-        }
-    }
-
-    /// Has the kernel check `spec` without committing (`nft -c`).
-    pub fn check(&self, spec: &FilterSpec) -> Result<()> {
-        self.validated(spec)?;
-        let script = spec.render_replace(&self.table);
+    /// Has the kernel check a full table without committing (`nft -c`).
+    pub async fn check<'a>(
+        &self,
+        skeleton: &Skeleton,
+        elements: impl Iterator<Item = &'a Element>,
+    ) -> Result<()> {
+        validated(&self.table, skeleton)?;
+        let script = render_replace(&self.table, skeleton, elements);
         self.run_script(
             &format!("check table inet {}", self.table),
             &["-c", "-f", "-"],
             &script,
+            &mut NftStats::default(),
         )
-    }
-
-    fn validated(&self, spec: &FilterSpec) -> Result<()> {
-        spec.validate().map_err(|stderr| Error::Nft {
-            op: format!("render table inet {}", self.table),
-            status: "not run".to_owned(),
-            stderr,
-        })
+        .await
     }
 
     /// Deletes our table if it exists (and nothing else).
-    pub fn delete(&self) -> Result<()> {
+    pub async fn delete(&self) -> Result<()> {
         let t = &self.table;
         let script = format!("table inet {t} {{}}\ndelete table inet {t}\n");
-        self.run_script(&format!("delete table inet {t}"), &["-f", "-"], &script)
+        self.transaction("delete", &script, &mut NftStats::default())
+            .await
     }
 
     /// Whether our table exists.
-    pub fn exists(&self) -> Result<bool> {
-        let out = cmd::run(&self.program, &["list", "table", "inet", &self.table], None)?;
-        Ok(out.status.success())
+    pub async fn exists(&self) -> Result<bool> {
+        Ok(self.list().await?.is_some())
     }
 
     /// `nft list table inet <ours>` text, when it exists.
-    pub fn list(&self) -> Result<Option<String>> {
-        let out = cmd::run(&self.program, &["list", "table", "inet", &self.table], None)?;
+    pub async fn list(&self) -> Result<Option<String>> {
+        let out = cmd::run_async(
+            &self.program,
+            &["list", "table", "inet", &self.table],
+            b"",
+            self.timeout,
+        )
+        .await?;
         Ok(out
             .status
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
     }
+}
+
+/// The skeleton's problems as an error, before anything runs.
+pub(crate) fn validated(table: &str, s: &Skeleton) -> Result<()> {
+    s.validate().map_err(|stderr| Error::Nft {
+        op: format!("render table inet {table}"),
+        status: "not run".to_owned(),
+        stderr,
+    })
 }

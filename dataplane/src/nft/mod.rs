@@ -1,5 +1,12 @@
-//! The one nftables table of ours (`inet ipvs-proxy`), rendered from the
-//! packet-filter facts and replaced atomically with `nft -f -`.
+//! The one nftables table of ours (`inet ipvs-proxy`), from proxy-core's
+//! packet-filter facts. Cut along its seams:
+//! - [`spec`]: what the table holds, in proxy-core's and ipvs-rs's types:
+//!   the skeleton's inputs ([`Skeleton`]) and the elements of each fact;
+//! - [`render`]: nft text - the skeleton, the atomic replacement, element
+//!   updates (written only, never parsed back);
+//! - [`update`]: the table's state in memory; a plan's `FilterOp`s become
+//!   exactly the changed elements ([`FilterState::stage`]);
+//! - [`exec`]: running `nft -f -` (tokio, with a deadline).
 //!
 //! How it fits around IPVS (hook priorities in parentheses):
 //! - IPVS schedules packets to local VIPs in LOCAL_IN (priority 98) and packets from
@@ -22,14 +29,15 @@
 //!   traffic. In nftables an accept only ends our own chain; it cannot
 //!   override a drop in another table.
 
-mod exec;
-mod render;
-mod spec;
-mod update;
+pub mod exec;
+pub mod render;
+pub mod spec;
+pub mod update;
 
-pub use exec::Nft;
-pub use spec::{Family, FilterSpec, LocalMatch, Masq, NodePortRule, PortRule, VipPort, L4};
-pub use update::{render_update, FilterChange};
+pub use exec::{Nft, NftStats, DEFAULT_NFT_TIMEOUT};
+pub use render::{render_delta, render_replace, render_skeleton};
+pub use spec::{Element, Key, Set, Skeleton};
+pub use update::{Delta, FilterChange, FilterState, Staged};
 
 /// Our table's family and name.
 pub const DEFAULT_TABLE: &str = "ipvs-proxy";

@@ -48,9 +48,9 @@ def changes(out, s):
             p = line.split()
             if len(p) < 8:
                 continue
-            num = lambda v: None if v in ("na", "timeout") else int(v)
+            num = lambda v: None if v in ("na", "timeout", "skipped") else int(v)
             by.setdefault(p[0], []).append(
-                {"t0": num(p[2]), "done": num(p[3]), "timeout": p[3] == "timeout",
+                {"t0": num(p[2]), "done": num(p[3]), "timeout": p[3] in ("timeout", "skipped"),
                  "ipvs": num(p[4]), "nft": num(p[5]), "pexecs": int(p[6]), "pus": int(p[7])}
             )
     return by

@@ -28,7 +28,7 @@
 # MODES (default "on off"), QEMU_MEM (MiB, default 3072), QEMU_SMP (2),
 # VM_TIMEOUT (s, default 7200), BENCH_OUT (absolute, not under /tmp or /run;
 # default .vm/bench-filter), CARGO_TARGET_DIR (not under /tmp or /run),
-# AGENT_ENV (extra environment for the agent, e.g. "RUST_LOG=warn").
+# CHANGE_TIMEOUT (s per change, default 90), AGENT_ENV (extra environment for the agent, e.g. "RUST_LOG=warn").
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=scripts/lib.sh
@@ -93,7 +93,7 @@ MODES="$MODES"
 REALS=$REALS
 CHANGES=$CHANGES
 COMPLETE_TIMEOUT=1800
-CHANGE_TIMEOUT=180
+CHANGE_TIMEOUT=${CHANGE_TIMEOUT:-90}
 AGENT_ENV="${AGENT_ENV:-}"
 ENV
 

@@ -50,6 +50,16 @@ pub const SHOW_PATH: &str = "/v1/show";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Longest the agent waits for the kernel's table while it holds the state
+/// (and so delays the next sync).
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn read_bounded(read: &Reader) -> Result<Dump, String> {
+    tokio::time::timeout(READ_TIMEOUT, read())
+        .await
+        .map_err(|_| format!("the kernel's IPVS table was not read in {READ_TIMEOUT:?}"))?
+}
+
 /// The socket path from `--control-socket`: the default when unset, `None`
 /// when set to the empty string (the agent then serves nothing).
 pub fn socket_path(flag: Option<&str>) -> Option<PathBuf> {
@@ -563,7 +573,7 @@ impl<K: Kernel + 'static> Attached for Shared<K> {
             // Held across the read: no sync runs between the kernel's table
             // and the state it is mapped with.
             let held = self.0.lock().await;
-            let dump = read().await?;
+            let dump = read_bounded(read).await?;
             let mapping = AgentMapping {
                 proxier: &held.proxier,
                 now: Instant::now(),
@@ -682,7 +692,7 @@ impl ViewSource for Control {
                 Some(a) => a.view(self.agent.clone(), &self.read).await?,
                 // Still starting: the kernel as it is.
                 None => {
-                    let dump = (self.read)().await?;
+                    let dump = read_bounded(&self.read).await?;
                     let mut v = View::new("agent", virtual_servers(&dump, &Unmapped, []));
                     v.agent = Some(self.agent.clone());
                     v

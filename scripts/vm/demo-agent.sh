@@ -77,7 +77,8 @@ alive() {
   "$@" && return 0
   return 1
 }
-show() { "$bin" show "$@" --manifests "$dir" --hostname-override node-a; }
+# No source flags: `show` asks the running agent on its control socket.
+show() { "$bin" show "$@"; }
 # ipvs_has LINE...: `ipvsadm -Sn` has every LINE (as a substring).
 ipvs_has() {
   local rules line

@@ -54,6 +54,25 @@ pub fn log_report(r: &kube_proxy::CleanupReport) {
     }
 }
 
+impl<P: Proxier> TakeOver<P> {
+    async fn sync_then_take_over(&mut self, kind: SyncKind) -> Result<SyncOutcome, SyncError> {
+        let out = self.inner.sync(kind).await;
+        if let (Ok(o), SyncKind::Full) = (&out, kind) {
+            if o.failed_ops == 0 {
+                if let Some(cfg) = self.pending.take() {
+                    log_report(&kube_proxy::remove_leftovers(&cfg).await);
+                }
+            } else if self.pending.is_some() {
+                tracing::info!(
+                    failed_ops = o.failed_ops,
+                    "kube-proxy's iptables rules stay until a full sync succeeds"
+                );
+            }
+        }
+        out
+    }
+}
+
 impl<P: Proxier> Proxier for TakeOver<P> {
     fn apply_change(&mut self, change: Change) {
         self.inner.apply_change(change);
@@ -63,21 +82,6 @@ impl<P: Proxier> Proxier for TakeOver<P> {
         &mut self,
         kind: SyncKind,
     ) -> impl Future<Output = Result<SyncOutcome, SyncError>> + Send {
-        async move {
-            let out = self.inner.sync(kind).await;
-            if let (Ok(o), SyncKind::Full) = (&out, kind) {
-                if o.failed_ops == 0 {
-                    if let Some(cfg) = self.pending.take() {
-                        log_report(&kube_proxy::remove_leftovers(&cfg).await);
-                    }
-                } else if self.pending.is_some() {
-                    tracing::info!(
-                        failed_ops = o.failed_ops,
-                        "kube-proxy's iptables rules stay until a full sync succeeds"
-                    );
-                }
-            }
-            out
-        }
+        self.sync_then_take_over(kind)
     }
 }

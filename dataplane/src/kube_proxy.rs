@@ -13,10 +13,11 @@
 //! kube-proxy chain it leads to: deleting it would break that other chain's
 //! rule, and the kernel would refuse anyway.
 //!
-//! Removal, per backend and table, is one `iptables-restore --noflush`
-//! transaction: delete the jumps from built-in chains, flush, delete. The
-//! sets go after the chains (the kernel refuses to destroy a set a rule
-//! still uses). Every program runs with a deadline.
+//! Removal is one `iptables-restore --noflush` run per backend, one
+//! transaction per table: delete the jumps from built-in chains, flush,
+//! delete. The sets go after the chains (the kernel refuses to destroy a set
+//! a rule still uses), in one `ipset restore`. Every program runs with a
+//! deadline.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -412,34 +413,42 @@ pub async fn remove_leftovers(cfg: &CleanupConfig) -> CleanupReport {
                 continue;
             }
         };
-        for p in plan_removal(&save) {
-            let chain = |c: &str| ChainRef {
-                backend: b.name.clone(),
-                table: p.table.clone(),
-                chain: c.to_owned(),
-            };
+        let chain = |table: &str, c: &str| ChainRef {
+            backend: b.name.clone(),
+            table: table.to_owned(),
+            chain: c.to_owned(),
+        };
+        let plans = plan_removal(&save);
+        for p in &plans {
             for (c, by) in &p.kept {
                 report
                     .kept
-                    .push((chain(c), format!("chain {by} still jumps to it")));
+                    .push((chain(&p.table, c), format!("chain {by} still jumps to it")));
             }
-            if p.is_empty() {
+        }
+        let todo: Vec<&TablePlan> = plans.iter().filter(|p| !p.is_empty()).collect();
+        if todo.is_empty() {
+            continue;
+        }
+        if !cfg.dry_run {
+            // One program run for all tables; each table is its own
+            // transaction (COMMIT), all or nothing.
+            let script: String = todo.iter().map(|p| p.script()).collect();
+            // The legacy backend takes the xtables lock; nf_tables needs none.
+            let args: &[&str] = if b.name.ends_with("-nft") {
+                &["--noflush"]
+            } else {
+                &["-w", "5", "--noflush"]
+            };
+            if let Err(e) = run(&b.restore, args, Some(&script), cfg.deadline).await {
+                report.errors.push(e);
                 continue;
             }
-            if !cfg.dry_run {
-                // The legacy backend takes the xtables lock; nf_tables
-                // needs none.
-                let args: &[&str] = if b.name.ends_with("-nft") {
-                    &["--noflush"]
-                } else {
-                    &["-w", "5", "--noflush"]
-                };
-                if let Err(e) = run(&b.restore, args, Some(&p.script()), cfg.deadline).await {
-                    report.errors.push(e);
-                    continue;
-                }
-            }
-            report.chains.extend(p.delete.iter().map(|c| chain(c)));
+        }
+        for p in todo {
+            report
+                .chains
+                .extend(p.delete.iter().map(|c| chain(&p.table, c)));
             report.jumps.extend(
                 p.unlink
                     .iter()
@@ -458,8 +467,31 @@ pub async fn remove_leftovers(cfg: &CleanupConfig) -> CleanupReport {
         }
     };
     let ours = set_names();
-    for name in listed.lines().map(str::trim).filter(|n| ours.contains(*n)) {
-        if cfg.dry_run {
+    let found: Vec<&str> = listed
+        .lines()
+        .map(str::trim)
+        .filter(|n| ours.contains(*n))
+        .collect();
+    if cfg.dry_run || found.is_empty() {
+        report.sets.extend(found.iter().map(|n| (*n).to_owned()));
+        return report;
+    }
+    // One `ipset restore` for all; if it stops at a set (in use), each
+    // set on its own, so the others still go and the failure is named.
+    let script: String = found.iter().map(|n| format!("destroy {n}\n")).collect();
+    if run(ipset, &["restore"], Some(&script), cfg.deadline)
+        .await
+        .is_ok()
+    {
+        report.sets.extend(found.iter().map(|n| (*n).to_owned()));
+        return report;
+    }
+    let listed = run(ipset, &["list", "-n"], None, cfg.deadline)
+        .await
+        .unwrap_or_default();
+    let left: BTreeSet<&str> = listed.lines().map(str::trim).collect();
+    for name in found {
+        if !left.contains(name) {
             report.sets.push(name.to_owned());
             continue;
         }

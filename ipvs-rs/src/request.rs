@@ -16,23 +16,17 @@ use crate::types::{DaemonState, RealServer, ServiceKey, SyncDaemon, VirtualServe
 /// A human description of `op` for error messages, e.g.
 /// `add service TCP 10.0.0.1:80`.
 pub(crate) fn describe(op: &Op) -> String {
-    fn rs(addr: &std::net::IpAddr, port: u16) -> String {
-        match addr {
-            std::net::IpAddr::V4(a) => format!("{a}:{port}"),
-            std::net::IpAddr::V6(a) => format!("[{a}]:{port}"),
-        }
-    }
     match op {
         Op::AddService(vs) => format!("add service {}", vs.key),
         Op::EditService(vs) => format!("edit service {}", vs.key),
         Op::DeleteService(k) => format!("delete service {k}"),
         Op::AddRealServer(k, r) => {
-            format!("add real server {} to {k}", rs(&r.key.addr, r.key.port))
+            format!("add real server {} to {k}", r.key)
         }
         Op::EditRealServer(k, r) => {
-            format!("edit real server {} of {k}", rs(&r.key.addr, r.key.port))
+            format!("edit real server {} of {k}", r.key)
         }
-        Op::DeleteRealServer(k, r) => format!("delete real server {} of {k}", rs(&r.addr, r.port)),
+        Op::DeleteRealServer(k, r) => format!("delete real server {r} of {k}"),
         Op::Flush => "flush".to_owned(),
         Op::Zero(None) => "zero all counters".to_owned(),
         Op::Zero(Some(k)) => format!("zero counters of {k}"),

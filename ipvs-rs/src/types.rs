@@ -10,6 +10,7 @@ use bitflags::bitflags;
 
 /// Address family of a virtual or real server (`AF_INET` / `AF_INET6`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub enum AddressFamily {
     /// IPv4 (`AF_INET`, 2).
@@ -53,6 +54,7 @@ impl From<u16> for AddressFamily {
 /// Transport protocol of an address-based virtual service
 /// (ipvsadm `-t`, `-u`, `--sctp-service`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub enum Protocol {
     /// TCP (`IPPROTO_TCP`, 6); ipvsadm `-t`.
@@ -101,6 +103,7 @@ impl fmt::Display for Protocol {
 /// What identifies a virtual service in the kernel: either protocol, address
 /// and port, or a firewall mark and address family (ipvsadm `-f`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum ServiceKey {
     /// A TCP/UDP/SCTP service on `addr:port` (ipvsadm `-t`/`-u`/`--sctp-service`).
     Addr {
@@ -193,6 +196,7 @@ bitflags! {
     /// for `sh` and `mh`, `SCHED1` is `*-fallback` and `SCHED2` is `*-port`
     /// (ipvsadm `-b sh-fallback,sh-port`); see [`SchedFlag`].
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+    #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
     pub struct ServiceFlags: u32 {
         /// Persistent service (`IP_VS_SVC_F_PERSISTENT`); set by ipvsadm `-p`.
         const PERSISTENT = 0x0001;
@@ -214,6 +218,7 @@ bitflags! {
 
 /// A scheduler flag by its ipvsadm name (`-b NAME[,NAME...]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub enum SchedFlag {
     /// `sh-fallback`: source hashing skips overloaded/zero-weight servers.
@@ -310,6 +315,7 @@ impl FromStr for SchedFlag {
 /// `IPVS_*_ATTR_STATS` widened when the kernel sends only the 32-bit set).
 /// Read-only. Shown by `ipvsadm -Ln --stats` and `--rate`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Stats {
     /// Connections scheduled (`IPVS_STATS_ATTR_CONNS`).
     pub conns: u64,
@@ -338,6 +344,7 @@ pub struct Stats {
 /// Equality of two services for reconciliation should use
 /// [`VirtualServer::same_config`], which ignores read-only kernel fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct VirtualServer {
     /// What identifies the service.
@@ -428,6 +435,7 @@ impl VirtualServer {
 
 /// How packets reach a real server (`IP_VS_CONN_F_FWD_MASK` values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub enum ForwardMethod {
     /// NAT (`IP_VS_CONN_F_MASQ`, 0); ipvsadm `-m`.
@@ -474,6 +482,7 @@ impl From<u32> for ForwardMethod {
 /// Tunnel encapsulation of a tunnelled real server (`IP_VS_CONN_F_TUNNEL_TYPE_*`,
 /// ipvsadm `--tun-type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub enum TunnelType {
     /// IP-in-IP (0); `--tun-type ipip`.
@@ -513,6 +522,7 @@ bitflags! {
     /// Tunnel encapsulation flags (`IP_VS_TUNNEL_ENCAP_FLAG_*`;
     /// ipvsadm `--tun-nocsum`, `--tun-csum`, `--tun-remcsum`). Unknown bits preserved.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
     pub struct TunnelFlags: u16 {
         /// Outer UDP checksum (`IP_VS_TUNNEL_ENCAP_FLAG_CSUM`).
         const CSUM = 0x0001;
@@ -524,6 +534,7 @@ bitflags! {
 
 /// Tunnel settings of a real server with [`ForwardMethod::Tunnel`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Tunnel {
     /// Encapsulation (`--tun-type`).
     pub kind: TunnelType,
@@ -535,6 +546,7 @@ pub struct Tunnel {
 
 /// What identifies a real server within its virtual service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct RealServerKey {
     /// Real server address; may be of another family than the service's
     /// (tunnelling / direct routing).
@@ -544,8 +556,26 @@ pub struct RealServerKey {
     pub port: u16,
 }
 
+impl fmt::Display for RealServerKey {
+    /// ipvsadm's notation: `10.1.0.1:8080`, `[fd00::1]:8080`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.addr {
+            IpAddr::V4(a) => write!(f, "{a}:{}", self.port),
+            IpAddr::V6(a) => write!(f, "[{a}]:{}", self.port),
+        }
+    }
+}
+
+/// The IPVS schedulers the Linux kernel ships (`ip_vs_NAME` modules, in
+/// the order of the kernel's `Kconfig`): what `ipvsadm -s` accepts
+/// without an out-of-tree module.
+pub const SCHEDULERS: &[&str] = &[
+    "rr", "wrr", "lc", "wlc", "fo", "ovf", "lblc", "lblcr", "dh", "sh", "mh", "sed", "nq", "twos",
+];
+
 /// Connection counters of a real server. Read-only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ConnCounters {
     /// Active connections (`ActiveConn`).
     pub active: u32,
@@ -557,6 +587,7 @@ pub struct ConnCounters {
 
 /// A real server of a virtual service (ipvsadm `-a`/`-e`/`-d`).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct RealServer {
     /// Address and port.
@@ -632,6 +663,7 @@ impl RealServer {
 /// Connection timeouts in seconds (ipvsadm `--set tcp tcpfin udp`); 0 in a
 /// set request leaves that value unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Timeouts {
     /// Established TCP sessions (`IPVS_CMD_ATTR_TIMEOUT_TCP`).
     pub tcp: u32,
@@ -644,6 +676,7 @@ pub struct Timeouts {
 /// Global IPVS information (`ipvsadm` header line:
 /// "IP Virtual Server version 1.2.1 (size=4096)").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Info {
     /// Version as the kernel encodes it: `(major << 16) | (minor << 8) | patch`.
     pub version: u32,
@@ -664,6 +697,7 @@ impl Info {
 
 /// Role of a connection-synchronisation daemon (`IP_VS_STATE_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub enum DaemonState {
     /// Master: sends connection state (`--start-daemon master`).
@@ -697,6 +731,7 @@ impl From<u32> for DaemonState {
 /// A connection-synchronisation daemon (ipvsadm `--start-daemon`,
 /// `--stop-daemon`, `-L --daemon`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct SyncDaemon {
     /// Master or backup.

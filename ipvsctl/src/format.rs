@@ -8,12 +8,12 @@
 use std::net::IpAddr;
 
 use ipvs::{
-    AddressFamily, DaemonState, ForwardMethod, Info, Protocol, RealServer, ServiceFlags,
-    ServiceKey, Stats, SyncDaemon, Timeouts, TunnelFlags, TunnelType, VirtualServer,
+    AddressFamily, DaemonState, ForwardMethod, Info, Protocol, RealServer, RealServerKey,
+    ServiceFlags, ServiceKey, Stats, SyncDaemon, Timeouts, TunnelFlags, TunnelType, VirtualServer,
 };
 use serde::Serialize;
 
-use ipvs::rules::{render_addr_port, sched_flag_names};
+use ipvs::rules::sched_flag_names;
 
 /// Which columns a listing shows (ipvsadm's list options).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -109,7 +109,13 @@ pub fn service_name(key: &ServiceKey) -> String {
                 Protocol::Udp => "UDP ",
                 _ => "SCTP",
             };
-            format!("{proto} {}", render_addr_port(addr, *port))
+            format!(
+                "{proto} {}",
+                RealServerKey {
+                    addr: *addr,
+                    port: *port
+                }
+            )
         }
         ServiceKey::Fwmark {
             family: AddressFamily::Inet6,
@@ -208,7 +214,7 @@ fn rate_cols(s: &Stats, exact: bool) -> String {
 }
 
 fn real_server_line(rs: &RealServer, opts: ListOptions) -> String {
-    let d = render_addr_port(&rs.key.addr, rs.key.port);
+    let d = rs.key.to_string();
     let c = rs.conns;
     let stats = rs.stats.unwrap_or_default();
     match opts.mode {
@@ -353,7 +359,7 @@ pub struct JsonService {
     /// Raw service flags.
     pub flags: u32,
     /// Counters, when the kernel sent them.
-    pub stats: Option<JsonStats>,
+    pub stats: Option<Stats>,
     /// Real servers.
     pub real_servers: Vec<JsonRealServer>,
 }
@@ -382,7 +388,7 @@ pub struct JsonRealServer {
     /// Tunnel settings, for tunnelled servers.
     pub tunnel: Option<JsonTunnel>,
     /// Counters, when the kernel sent them.
-    pub stats: Option<JsonStats>,
+    pub stats: Option<Stats>,
 }
 
 /// Tunnel settings in `--json` output.
@@ -397,48 +403,6 @@ pub struct JsonTunnel {
     pub csum: bool,
     /// Remote checksum offload enabled.
     pub remcsum: bool,
-}
-
-/// Counters in `--json` output (all 64-bit).
-#[derive(Debug, Serialize)]
-pub struct JsonStats {
-    /// Connections.
-    pub conns: u64,
-    /// Incoming packets.
-    pub inpkts: u64,
-    /// Outgoing packets.
-    pub outpkts: u64,
-    /// Incoming bytes.
-    pub inbytes: u64,
-    /// Outgoing bytes.
-    pub outbytes: u64,
-    /// Connections per second.
-    pub cps: u64,
-    /// Incoming packets per second.
-    pub inpps: u64,
-    /// Outgoing packets per second.
-    pub outpps: u64,
-    /// Incoming bytes per second.
-    pub inbps: u64,
-    /// Outgoing bytes per second.
-    pub outbps: u64,
-}
-
-impl From<&Stats> for JsonStats {
-    fn from(s: &Stats) -> Self {
-        JsonStats {
-            conns: s.conns,
-            inpkts: s.inpkts,
-            outpkts: s.outpkts,
-            inbytes: s.inbytes,
-            outbytes: s.outbytes,
-            cps: s.cps,
-            inpps: s.inpps,
-            outpps: s.outpps,
-            inbps: s.inbps,
-            outbps: s.outbps,
-        }
-    }
 }
 
 fn json_service(vs: &VirtualServer, reals: &[RealServer]) -> JsonService {
@@ -482,7 +446,7 @@ fn json_service(vs: &VirtualServer, reals: &[RealServer]) -> JsonService {
         one_packet: vs.flags.contains(ServiceFlags::ONEPACKET),
         pe: vs.pe_name.clone(),
         flags: vs.flags.bits(),
-        stats: vs.stats.as_ref().map(JsonStats::from),
+        stats: vs.stats,
         real_servers: reals.iter().map(json_real_server).collect(),
     }
 }
@@ -518,7 +482,7 @@ fn json_real_server(rs: &RealServer) -> JsonRealServer {
         inactive_conns: rs.conns.inactive,
         persistent_conns: rs.conns.persistent,
         tunnel,
-        stats: rs.stats.as_ref().map(JsonStats::from),
+        stats: rs.stats,
     }
 }
 

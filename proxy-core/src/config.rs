@@ -167,17 +167,12 @@ impl Default for Scheduler {
     }
 }
 
-/// The IPVS schedulers the Linux kernel ships (`ip_vs_NAME` modules).
-pub const KNOWN_SCHEDULERS: &[&str] = &[
-    "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos",
-];
-
 impl Scheduler {
     /// Parses a scheduler name and a comma-separated flag list
     /// (`"sh"`, `"sh-fallback,sh-port"`).
     pub fn parse(name: &str, flags: &str) -> Result<Self, crate::ConfigError> {
         let name = name.trim();
-        if !KNOWN_SCHEDULERS.contains(&name) {
+        if !ipvs::SCHEDULERS.contains(&name) {
             return Err(crate::ConfigError::UnknownScheduler(name.to_owned()));
         }
         let mut bits = ipvs::ServiceFlags::empty();

@@ -58,7 +58,7 @@ pub enum ConfigError {
     #[error("nodePortAddresses: {0:?} is neither a CIDR nor \"primary\"")]
     InvalidNodePortAddress(String),
     /// A scheduler name the kernel does not ship.
-    #[error("unknown IPVS scheduler {0:?} (known: rr, wrr, lc, wlc, lblc, lblcr, dh, sh, sed, nq, fo, ovf, mh, twos)")]
+    #[error("unknown IPVS scheduler {0:?} (known: {known})", known = ipvs::SCHEDULERS.join(", "))]
     UnknownScheduler(String),
     /// A scheduler flag ipvsadm does not know.
     #[error("unknown IPVS scheduler flag {0:?} (known: sh-fallback, sh-port, mh-fallback, mh-port, flag-1, flag-2, flag-3)")]

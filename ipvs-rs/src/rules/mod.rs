@@ -13,7 +13,7 @@
 //!   [`parse_line`] one line and [`parse_args`] one command as separate
 //!   arguments (an `ipvsadm` command line).
 //! - Order: [`sort_like_ipvsadm`] sorts a dump the way ipvsadm prints it,
-//!   quirks included (see [`cmp_services`]).
+//!   quirks included (see [`sort_like_ipvsadm`]).
 //!
 //! Parsing follows ipvsadm 1.31 (checked against the real binary in UML):
 //! the same defaults (scheduler `wlc`, forwarding `-g`, weight 1, persistence
@@ -57,13 +57,11 @@ mod render;
 #[cfg(test)]
 mod test_support;
 
-pub use order::{
-    cmp_real_servers, cmp_services, glibc_merge_sort, service_total_order, sort_like_ipvsadm,
-};
+pub use order::sort_like_ipvsadm;
 pub use parse::{parse_addr_port, parse_args, parse_line, parse_rules};
 pub use render::{
-    forward_switch, render_addr_port, render_op, render_real_server, render_save,
-    render_save_sorted, render_service, render_service_key, sched_flag_names,
+    forward_switch, render_op, render_real_server, render_save, render_save_sorted, render_service,
+    render_service_key, sched_flag_names,
 };
 
 use crate::batch::Op;

@@ -9,7 +9,6 @@
 //! their wrapping arithmetic, and the merge sort (which, unlike
 //! `slice::sort_by`, is well defined and cannot panic for such comparators).
 
-use std::cmp::Ordering;
 use std::net::IpAddr;
 
 use crate::types::{AddressFamily, RealServer, ServiceKey, VirtualServer};
@@ -77,7 +76,7 @@ fn service_fields(key: &ServiceKey) -> (u32, u16, u16, IpAddr, u16) {
 }
 
 /// `ipvs_cmp_services` of libipvs, returning its signed result.
-pub fn cmp_services(a: &ServiceKey, b: &ServiceKey) -> i32 {
+pub(crate) fn cmp_services(a: &ServiceKey, b: &ServiceKey) -> i32 {
     let (ma, fa, pa, aa, porta) = service_fields(a);
     let (mb, fb, pb, ab, portb) = service_fields(b);
     let r = c_diff(ma, mb);
@@ -100,7 +99,7 @@ pub fn cmp_services(a: &ServiceKey, b: &ServiceKey) -> i32 {
 }
 
 /// `ipvs_cmp_dests` of libipvs, returning its signed result.
-pub fn cmp_real_servers(a: &RealServer, b: &RealServer) -> i32 {
+pub(crate) fn cmp_real_servers(a: &RealServer, b: &RealServer) -> i32 {
     let r = cmp_addr(a.key.addr.is_ipv6(), &a.key.addr, &b.key.addr);
     if r != 0 {
         return r;
@@ -110,7 +109,7 @@ pub fn cmp_real_servers(a: &RealServer, b: &RealServer) -> i32 {
 
 /// glibc's `msort_with_tmp`: split in halves (`n / 2` first), sort each,
 /// merge taking from the left half while `cmp(left, right) <= 0`.
-pub fn glibc_merge_sort<T: Clone>(v: &mut [T], cmp: &impl Fn(&T, &T) -> i32) {
+pub(crate) fn glibc_merge_sort<T: Clone>(v: &mut [T], cmp: &impl Fn(&T, &T) -> i32) {
     let n = v.len();
     if n <= 1 {
         return;
@@ -156,18 +155,23 @@ pub fn sort_like_ipvsadm(dump: &mut Vec<(VirtualServer, Vec<RealServer>)>) {
     }
 }
 
-/// A total order consistent with [`cmp_services`] wherever that one is
-/// transitive; used to compare sets of rules regardless of order.
-pub fn service_total_order(a: &ServiceKey, b: &ServiceKey) -> Ordering {
-    let fa = service_fields(a);
-    let fb = service_fields(b);
-    fa.cmp(&fb)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::types::Protocol;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The ipvsadm merge sort is a permutation and, for a total order,
+        /// agrees with the standard sort.
+        #[test]
+        fn merge_sort_agrees_with_std_sort(mut v in prop::collection::vec(any::<i16>(), 0..200)) {
+            let mut expected = v.clone();
+            expected.sort();
+            glibc_merge_sort(&mut v, &|a: &i16, b: &i16| i32::from(*a) - i32::from(*b));
+            prop_assert_eq!(v, expected);
+        }
+    }
 
     fn v4(s: &str) -> IpAddr {
         s.parse().unwrap()

@@ -6,8 +6,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use super::order::sort_like_ipvsadm;
 use crate::batch::Op;
 use crate::types::{
-    AddressFamily, ForwardMethod, Protocol, RealServer, SchedFlag, ServiceFlags, ServiceKey,
-    TunnelFlags, TunnelType, VirtualServer,
+    AddressFamily, ForwardMethod, Protocol, RealServer, RealServerKey, SchedFlag, ServiceFlags,
+    ServiceKey, TunnelFlags, TunnelType, VirtualServer,
 };
 
 /// The service part of a rule: `-t 10.0.0.1:80`, `-u [fd00::1]:53`,
@@ -41,18 +41,10 @@ fn write_service_key(out: &mut String, key: &ServiceKey) {
     }
 }
 
-/// `a.b.c.d:port` or `[v6]:port`, as ipvsadm prints addresses with `-n`.
-pub fn render_addr_port(addr: &IpAddr, port: u16) -> String {
-    let mut s = String::new();
-    write_addr_port(&mut s, addr, port);
-    s
-}
-
+/// `a.b.c.d:port` or `[v6]:port`, as ipvsadm prints addresses with `-n`
+/// ([`RealServerKey`]'s `Display`).
 fn write_addr_port(out: &mut String, addr: &IpAddr, port: u16) {
-    let _ = match addr {
-        IpAddr::V4(a) => write!(out, "{a}:{port}"),
-        IpAddr::V6(a) => write!(out, "[{a}]:{port}"),
-    };
+    let _ = write!(out, "{}", RealServerKey { addr: *addr, port });
 }
 
 /// The scheduler-flag names ipvsadm prints for a service
@@ -202,7 +194,7 @@ where
 /// Like ipvsadm's, the order is by family, protocol, address and port
 /// (firewall marks last), except where ipvsadm's wrapping address compare
 /// makes it depend on the order the kernel dumped entries in: see
-/// [`super::cmp_services`].
+/// `ipvsadm`'s service comparison.
 pub fn render_save_sorted(mut dump: Vec<(VirtualServer, Vec<RealServer>)>) -> String {
     sort_like_ipvsadm(&mut dump);
     render_save(dump.iter().map(|(vs, reals)| (vs, reals)))

@@ -120,7 +120,7 @@ build_vm_tests() { # FEATURE PREFIX LIST
   done
   log "building ${prefix}* tests of: ${pkgs[*]}"
   cargo test --no-run --message-format=json-render-diagnostics \
-    "${args[@]}" --features "$features" --test "${prefix}*" >"$list.json"
+    "${args[@]}" --features "$features" --test "${prefix}*" >"$list.json" || return 1
   python3 - "$prefix" "$list.json" >"$list" <<'EOF'
 import json, os, sys
 prefix, path = sys.argv[1], sys.argv[2]
@@ -141,6 +141,13 @@ for line in open(path):
         seen.add(ident)
         print(ident, msg["executable"], pkg_dir, sep="\t")
 EOF
+  # Called as `if ! build_vm_tests ...`, where `set -e` does not apply: every
+  # failure has to be returned by hand. Packages that have such tests but no
+  # binary built is a failure too, never "0 passed".
+  [ -s "$list" ] || {
+    warn "no ${prefix}* test binary was built for: ${pkgs[*]}"
+    return 1
+  }
 }
 
 # Run the binaries listed in OUT/tests.list in one boot of VM (uml|qemu) and

@@ -29,11 +29,9 @@ pub const API_VERSION_V1ALPHA2: &str = "kubeproxy.config.k8s.io/v1alpha2";
 /// The kind of the configuration file we read and write.
 pub const KIND: &str = "KubeProxyConfiguration";
 
-/// IPVS schedulers kube-proxy accepts (`validateIPVSSchedulerMethod`), plus
-/// the ones newer kernels ship (`mh`, `fo`, `ovf`, `twos`).
-pub const SCHEDULERS: &[&str] = &[
-    "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "sh", "dh", "sed", "nq", "mh", "fo", "ovf", "twos",
-];
+/// IPVS schedulers accepted: the ones the kernel ships (kube-proxy's
+/// `validateIPVSSchedulerMethod` list plus `mh`, `fo`, `ovf`, `twos`).
+pub const SCHEDULERS: &[&str] = ipvs::SCHEDULERS;
 
 /// An invalid configuration: start-up stops with this message.
 #[derive(Debug, thiserror::Error)]

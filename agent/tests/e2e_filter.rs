@@ -198,8 +198,8 @@ fn ipvs_state() -> String {
     sh("ipvsadm -Sn | sort")
 }
 
-/// Waits until the agent is quiet: the same sync count, IPVS state and
-/// table over `quiet` (after `syncs` syncs at least). Returns the table.
+/// Waits until the agent is quiet: the same IPVS state and table over
+/// `quiet` (after `min_syncs` syncs at least). Returns the table.
 fn settled(min_syncs: u64, quiet: Duration, limit: Duration) -> String {
     let t0 = Instant::now();
     let snap = || (syncs_done(), ipvs_state(), canonical_table());
@@ -207,7 +207,9 @@ fn settled(min_syncs: u64, quiet: Duration, limit: Duration) -> String {
     while t0.elapsed() < limit {
         thread::sleep(quiet);
         let now = snap();
-        if now == last && now.0 >= min_syncs {
+        // The sync count itself is not compared: with a short sync period
+        // it grows in every window.
+        if (&now.1, &now.2) == (&last.1, &last.2) && now.0 >= min_syncs {
             if let Some(t) = now.2 {
                 return t;
             }

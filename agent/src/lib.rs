@@ -8,6 +8,7 @@
 pub mod app;
 pub mod config;
 pub mod duration;
+pub mod error;
 pub mod events;
 pub mod http;
 pub mod kernel;
@@ -17,3 +18,5 @@ pub mod proxier;
 pub mod ratelimit;
 pub mod source;
 pub mod sync;
+
+pub use error::Error;

@@ -8,10 +8,11 @@ use k8s_openapi::api::core::v1::Node;
 use proxy_core::{LocalDetect, NodePortAddresses, Scheduler};
 
 use crate::config::{DetectLocal, NodePortAddress, ProxyConfig};
+use crate::error::Error;
 
 /// Translates the agent's configuration for proxy-core.
-pub fn core_config(cfg: &ProxyConfig) -> Result<proxy_core::Config, String> {
-    let scheduler = Scheduler::parse(&cfg.ipvs.scheduler, "").map_err(|e| e.to_string())?;
+pub fn core_config(cfg: &ProxyConfig) -> Result<proxy_core::Config, Error> {
+    let scheduler = Scheduler::parse(&cfg.ipvs.scheduler, "")?;
     let mut npa = NodePortAddresses::default();
     for a in &cfg.node_port_addresses {
         match a {

@@ -21,11 +21,12 @@ use proxy_core::{
 };
 
 use crate::config::{DetectLocal, ProxyConfig};
+use crate::error::{Chain, Error};
 use crate::events::{EventSink, ObjectIdentity};
 use crate::http::ServiceHealthServers;
 use crate::metrics::Metrics;
 use crate::source::{Change, Kind, Object};
-use crate::sync::{Proxier, SyncError, SyncKind, SyncOutcome};
+use crate::sync::{Proxier, SyncKind, SyncOutcome};
 
 mod change_log;
 mod convert;
@@ -41,18 +42,18 @@ pub use convert::{core_config, primary_ips};
 pub use model::ModelKernel;
 
 /// One kernel operation that failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct FailedOp {
     /// Operation label (`add_virtual_server`, `bind_address`, ...).
     pub op: &'static str,
-    /// Error kind label (`exists`, `not_found`, `invalid`, ...).
-    pub kind: String,
-    /// Human-readable detail.
+    /// What the operation was on (the IPVS operation, the address).
     pub detail: String,
+    /// Why it failed; [`Error::metric_label`] is its metrics label.
+    pub error: Error,
 }
 
 /// What [`Kernel::apply`] did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct Applied {
     /// The operations that failed.
     pub failed: Vec<FailedOp>,
@@ -65,7 +66,7 @@ pub struct Applied {
 pub trait Kernel: Send {
     /// One read of the node: the IPVS table, our dummy interface's
     /// addresses, the filter facts last applied.
-    fn observe(&mut self) -> impl Future<Output = Result<Observed, String>> + Send;
+    fn observe(&mut self) -> impl Future<Output = Result<Observed, Error>> + Send;
     /// Applies a plan operation by operation; a failure does not stop the
     /// others.
     fn apply(&mut self, plan: &Plan) -> impl Future<Output = Applied> + Send;
@@ -74,7 +75,7 @@ pub trait Kernel: Send {
     fn refresh(
         &mut self,
         keys: &[ServiceKey],
-    ) -> impl Future<Output = Result<Vec<ObservedVirtualServer>, String>> + Send;
+    ) -> impl Future<Output = Result<Vec<ObservedVirtualServer>, Error>> + Send;
 }
 
 /// Label of an IPVS operation for metrics.
@@ -129,7 +130,7 @@ impl<K: Kernel> CoreProxier<K> {
         kernel: K,
         metrics: Metrics,
         health_checks: Option<Arc<ServiceHealthServers>>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, Error> {
         let core = core_config(&cfg)?;
         let facts = NodeFacts {
             name: node_name.clone(),
@@ -254,12 +255,12 @@ impl<K: Kernel> CoreProxier<K> {
         }
     }
 
-    async fn do_sync(&mut self, kind: SyncKind) -> Result<SyncOutcome, SyncError> {
+    async fn do_sync(&mut self, kind: SyncKind) -> Result<SyncOutcome, Error> {
         let now = Instant::now();
         let full = kind == SyncKind::Full || self.shadow.is_none();
         let mut read = Duration::ZERO;
         let plan = if full {
-            let observed = self.kernel.observe().await.map_err(SyncError)?;
+            let observed = self.kernel.observe().await?;
             read = now.elapsed();
             self.state.take_changes();
             let plan = proxy_core::plan(
@@ -289,7 +290,7 @@ impl<K: Kernel> CoreProxier<K> {
                 v.into_iter().collect()
             };
             if !draining.is_empty() {
-                let fresh = self.kernel.refresh(&draining).await.map_err(SyncError)?;
+                let fresh = self.kernel.refresh(&draining).await?;
                 read = now.elapsed();
                 let mut present = BTreeSet::new();
                 for vs in fresh {
@@ -329,10 +330,11 @@ impl<K: Kernel> CoreProxier<K> {
         };
         let failures = applied.failed;
         for f in &failures {
-            tracing::warn!(op = f.op, kind = %f.kind, detail = %f.detail, "kernel refused an operation");
+            let kind = f.error.metric_label();
+            tracing::warn!(op = f.op, kind, detail = %f.detail, error = %Chain(&f.error), "kernel refused an operation");
             self.metrics
                 .netlink_errors_total
-                .with_label_values(&[f.op, &f.kind])
+                .with_label_values(&[f.op, kind])
                 .inc();
         }
         if failures.is_empty() {
@@ -401,10 +403,7 @@ impl<K: Kernel> Proxier for CoreProxier<K> {
         }
     }
 
-    fn sync(
-        &mut self,
-        kind: SyncKind,
-    ) -> impl Future<Output = Result<SyncOutcome, SyncError>> + Send {
+    fn sync(&mut self, kind: SyncKind) -> impl Future<Output = Result<SyncOutcome, Error>> + Send {
         self.do_sync(kind)
     }
 }

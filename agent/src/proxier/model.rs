@@ -6,6 +6,7 @@ use ipvs::ServiceKey;
 use proxy_core::{Observed, ObservedVirtualServer, Plan};
 
 use super::{op_label, Applied, FailedOp, Kernel};
+use crate::error::Error;
 
 /// An in-memory kernel: applies plans to a [`proxy_core::Observed`] model.
 /// For tests, dry runs and benchmarks of the agent without a kernel.
@@ -13,14 +14,15 @@ use super::{op_label, Applied, FailedOp, Kernel};
 pub struct ModelKernel {
     /// The modelled node.
     pub node: Observed,
-    /// Operations to refuse: (op label, error kind), consumed once each.
-    pub refuse: Vec<(&'static str, String)>,
+    /// Operations to refuse: (op label, the kernel's errno), consumed once
+    /// each.
+    pub refuse: Vec<(&'static str, i32)>,
     /// Number of `observe` calls (full dumps).
     pub dumps: usize,
 }
 
 impl Kernel for ModelKernel {
-    fn observe(&mut self) -> impl Future<Output = Result<Observed, String>> + Send {
+    fn observe(&mut self) -> impl Future<Output = Result<Observed, Error>> + Send {
         self.dumps += 1;
         let o = self.node.clone();
         async move { Ok(o) }
@@ -34,11 +36,15 @@ impl Kernel for ModelKernel {
             for op in &plan.ipvs {
                 let label = op_label(op);
                 if let Some(i) = self.refuse.iter().position(|(l, _)| *l == label) {
-                    let (_, kind) = self.refuse.remove(i);
+                    let (_, errno) = self.refuse.remove(i);
                     failed.push(FailedOp {
                         op: label,
-                        kind,
                         detail: format!("{op:?}"),
+                        error: Error::Ipvs(ipvs::Error::Kernel {
+                            op: label.replace('_', " "),
+                            errno,
+                            message: std::io::Error::from_raw_os_error(errno).to_string(),
+                        }),
                     });
                 } else {
                     accepted.ipvs.push(op.clone());
@@ -48,8 +54,8 @@ impl Kernel for ModelKernel {
         if let Err(e) = self.node.apply(&accepted) {
             failed.push(FailedOp {
                 op: "model",
-                kind: "invalid".into(),
-                detail: e.to_string(),
+                detail: "plan".into(),
+                error: Error::Model(e),
             });
         }
         async move {
@@ -63,7 +69,7 @@ impl Kernel for ModelKernel {
     fn refresh(
         &mut self,
         keys: &[ServiceKey],
-    ) -> impl Future<Output = Result<Vec<ObservedVirtualServer>, String>> + Send {
+    ) -> impl Future<Output = Result<Vec<ObservedVirtualServer>, Error>> + Send {
         let out: Vec<ObservedVirtualServer> = keys
             .iter()
             .filter_map(|k| self.node.virtual_servers.get(k).cloned())

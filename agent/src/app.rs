@@ -36,46 +36,8 @@ const CHANGE_QUEUE: usize = 256;
 /// Rejection events waiting to be posted; more are dropped.
 const EVENT_QUEUE: usize = 256;
 
-/// Why a command failed.
-#[derive(Debug, thiserror::Error)]
-pub enum AppError {
-    /// The API server connection could not be configured.
-    #[error("cannot configure the API client: {0}")]
-    Client(String),
-    /// Listing objects failed.
-    #[error("cannot list {what}: {source}")]
-    List {
-        /// What was listed.
-        what: &'static str,
-        /// The error.
-        #[source]
-        source: kube::Error,
-    },
-    /// Reading manifests failed.
-    #[error(transparent)]
-    Manifests(#[from] source::ManifestError),
-    /// proxy-core refused the configuration.
-    #[error("configuration: {0}")]
-    Config(String),
-    /// Binding a server port failed with bindAddressHardFail.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: std::net::SocketAddr,
-        /// The error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The kernel side failed.
-    #[error("dataplane: {0}")]
-    Dataplane(String),
-    /// Reading IPVS failed.
-    #[error("ipvs: {0}")]
-    Ipvs(#[from] ipvs::Error),
-    /// `show` could not ask the running agent.
-    #[error(transparent)]
-    Show(#[from] crate::control::ClientError),
-}
+/// Why a command failed: the agent's [`Error`](crate::Error).
+pub use crate::error::Error as AppError;
 
 /// The node name: `hostnameOverride`/`NODE_NAME`, else the hostname.
 pub fn node_name(cfg: &ProxyConfig) -> String {
@@ -110,22 +72,24 @@ pub fn local_addresses(skip_interface: &str) -> BTreeSet<IpAddr> {
 /// rate-limited by `clientConnection.qps`/`.burst` as client-go does
 /// (see [`crate::ratelimit`]).
 pub async fn kube_client(cfg: &ProxyConfig, master: Option<&str>) -> Result<Client, AppError> {
-    let err = |e: &dyn std::fmt::Display| AppError::Client(e.to_string());
+    fn err(e: impl std::error::Error + Send + Sync + 'static) -> AppError {
+        AppError::Client(Box::new(e))
+    }
     let mut kcfg = match (&cfg.client.kubeconfig, master) {
         (Some(path), _) => {
-            let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| err(&e))?;
+            let kc = kube::config::Kubeconfig::read_from(path).map_err(err)?;
             kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
                 .await
-                .map_err(|e| err(&e))?
+                .map_err(err)?
         }
-        (None, Some(m)) => kube::Config::new(m.parse().map_err(|e| err(&e))?),
-        (None, None) => kube::Config::infer().await.map_err(|e| err(&e))?,
+        (None, Some(m)) => kube::Config::new(m.parse().map_err(err)?),
+        (None, None) => kube::Config::infer().await.map_err(err)?,
     };
     if let Some(m) = master {
-        kcfg.cluster_url = m.parse().map_err(|e| err(&e))?;
+        kcfg.cluster_url = m.parse().map_err(err)?;
     }
     let limit = crate::ratelimit::RateLimit::from_client_config(cfg.client.qps, cfg.client.burst);
-    crate::ratelimit::client(kcfg, limit).map_err(|e| err(&e))
+    crate::ratelimit::client(kcfg, limit).map_err(err)
 }
 
 /// Services, EndpointSlices and the Node, read once.
@@ -165,7 +129,7 @@ pub async fn snapshot(
     let services = Api::<Service>::all(client.clone())
         .list(&lp)
         .await
-        .map_err(|source| AppError::List {
+        .map_err(|source| AppError::Kube {
             what: "services",
             source,
         })?
@@ -173,7 +137,7 @@ pub async fn snapshot(
     let slices = Api::<EndpointSlice>::all(client.clone())
         .list(&lp)
         .await
-        .map_err(|source| AppError::List {
+        .map_err(|source| AppError::Kube {
             what: "endpointslices",
             source,
         })?
@@ -181,7 +145,7 @@ pub async fn snapshot(
     let node = Api::<Node>::all(client)
         .get_opt(node_name)
         .await
-        .map_err(|source| AppError::List {
+        .map_err(|source| AppError::Kube {
             what: "nodes",
             source,
         })?;
@@ -199,7 +163,7 @@ pub fn desired_for(
     node_name: &str,
     node_ips: &[IpAddr],
 ) -> Result<ProxyState, AppError> {
-    let core = core_config(cfg).map_err(AppError::Config)?;
+    let core = core_config(cfg)?;
     let mut primary = primary_ips(snap.node.as_ref(), cfg.bind_address);
     if primary.is_empty() {
         for ip in node_ips {
@@ -267,7 +231,7 @@ async fn show_from_sources(
     cfg: &ProxyConfig,
     node_name: &str,
 ) -> Result<View, AppError> {
-    let dump = control::read_kernel().await.map_err(AppError::Dataplane)?;
+    let dump = control::read_kernel().await?;
     let node_ips: Vec<IpAddr> = local_addresses(DUMMY_INTERFACE).into_iter().collect();
     let mapping = if flags.manifests.is_some() {
         "manifests"
@@ -324,7 +288,7 @@ pub async fn show(
             Err(e @ control::ClientError::NoAgent { .. }) => {
                 eprintln!("ipvs-proxy: {e}");
                 eprintln!("ipvs-proxy: showing the kernel's IPVS state, not mapped to Services");
-                let dump = control::read_kernel().await.map_err(AppError::Dataplane)?;
+                let dump = control::read_kernel().await?;
                 View::new(
                     "kernel",
                     control::virtual_servers(&dump, &control::Unmapped, []),
@@ -346,7 +310,7 @@ pub async fn show(
 /// `--cleanup`: removes our IPVS services, nftables table and dummy
 /// interface; nothing else.
 pub async fn cleanup(cfg: &ProxyConfig) -> Result<String, AppError> {
-    let core = core_config(cfg).map_err(AppError::Config)?;
+    let core = core_config(cfg)?;
     let facts = NodeFacts {
         addresses: local_addresses(DUMMY_INTERFACE),
         ..NodeFacts::default()
@@ -354,11 +318,8 @@ pub async fn cleanup(cfg: &ProxyConfig) -> Result<String, AppError> {
     let policy = proxy_core::PlanPolicy::new(&core, &facts);
     let mut dp = dataplane::Dataplane::new(crate::kernel::dataplane_config(cfg))
         .await
-        .map_err(|e| AppError::Dataplane(e.to_string()))?;
-    let report = dp
-        .cleanup(&policy)
-        .await
-        .map_err(|e| AppError::Dataplane(e.to_string()))?;
+        .map_err(AppError::Dataplane)?;
+    let report = dp.cleanup(&policy).await.map_err(AppError::Dataplane)?;
     Ok(format!(
         "removed {} IPVS virtual servers; nftables table deleted: {}; interface deleted: {}",
         report.virtual_servers.len(),
@@ -455,8 +416,7 @@ pub async fn run(flags: &Flags, cfg: ProxyConfig) -> Result<(), AppError> {
                 ModelKernel::default(),
                 metrics.clone(),
                 Some(hc.clone()),
-            )
-            .map_err(AppError::Config)?
+            )?
             .with_events_opt(event_sink.clone());
             sync::run(
                 control.publish(p),
@@ -469,7 +429,7 @@ pub async fn run(flags: &Flags, cfg: ProxyConfig) -> Result<(), AppError> {
         } else {
             let (dp, setup) = crate::kernel::open(&cfg)
                 .await
-                .map_err(|e| AppError::Dataplane(e.to_string()))?;
+                .map_err(AppError::Dataplane)?;
             tracing::info!(
                 interface_index = setup.interface_index,
                 sysctls_changed = setup.sysctls_changed.len(),
@@ -482,8 +442,7 @@ pub async fn run(flags: &Flags, cfg: ProxyConfig) -> Result<(), AppError> {
                 crate::kernel::DataplaneKernel::new(dp),
                 metrics.clone(),
                 Some(hc.clone()),
-            )
-            .map_err(AppError::Config)?
+            )?
             .with_events_opt(event_sink.clone());
             // kube-proxy's iptables rules go once our table is in place.
             let remove =
@@ -494,7 +453,7 @@ pub async fn run(flags: &Flags, cfg: ProxyConfig) -> Result<(), AppError> {
         Ok::<(), AppError>(())
     };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| AppError::Dataplane(e.to_string()))?;
+        .map_err(AppError::Signal)?;
     tokio::select! {
         r = run_loop => r,
         _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted; leaving the rules in place"); Ok(()) }

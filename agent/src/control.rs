@@ -35,7 +35,8 @@ use tokio::task::JoinSet;
 
 use crate::proxier::{CoreProxier, Kernel};
 use crate::source::Change;
-use crate::sync::{Proxier, SyncError, SyncKind, SyncOutcome};
+use crate::error::Error;
+use crate::sync::{Proxier, SyncKind, SyncOutcome};
 
 /// Where the agent serves its view unless `--control-socket` says otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/ipvs-proxy/ipvs-proxy.sock";
@@ -529,11 +530,8 @@ pub trait ViewSource: Send + Sync {
 }
 
 /// Reads the kernel's IPVS table (counters included).
-pub async fn read_kernel() -> Result<Dump, String> {
-    let mut h = ipvs::AsyncHandle::new()
-        .await
-        .map_err(|e| format!("cannot open IPVS: {e}"))?;
-    h.dump().await.map_err(|e| format!("cannot read IPVS: {e}"))
+pub async fn read_kernel() -> Result<Dump, ipvs::Error> {
+    ipvs::AsyncHandle::new().await?.dump().await
 }
 
 /// The state one sync leaves, kept with the proxier.
@@ -630,7 +628,13 @@ impl Control {
                 started_at: rfc3339(SystemTime::now()),
             },
             attached: Arc::default(),
-            read: Arc::new(|| Box::pin(read_kernel())),
+            read: Arc::new(|| {
+                Box::pin(async {
+                    read_kernel()
+                        .await
+                        .map_err(|e| format!("cannot read IPVS: {}", crate::error::Chain(&e)))
+                })
+            }),
         }
     }
 
@@ -744,7 +748,7 @@ impl<K: Kernel + 'static> Proxier for Published<K> {
         }
     }
 
-    async fn sync(&mut self, kind: SyncKind) -> Result<SyncOutcome, SyncError> {
+    async fn sync(&mut self, kind: SyncKind) -> Result<SyncOutcome, Error> {
         let mut held = self.shared.0.lock().await;
         for c in self.queued.drain(..) {
             held.proxier.apply_change(c);
@@ -1582,7 +1586,7 @@ mod tests {
         }
 
         // Refused once, by the last sync below.
-        kernel.refuse.push(("add_virtual_server", "exists".into()));
+        kernel.refuse.push(("add_virtual_server", 17)); // EEXIST
         // What the (fake) kernel answers at request time.
         let dump: Dump = vec![
             (

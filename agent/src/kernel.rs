@@ -11,6 +11,7 @@ use ipvs::ServiceKey;
 use proxy_core::{Observed, ObservedVirtualServer, Plan};
 
 use crate::config::{PacketFilter, ProxyConfig};
+use crate::error::Error;
 use crate::proxier::{op_label, Applied, FailedOp, Kernel};
 
 /// Logged at start (level warn) when the agent runs with
@@ -77,52 +78,47 @@ impl DataplaneKernel {
     }
 }
 
-fn failed(op: &'static str, kind: &str, detail: impl std::fmt::Display) -> FailedOp {
+fn failed(op: &'static str, detail: impl std::fmt::Display, error: impl Into<Error>) -> FailedOp {
     FailedOp {
         op,
-        kind: kind.to_string(),
         detail: detail.to_string(),
+        error: error.into(),
     }
 }
 
 impl Kernel for DataplaneKernel {
-    async fn observe(&mut self) -> Result<Observed, String> {
+    async fn observe(&mut self) -> Result<Observed, Error> {
         // A full sync rewrites our table from the facts (one atomic
         // transaction): that repairs drift in it (an element or the whole
         // table deleted by someone), which no incremental update can see.
         if self.dp.config().packet_filter {
             self.dp.forget_filter();
         }
-        self.dp.observe().await.map_err(|e| e.to_string())
+        Ok(self.dp.observe().await?)
     }
 
     async fn apply(&mut self, plan: &Plan) -> Applied {
         {
             match self.dp.apply(plan).await {
                 Err(e) => Applied {
-                    failed: vec![failed("apply", "unavailable", e)],
+                    failed: vec![failed("apply", "plan", Error::Unavailable(e))],
                     ..Applied::default()
                 },
                 Ok(report) => {
                     let mut out = Vec::new();
-                    for (a, e) in &report.bind_failures {
-                        out.push(failed("bind_address", "refused", format!("{a}: {e}")));
+                    for (a, e) in report.bind_failures {
+                        out.push(failed("bind_address", a, e));
                     }
-                    for (op, e) in &report.ipvs_failures {
-                        out.push(failed(op_label(op), e.kind_label(), format!("{op:?}: {e}")));
+                    for (op, e) in report.ipvs_failures {
+                        out.push(failed(op_label(&op), format!("{op:?}"), e));
                     }
-                    if let Some(e) = &report.filter_failure {
+                    if let Some(e) = report.filter_failure {
                         // The dataplane forgets the table on a failure: the
                         // retry (a full sync, with backoff) rewrites it.
-                        let kind = match e {
-                            dataplane::Error::Timeout { .. } => "timeout",
-                            dataplane::Error::Spawn { .. } => "unavailable",
-                            _ => "refused",
-                        };
-                        out.push(failed("replace_filter", kind, e));
+                        out.push(failed("replace_filter", "table", e));
                     }
-                    for (a, e) in &report.unbind_failures {
-                        out.push(failed("unbind_address", "refused", format!("{a}: {e}")));
+                    for (a, e) in report.unbind_failures {
+                        out.push(failed("unbind_address", a, e));
                     }
                     let t = report.timings;
                     Applied {
@@ -143,7 +139,7 @@ impl Kernel for DataplaneKernel {
     fn refresh(
         &mut self,
         keys: &[ServiceKey],
-    ) -> impl Future<Output = Result<Vec<ObservedVirtualServer>, String>> + Send {
+    ) -> impl Future<Output = Result<Vec<ObservedVirtualServer>, Error>> + Send {
         let keys = keys.to_vec();
         async move {
             let mut out = Vec::with_capacity(keys.len());
@@ -151,12 +147,12 @@ impl Kernel for DataplaneKernel {
                 let server = match self.dp.ipvs().service(&k).await {
                     Ok(s) => s,
                     Err(e) if e.is_not_found() => continue,
-                    Err(e) => return Err(e.to_string()),
+                    Err(e) => return Err(e.into()),
                 };
                 let rs = match self.dp.ipvs().real_servers(&k).await {
                     Ok(r) => r,
                     Err(e) if e.is_not_found() => continue,
-                    Err(e) => return Err(e.to_string()),
+                    Err(e) => return Err(e.into()),
                 };
                 out.push(ObservedVirtualServer {
                     server,

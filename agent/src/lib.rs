@@ -9,6 +9,7 @@ pub mod app;
 pub mod config;
 pub mod control;
 pub mod duration;
+pub mod error;
 pub mod events;
 pub mod http;
 pub mod kernel;
@@ -19,3 +20,5 @@ pub mod proxier;
 pub mod ratelimit;
 pub mod source;
 pub mod sync;
+
+pub use error::Error;

@@ -60,7 +60,7 @@ fn finish(r: Result<String, app::AppError>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("ipvs-proxy: {e}");
+            eprintln!("ipvs-proxy: {}", ipvs_proxy::error::Chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -144,6 +144,7 @@ fn main() -> ExitCode {
             match rt.block_on(app::run(&flags, cfg)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
+                    let e = ipvs_proxy::error::Chain(&e);
                     tracing::error!("{e}");
                     eprintln!("ipvs-proxy: {e}");
                     ExitCode::FAILURE

@@ -13,7 +13,8 @@ use std::future::Future;
 use dataplane::kube_proxy::{self, CleanupConfig};
 
 use crate::source::Change;
-use crate::sync::{Proxier, SyncError, SyncKind, SyncOutcome};
+use crate::error::Error;
+use crate::sync::{Proxier, SyncKind, SyncOutcome};
 
 /// A proxier that removes kube-proxy's leftovers after its first clean
 /// full sync.
@@ -55,7 +56,7 @@ pub fn log_report(r: &kube_proxy::CleanupReport) {
 }
 
 impl<P: Proxier> TakeOver<P> {
-    async fn sync_then_take_over(&mut self, kind: SyncKind) -> Result<SyncOutcome, SyncError> {
+    async fn sync_then_take_over(&mut self, kind: SyncKind) -> Result<SyncOutcome, Error> {
         let out = self.inner.sync(kind).await;
         if let (Ok(o), SyncKind::Full) = (&out, kind) {
             if o.failed_ops == 0 {
@@ -81,7 +82,7 @@ impl<P: Proxier> Proxier for TakeOver<P> {
     fn sync(
         &mut self,
         kind: SyncKind,
-    ) -> impl Future<Output = Result<SyncOutcome, SyncError>> + Send {
+    ) -> impl Future<Output = Result<SyncOutcome, Error>> + Send {
         self.sync_then_take_over(kind)
     }
 }

@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::error::{Chain, Error};
 use crate::http::HealthState;
 use crate::metrics::{unix_now, Metrics};
 use crate::source::{Change, Kind, Object, ObjectKey};
@@ -53,21 +54,13 @@ pub struct SyncOutcome {
     pub no_local_endpoints_external: usize,
 }
 
-/// A sync that failed as a whole (e.g. the kernel could not be read).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct SyncError(pub String);
-
 /// The decisions and the kernel side, behind one seam so the loop can be
 /// tested with a fake.
 pub trait Proxier: Send {
     /// Takes one change from a source into the model.
     fn apply_change(&mut self, change: Change);
     /// Programs the node.
-    fn sync(
-        &mut self,
-        kind: SyncKind,
-    ) -> impl Future<Output = Result<SyncOutcome, SyncError>> + Send;
+    fn sync(&mut self, kind: SyncKind) -> impl Future<Output = Result<SyncOutcome, Error>> + Send;
 }
 
 /// Timing of the loop.
@@ -317,7 +310,7 @@ pub async fn run<P: Proxier>(
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, retry_in = ?retry_delay, ?kind, "sync failed");
+                tracing::error!(error = %Chain(&e), retry_in = ?retry_delay, ?kind, "sync failed");
                 metrics.sync_errors_total.inc();
                 health.queued_update();
                 // Keep what was pending; the retry is a full sync.
@@ -471,7 +464,7 @@ mod tests {
         fn sync(
             &mut self,
             kind: SyncKind,
-        ) -> impl Future<Output = Result<SyncOutcome, SyncError>> + Send {
+        ) -> impl Future<Output = Result<SyncOutcome, Error>> + Send {
             let at = Instant::now() - self.start;
             self.calls.lock().unwrap().push(Call::Sync(kind, at));
             let fail = {
@@ -488,7 +481,7 @@ mod tests {
             };
             async move {
                 if fail {
-                    Err(SyncError("kernel said no".into()))
+                    Err(Error::Ipvs(ipvs::Error::IpvsUnavailable))
                 } else {
                     Ok(SyncOutcome {
                         virtual_servers: 3,

@@ -1,8 +1,8 @@
 //! Criterion benchmarks of the packet filter's pure part (issue 12): one
 //! endpoint change at 1,000 and 10,000 Services x 10 endpoints, from the
-//! plan's filter operations to the nft commands (stage on the table's state
-//! + render the element update), and the full table the periodic full sync
-//! writes. The cluster is proxy-core's bench cluster (4 of 10 endpoints per
+//! plan's filter operations to the nft commands (stage on the table's state,
+//! then render the element update), and the full table the periodic full
+//! sync writes. The cluster is proxy-core's bench cluster (4 of 10 endpoints per
 //! Service on this node, so 4 hairpin facts per Service).
 //!
 //! Run: `cargo bench -p dataplane --bench filter`. Prints the bytes of nft
@@ -17,7 +17,6 @@ use dataplane::nft::{render_delta, render_replace, FilterState, Staged};
 use proxy_core::{plan, plan_changes, DrainBook, Observed, Plan, ProxyState};
 
 #[path = "../../proxy-core/tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 use common::{bench_cluster as cluster, bench_slice as slice, config, node};
 

@@ -24,6 +24,9 @@ mod client;
 pub mod codec;
 mod engine;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod rules;
 mod sys;
 pub mod types;

@@ -21,7 +21,7 @@ use crate::types::{
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A kernel refusal of a request described by `op`.
-fn kernel_error(op: String, e: &KernelError) -> Error {
+pub(crate) fn kernel_error(op: String, e: &KernelError) -> Error {
     Error::Kernel {
         op,
         errno: e.errno,
@@ -76,7 +76,7 @@ fn lost_replies() -> Error {
 
 /// Turns the answer of an exchange into an error if the kernel refused it,
 /// could not be decoded, or answers were lost.
-fn check_exchange(ex: &Exchange<Answer>, what: &str) -> Result<()> {
+pub(crate) fn check_exchange(ex: &Exchange<Answer>, what: &str) -> Result<()> {
     if let Some((_, e)) = ex.errors().first() {
         return Err(kernel_error(what.to_owned(), e));
     }
@@ -89,7 +89,7 @@ fn check_exchange(ex: &Exchange<Answer>, what: &str) -> Result<()> {
     Ok(())
 }
 
-fn daemons_from(msgs: &[IpvsMessage]) -> Result<Vec<SyncDaemon>> {
+pub(crate) fn daemons_from(msgs: &[IpvsMessage]) -> Result<Vec<SyncDaemon>> {
     let mut out = Vec::new();
     for m in msgs {
         for a in &m.attributes {
@@ -101,7 +101,7 @@ fn daemons_from(msgs: &[IpvsMessage]) -> Result<Vec<SyncDaemon>> {
     Ok(out)
 }
 
-fn timeouts_from(msgs: &[IpvsMessage]) -> Result<Timeouts> {
+pub(crate) fn timeouts_from(msgs: &[IpvsMessage]) -> Result<Timeouts> {
     let mut t = Timeouts::default();
     let mut seen = false;
     for m in msgs {
@@ -123,7 +123,7 @@ fn timeouts_from(msgs: &[IpvsMessage]) -> Result<Timeouts> {
     Ok(t)
 }
 
-fn info_from(msgs: &[IpvsMessage]) -> Result<Info> {
+pub(crate) fn info_from(msgs: &[IpvsMessage]) -> Result<Info> {
     let mut version = None;
     let mut size = None;
     for m in msgs {
@@ -448,7 +448,7 @@ impl<T: Transport> Client<T> {
 }
 
 /// The family id from a `CTRL_CMD_GETFAMILY` exchange.
-fn family_from(ex: &Exchange<Answer>) -> Result<u16> {
+pub(crate) fn family_from(ex: &Exchange<Answer>) -> Result<u16> {
     if let Some((_, e)) = ex.errors().first() {
         // The controller answers ENOENT for an unregistered family.
         if e.errno == libc_errno::ENOENT {

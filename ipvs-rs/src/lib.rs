@@ -14,6 +14,9 @@ mod engine;
 mod error;
 #[cfg(feature = "blocking")]
 pub mod exchange;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod request;
 pub mod rules;
 mod types;

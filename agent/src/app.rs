@@ -447,7 +447,8 @@ pub async fn run(flags: &Flags, cfg: ProxyConfig) -> Result<(), AppError> {
             // kube-proxy's iptables rules go once our table is in place.
             let remove =
                 flags.remove_kube_proxy_rules.unwrap_or(true) && cfg.packet_filter.is_enabled();
-            let p = crate::migrate::TakeOver::new(control.publish(p), remove.then(Default::default));
+            let p =
+                crate::migrate::TakeOver::new(control.publish(p), remove.then(Default::default));
             sync::run(p, rx, loop_cfg, metrics.clone(), health.clone()).await;
         }
         Ok::<(), AppError>(())

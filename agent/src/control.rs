@@ -33,9 +33,9 @@ use serde::{Deserialize, Serialize};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinSet;
 
+use crate::error::Error;
 use crate::proxier::{CoreProxier, Kernel};
 use crate::source::Change;
-use crate::error::Error;
 use crate::sync::{Proxier, SyncKind, SyncOutcome};
 
 /// Where the agent serves its view unless `--control-socket` says otherwise.
@@ -1587,7 +1587,7 @@ mod tests {
 
         // Refused once, by the last sync below.
         kernel.refuse.push(("add_virtual_server", 17)); // EEXIST
-        // What the (fake) kernel answers at request time.
+                                                        // What the (fake) kernel answers at request time.
         let dump: Dump = vec![
             (
                 VirtualServer::new(web()),

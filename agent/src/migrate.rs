@@ -12,8 +12,8 @@ use std::future::Future;
 
 use dataplane::kube_proxy::{self, CleanupConfig};
 
-use crate::source::Change;
 use crate::error::Error;
+use crate::source::Change;
 use crate::sync::{Proxier, SyncKind, SyncOutcome};
 
 /// A proxier that removes kube-proxy's leftovers after its first clean
@@ -79,10 +79,7 @@ impl<P: Proxier> Proxier for TakeOver<P> {
         self.inner.apply_change(change);
     }
 
-    fn sync(
-        &mut self,
-        kind: SyncKind,
-    ) -> impl Future<Output = Result<SyncOutcome, Error>> + Send {
+    fn sync(&mut self, kind: SyncKind) -> impl Future<Output = Result<SyncOutcome, Error>> + Send {
         self.sync_then_take_over(kind)
     }
 }

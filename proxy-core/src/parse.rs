@@ -22,6 +22,8 @@ pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// Default `sessionAffinityConfig.clientIP.timeoutSeconds` (3 hours).
 pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10_800;
+/// Largest `timeoutSeconds` the API server admits (one day).
+pub const MAX_AFFINITY_TIMEOUT: u32 = 86_400;
 
 /// Sort order among Services claiming the same thing: the oldest wins, then
 /// the smallest `namespace/name`, so the outcome does not depend on the order
@@ -501,11 +503,29 @@ pub(crate) fn parse_service(
             .session_affinity_config
             .as_ref()
             .and_then(|c| c.client_ip.as_ref())
-            .and_then(|c| c.timeout_seconds)
-            .and_then(|t| u32::try_from(t).ok())
-            .filter(|t| *t > 0)
-            .unwrap_or(DEFAULT_AFFINITY_TIMEOUT);
-        Some(t)
+            .and_then(|c| c.timeout_seconds);
+        match t {
+            // Unset or 0: the API server's default.
+            None | Some(0) => Some(DEFAULT_AFFINITY_TIMEOUT),
+            Some(t) if (1..=i64::from(MAX_AFFINITY_TIMEOUT)).contains(&i64::from(t)) => {
+                Some(t as u32)
+            }
+            Some(t) => {
+                // The API server never admits it; IPVS would take it as a
+                // persistence that ipvsadm and `ipvs::rules` refuse (found
+                // by the desired_state fuzz target).
+                rejections.push(reject(
+                    &o,
+                    RejectReason::InvalidSessionAffinityTimeout,
+                    false,
+                    format!(
+                        "sessionAffinityConfig.clientIP.timeoutSeconds {t} outside \
+                         1-{MAX_AFFINITY_TIMEOUT}: {DEFAULT_AFFINITY_TIMEOUT} used"
+                    ),
+                ));
+                Some(DEFAULT_AFFINITY_TIMEOUT)
+            }
+        }
     } else {
         None
     };

@@ -81,6 +81,9 @@ pub enum RejectReason {
     /// is too large for a pod-source firewall mark; pods on this node reach
     /// only the local endpoints through its external addresses.
     NoPodFwmark,
+    /// `sessionAffinityConfig.clientIP.timeoutSeconds` outside the API
+    /// server's 1..=86400; the default (10800 s) is used instead.
+    InvalidSessionAffinityTimeout,
 }
 
 impl RejectReason {
@@ -104,6 +107,7 @@ impl RejectReason {
             RejectReason::TooLarge => "too_large",
             RejectReason::InvalidSchedulerAnnotation => "invalid_scheduler_annotation",
             RejectReason::NoPodFwmark => "no_pod_fwmark",
+            RejectReason::InvalidSessionAffinityTimeout => "invalid_session_affinity_timeout",
         }
     }
 
@@ -126,6 +130,7 @@ impl RejectReason {
         RejectReason::TooLarge,
         RejectReason::InvalidSchedulerAnnotation,
         RejectReason::NoPodFwmark,
+        RejectReason::InvalidSessionAffinityTimeout,
     ];
 }
 

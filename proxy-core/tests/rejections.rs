@@ -302,3 +302,41 @@ fn from_scratch_agrees_on_bad_input() {
     let d = desired_from_scratch(&cfg, &node(), &[good(), bad], &[good_slice()]);
     assert_eq!(d.virtual_servers.len(), 1);
 }
+
+#[test]
+fn affinity_timeout_outside_the_api_servers_range_is_rejected_and_the_default_used() {
+    // Found by the desired_state fuzz target: 16777215 s became an IPVS
+    // persistence that ipvsadm and ipvs::rules refuse to restore.
+    for t in [16_777_215, 86_401, -5] {
+        let (s, r) = run(
+            &[Svc::new("default", "sticky", "10.96.0.98")
+                .port("http", "TCP", 80)
+                .affinity(Some(t))
+                .build()],
+            &[],
+        );
+        assert_eq!(r, [RejectReason::InvalidSessionAffinityTimeout], "{t}");
+        assert!(!s.rejections()[0].whole_object, "{t}: the Service is kept");
+        let vs =
+            &s.desired().virtual_servers[&ipvs::ServiceKey::tcp("10.96.0.98".parse().unwrap(), 80)];
+        assert_eq!(
+            vs.server.timeout,
+            proxy_core::DEFAULT_AFFINITY_TIMEOUT,
+            "{t}"
+        );
+    }
+    // The edges of the range are kept as they are.
+    for t in [1, 86_400] {
+        let (s, r) = run(
+            &[Svc::new("default", "sticky", "10.96.0.98")
+                .port("http", "TCP", 80)
+                .affinity(Some(t))
+                .build()],
+            &[],
+        );
+        assert!(r.is_empty(), "{t}: {r:?}");
+        let vs =
+            &s.desired().virtual_servers[&ipvs::ServiceKey::tcp("10.96.0.98".parse().unwrap(), 80)];
+        assert_eq!(vs.server.timeout, t as u32);
+    }
+}

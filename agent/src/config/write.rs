@@ -12,7 +12,7 @@ use crate::duration;
 /// document (what `--write-config-to` writes): every field of kube-proxy's
 /// v1alpha1 type that v1.29 through v1.35 all have (so each of them decodes it
 /// strictly), the ones we do not use at kube-proxy's defaults, `mode: ipvs`.
-/// [`parse_config_file`] reads it back to the same configuration, except the
+/// [`parse_config_file`](super::parse_config_file) reads it back to the same configuration, except the
 /// agent-only fields and a disabled health or metrics server: v1alpha1 has no
 /// way to say "disabled" (an empty address means the default, in kube-proxy
 /// and here), so one is written as `""`.

@@ -13,7 +13,7 @@
 //!   local processes in LOCAL_OUT (priority -98); replies are un-NATed in FORWARD.
 //! - `mark-pre` (prerouting, mangle -150) and `mark-out` (output, route
 //!   type, mangle) run before IPVS: they set the conntrack mark bit
-//!   [`FilterSpec::masquerade_bit`] on new connections that must be
+//!   [`Skeleton::masquerade_bit`] on new connections that must be
 //!   source-NATed, and set the packet mark that selects a firewall-mark
 //!   virtual server for pods (and the node) reaching an
 //!   `externalTrafficPolicy: Local` VIP. The conntrack mark is used for

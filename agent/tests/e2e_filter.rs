@@ -514,11 +514,13 @@ fn full_sync_repairs_a_deleted_element_and_a_deleted_table() {
     };
     assert!(has(), "web's element in service-ports-v4: {good}");
 
-    // One element deleted behind the agent's back.
+    // One element deleted behind the agent's back. `sh` fails unless nft
+    // deleted it (nft refuses to delete an absent element); a second nft
+    // command to check it is gone would race the 3 s full sync that
+    // restores it (seen once in a clean-clone CI run).
     sh(&format!(
         "nft delete element inet {TABLE} service-ports-v4 '{element}'"
     ));
-    assert!(!has(), "the element is gone");
     let s0 = syncs_done();
     // Three periods and at least two full syncs of slack under TCG.
     let t = wait_for(

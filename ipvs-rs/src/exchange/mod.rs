@@ -122,6 +122,9 @@ pub struct Connection<T> {
     seq: u32,
     /// Start offset in `tx` of every pushed request.
     offsets: Vec<usize>,
+    /// How many of the last pushed requests the kernel never answers
+    /// ([`Connection::push_unanswered`]).
+    unanswered: usize,
     tx: Vec<u8>,
     rx: Vec<u8>,
     /// An exchange was abandoned (timeout, error, dropped future): its late
@@ -205,6 +208,7 @@ impl<T: Transport> Connection<T> {
             timeout: DEFAULT_TIMEOUT,
             seq: 0,
             offsets: Vec::new(),
+            unanswered: 0,
             tx: Vec::with_capacity(limits.bytes),
             rx: vec![0; RX_BUFFER],
             dirty: false,
@@ -242,7 +246,22 @@ impl<T: Transport> Connection<T> {
     /// next exchange; returns that number. The header flags are the
     /// caller's (`NLM_F_REQUEST`, plus `NLM_F_ACK` or `NLM_F_DUMP`); the
     /// length is filled in.
-    pub fn push<M: NetlinkSerializable>(&mut self, mut msg: NetlinkMessage<M>) -> u32 {
+    pub fn push<M: NetlinkSerializable>(&mut self, msg: NetlinkMessage<M>) -> u32 {
+        self.unanswered = 0;
+        self.append(msg)
+    }
+
+    /// Appends a request the kernel never answers, such as nfnetlink's
+    /// `NFNL_MSG_BATCH_END` (which closes a transaction and is not
+    /// acknowledged even with `NLM_F_ACK`): it is sent with the others, but
+    /// the exchange is complete when the requests pushed before it are
+    /// answered. Returns its sequence number.
+    pub fn push_unanswered<M: NetlinkSerializable>(&mut self, msg: NetlinkMessage<M>) -> u32 {
+        self.unanswered += 1;
+        self.append(msg)
+    }
+
+    fn append<M: NetlinkSerializable>(&mut self, mut msg: NetlinkMessage<M>) -> u32 {
         self.seq = self.seq.wrapping_add(1);
         msg.header.sequence_number = self.seq;
         msg.finalize();
@@ -260,13 +279,20 @@ impl<T: Transport> Connection<T> {
         if let Some(start) = self.offsets.pop() {
             self.tx.truncate(start);
             self.seq = self.seq.wrapping_sub(1);
+            self.unanswered = self.unanswered.saturating_sub(1);
         }
     }
 
-    /// Sets `NLM_F_ACK` on the last pushed request: a batch of writes
+    /// Sets `NLM_F_ACK` on the last pushed request that the kernel answers
+    /// (before any [`Connection::push_unanswered`] ones): a batch of writes
     /// pushed without it then gets one ACK, and an answer per failure.
     pub fn ack_last(&mut self) {
-        let Some(&start) = self.offsets.last() else {
+        let Some(&start) = self
+            .offsets
+            .len()
+            .checked_sub(1 + self.unanswered)
+            .and_then(|i| self.offsets.get(i))
+        else {
             return;
         };
         if let Some(f) = self
@@ -292,6 +318,7 @@ impl<T: Transport> Connection<T> {
     pub fn clear(&mut self) {
         self.tx.clear();
         self.offsets.clear();
+        self.unanswered = 0;
     }
 
     /// Sends the pushed requests in one `sendmsg` and receives until the
@@ -301,8 +328,10 @@ impl<T: Transport> Connection<T> {
     /// Dropping the future is safe: the next exchange discards the
     /// abandoned one's answers.
     pub async fn exchange<C: Collect>(&mut self, collect: C) -> Result<Exchange<C>, ExchangeError> {
-        let n = self.offsets.len() as u32;
-        let last = self.seq;
+        // Trailing requests the kernel never answers are sent but not
+        // waited for.
+        let n = (self.offsets.len() - self.unanswered) as u32;
+        let last = self.seq.wrapping_sub(self.unanswered as u32);
         let first = last.wrapping_sub(n).wrapping_add(1);
         let mut ex = Exchange::new(first, last, collect);
         if n == 0 {

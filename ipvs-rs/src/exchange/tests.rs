@@ -241,6 +241,40 @@ async fn batch_timeout_reports_unknown_and_unsent_operations<T: Transport>(
     );
 }
 
+/// An nfnetlink-style transaction: a begin marker, two requests, and an
+/// end marker the kernel never answers. `ack_last` marks the last answered
+/// request, and the exchange completes on its answer without waiting for
+/// the end marker.
+async fn unanswered_trailer<T: Transport>(mut conn: Connection<T>, peer: Socket) {
+    conn.push(raw_request()); // begin
+    conn.push(raw_request());
+    conn.push(raw_request());
+    let end = conn.push_unanswered(raw_request());
+    conn.ack_last();
+    assert_eq!(conn.pending(), 4);
+    let t = std::thread::spawn(move || {
+        let (reqs, from) = take_requests(&peer);
+        let mut answer = error_with_text(reqs[1].0, 2, "no such element");
+        answer.extend(ack(reqs[2].0, 0));
+        peer.send_to(&answer, &from, 0).unwrap();
+        reqs
+    });
+    let t0 = Instant::now();
+    let ex = conn.exchange(()).await.expect("exchange");
+    let reqs = t.join().unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "did not wait for the end marker"
+    );
+    let acked: Vec<bool> = reqs.iter().map(|(_, f)| f & NLM_F_ACK != 0).collect();
+    assert_eq!(acked, vec![false, false, true, false]);
+    assert_eq!(reqs[3].0, end);
+    assert!(ex.is_done());
+    assert_eq!(ex.errors().len(), 1);
+    assert_eq!(ex.errors()[0].0, 1);
+    assert_eq!(conn.pending(), 0);
+}
+
 fn blocking_conn() -> (Connection<Blocking>, Socket) {
     let (sock, limits, peer) = fake_pair();
     (Connection::new(Blocking::new(sock), limits), peer)
@@ -278,6 +312,7 @@ macro_rules! every_transport {
 }
 
 every_transport!(conn plain_batch);
+every_transport!(conn unanswered_trailer);
 every_transport!(client no_answer_times_out_and_late_answers_are_ignored);
 every_transport!(client batch_acks_only_the_last_request_and_matches_errors);
 every_transport!(client batch_timeout_reports_unknown_and_unsent_operations);

@@ -2,6 +2,7 @@
 //! error it came from (`#[source]`), one [`Error::metric_label`] for the
 //! error-kind labels of the metrics, and [`Chain`] to log the whole chain.
 
+use dataplane::nft::netlink::TxError;
 use std::fmt;
 
 /// Why an operation of the agent failed.
@@ -73,6 +74,9 @@ impl Error {
             // A hung nft is a timeout, a missing one unavailable; the
             // kernel refusing addresses or a table is "refused".
             Error::Dataplane(dataplane::Error::Timeout { .. }) => "timeout",
+            Error::Dataplane(dataplane::Error::NfNetlink(TxError::Exchange(
+                ipvs::exchange::ExchangeError::Timeout(_),
+            ))) => "timeout",
             Error::Dataplane(dataplane::Error::Spawn { .. }) => "unavailable",
             Error::Dataplane(_) => "refused",
             Error::Unavailable(_) => "unavailable",

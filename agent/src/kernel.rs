@@ -10,7 +10,7 @@ use dataplane::{Dataplane, DataplaneConfig, SetupReport};
 use ipvs::ServiceKey;
 use proxy_core::{Observed, ObservedVirtualServer, Plan};
 
-use crate::config::{PacketFilter, ProxyConfig};
+use crate::config::{NftElementUpdates, PacketFilter, ProxyConfig};
 use crate::error::Error;
 use crate::proxier::{op_label, Applied, FailedOp, Kernel};
 
@@ -29,6 +29,7 @@ pub fn dataplane_config(cfg: &ProxyConfig) -> DataplaneConfig {
             strict_arp: cfg.ipvs.strict_arp,
         },
         packet_filter: cfg.packet_filter.is_enabled(),
+        nft_netlink: cfg.nft_element_updates == NftElementUpdates::Netlink,
         ..DataplaneConfig::default()
     }
 }
@@ -111,6 +112,12 @@ impl Kernel for DataplaneKernel {
                     }
                     for (op, e) in report.ipvs_failures {
                         out.push(failed(op_label(&op), format!("{op:?}"), e));
+                    }
+                    if let Some(e) = report.filter_fallback {
+                        tracing::warn!(
+                            error = %crate::error::Chain(&e),
+                            "packet filter element update failed; replaced the whole table instead"
+                        );
                     }
                     if let Some(e) = report.filter_failure {
                         // The dataplane forgets the table on a failure: the

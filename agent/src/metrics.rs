@@ -75,6 +75,14 @@ pub struct Metrics {
     /// `ipvs_proxy_nft_duration_seconds`: wall time of each sync's `nft`
     /// runs (observed for syncs that ran `nft`).
     pub nft_duration: Histogram,
+    /// `ipvs_proxy_nft_netlink_transactions_total`: element transactions
+    /// sent to nf_tables over nfnetlink (no `nft` run).
+    pub nft_netlink_transactions_total: IntCounter,
+    /// `ipvs_proxy_nft_netlink_bytes_total`: bytes of those transactions.
+    pub nft_netlink_bytes_total: IntCounter,
+    /// `ipvs_proxy_nft_element_fallbacks_total`: element updates that
+    /// failed and were repaired by replacing the whole table.
+    pub nft_element_fallbacks_total: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -255,6 +263,21 @@ impl Metrics {
                 "ipvs_proxy_nft_duration_seconds",
                 "Wall time of one sync's nft runs",
                 sync_buckets(),
+            ),
+            nft_netlink_transactions_total: counter(
+                &r,
+                "ipvs_proxy_nft_netlink_transactions_total",
+                "Element transactions sent to nf_tables over nfnetlink for our table",
+            ),
+            nft_netlink_bytes_total: counter(
+                &r,
+                "ipvs_proxy_nft_netlink_bytes_total",
+                "Bytes of nfnetlink element transactions for our table",
+            ),
+            nft_element_fallbacks_total: counter(
+                &r,
+                "ipvs_proxy_nft_element_fallbacks_total",
+                "Element updates of our table that failed and were repaired by replacing the table",
             ),
             registry: r,
         }

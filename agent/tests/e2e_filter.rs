@@ -85,10 +85,15 @@ fn metrics() -> Option<String> {
 
 /// How many syncs the running agent has finished.
 fn syncs_done() -> u64 {
+    counter("kubeproxy_sync_proxy_rules_duration_seconds_count")
+}
+
+/// One unlabelled metric's value (0 while the agent is not up).
+fn counter(name: &str) -> u64 {
     metrics()
         .and_then(|m| {
             m.lines()
-                .find(|l| l.starts_with("kubeproxy_sync_proxy_rules_duration_seconds_count"))
+                .find(|l| l.split_whitespace().next() == Some(name))
                 .and_then(|l| l.split_whitespace().last())
                 .and_then(|v| v.parse::<f64>().ok())
         })
@@ -315,6 +320,7 @@ fn a_burst_of_changes_loses_no_request_and_ends_in_the_fresh_table() {
         count(&log) >= 20
     });
     let syncs_before = syncs_done();
+    let netlink_before = counter("ipvs_proxy_nft_netlink_transactions_total");
 
     // The burst: 200 single changes, one file operation each, no pause.
     let t_burst = Instant::now();
@@ -418,10 +424,21 @@ fn a_burst_of_changes_loses_no_request_and_ends_in_the_fresh_table() {
         Duration::from_secs(3),
         Duration::from_secs(300),
     );
+    let netlink_tx = counter("ipvs_proxy_nft_netlink_transactions_total") - netlink_before;
     eprintln!(
-        "settled {:?} after the burst began, {} syncs during it",
+        "settled {:?} after the burst began, {} syncs during it, {netlink_tx} nfnetlink element \
+         transactions, {} nft runs in all",
         t_burst.elapsed(),
-        syncs_done() - syncs_before
+        syncs_done() - syncs_before,
+        counter("ipvs_proxy_nft_executions_total"),
+    );
+    // Element changes went to the kernel over nfnetlink, and none of them
+    // had to be repaired by a table replacement.
+    assert!(netlink_tx > 0, "no nfnetlink element transaction");
+    assert_eq!(
+        counter("ipvs_proxy_nft_element_fallbacks_total"),
+        0,
+        "element updates fell back to replacing the table"
     );
     // Keep the loop going a little on the final state too.
     let n = count(&log);

@@ -12,6 +12,7 @@ use proxy_core::plan::{Observed, Plan, PlanPolicy};
 use crate::error::{Error, Result};
 use crate::link::{DummyLink, DEFAULT_INTERFACE};
 use crate::nft::exec::validated;
+use crate::nft::netlink::{self, NfTables};
 use crate::nft::{
     render_delta, render_replace, FilterChange, FilterState, Nft, NftStats, Staged,
     DEFAULT_MASQUERADE_BIT, DEFAULT_NFT_TIMEOUT, DEFAULT_TABLE,
@@ -43,6 +44,10 @@ pub struct DataplaneConfig {
     /// Deadline of one `nft` run; a run past it is killed and reported as
     /// [`Error::Timeout`].
     pub nft_timeout: Duration,
+    /// Element changes of hash sets and maps go to the kernel as one
+    /// nfnetlink transaction instead of an `nft -f -` run (default true;
+    /// the table itself and interval sets always go through `nft`).
+    pub nft_netlink: bool,
 }
 
 impl Default for DataplaneConfig {
@@ -56,6 +61,7 @@ impl Default for DataplaneConfig {
             manage_sysctls: true,
             packet_filter: true,
             nft_timeout: DEFAULT_NFT_TIMEOUT,
+            nft_netlink: true,
         }
     }
 }
@@ -89,6 +95,9 @@ pub struct ApplyReport {
     /// next [`Dataplane::observe`] reports no facts, so the next plan
     /// re-sends them all and the table is replaced).
     pub filter_failure: Option<Error>,
+    /// An element update that failed and was repaired in the same apply
+    /// by replacing the table (not a failure of the apply).
+    pub filter_fallback: Option<Error>,
     /// The `nft` runs of this apply.
     pub nft: NftStats,
     /// Addresses that could not be unbound.
@@ -149,6 +158,9 @@ pub struct Dataplane {
     ipvs: AsyncHandle,
     link: DummyLink,
     nft: Nft,
+    /// The nfnetlink socket for element transactions (`None`: all through
+    /// `nft`).
+    nfnl: Option<NfTables>,
     /// Our table as last written (None before the first apply, after a
     /// failed `nft` run and after [`Dataplane::forget_filter`]).
     filter: Option<FilterState>,
@@ -164,11 +176,17 @@ impl Dataplane {
         let ipvs = AsyncHandle::new().await?;
         let link = DummyLink::connect(cfg.interface.clone())?;
         let nft = Nft::new(&cfg.nft, cfg.table.clone()).with_timeout(cfg.nft_timeout);
+        let nfnl = if cfg.packet_filter && cfg.nft_netlink {
+            Some(NfTables::open(cfg.nft_timeout).map_err(Error::Socket)?)
+        } else {
+            None
+        };
         Ok(Dataplane {
             cfg,
             ipvs,
             link,
             nft,
+            nfnl,
             filter: None,
             addresses: BTreeSet::new(),
         })
@@ -300,20 +318,40 @@ impl Dataplane {
         let res = match (known, staged) {
             (true, Staged::Elements(d)) if d.is_empty() => Ok(FilterChange::Unchanged),
             (true, Staged::Elements(d)) => {
-                let script = render_delta(&table, &d.delete, &d.add);
-                match self
-                    .nft
-                    .transaction("update", &script, &mut report.nft)
-                    .await
-                {
+                let sent = match (self.nfnl.as_mut(), netlink::encode(&table, &d)) {
+                    (Some(nfnl), Some(msgs)) => {
+                        let t = Instant::now();
+                        let res = nfnl.transaction(msgs).await;
+                        report.nft.netlink_transactions += 1;
+                        report.nft.netlink_duration += t.elapsed();
+                        match res {
+                            Ok(bytes) => {
+                                report.nft.netlink_bytes += bytes as u64;
+                                Ok(())
+                            }
+                            Err(e) => Err(Error::NfNetlink(e)),
+                        }
+                    }
+                    // Interval sets (or no socket): nft does the change.
+                    _ => {
+                        let script = render_delta(&table, &d.delete, &d.add);
+                        self.nft
+                            .transaction("update", &script, &mut report.nft)
+                            .await
+                    }
+                };
+                match sent {
                     Ok(()) => Ok(FilterChange::Elements),
                     // The table was not what we thought (e.g. deleted by
                     // someone): rewrite it whole, now.
-                    Err(_) => self
-                        .nft
-                        .transaction("replace", &replace(&state), &mut report.nft)
-                        .await
-                        .map(|()| FilterChange::Table),
+                    Err(e) => {
+                        report.nft.element_fallbacks += 1;
+                        report.filter_fallback = Some(e);
+                        self.nft
+                            .transaction("replace", &replace(&state), &mut report.nft)
+                            .await
+                            .map(|()| FilterChange::Table)
+                    }
                 }
             }
             _ => match validated(&table, &skeleton) {

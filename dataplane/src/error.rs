@@ -89,6 +89,10 @@ pub enum Error {
         /// What nft printed on stderr.
         stderr: String,
     },
+    /// An nf_tables element transaction over nfnetlink failed (refused as
+    /// a whole, or not answered in time).
+    #[error("nf_tables element update: {0}")]
+    NfNetlink(#[from] crate::nft::netlink::TxError),
     /// An IPVS request failed.
     #[error("ipvs: {0}")]
     Ipvs(#[from] ipvs::Error),

@@ -91,8 +91,8 @@ pub use flags::{
     KubeProxyFlag, Resolved, KUBE_PROXY_FLAGS,
 };
 pub use model::{
-    ClientConnection, DetectLocal, IpvsConfig, LogFormat, NodePortAddress, PacketFilter,
-    ProxyConfig, DEFAULT_DRAIN_PERIOD,
+    ClientConnection, DetectLocal, IpvsConfig, LogFormat, NftElementUpdates, NodePortAddress,
+    PacketFilter, ProxyConfig, DEFAULT_DRAIN_PERIOD,
 };
 pub use validate::validate;
 pub use write::{to_yaml, write_config};

@@ -34,6 +34,18 @@ impl LogFormat {
     }
 }
 
+/// How set and map element changes reach our nftables table
+/// (`--nft-element-updates`). The table itself and interval-set changes
+/// always go through `nft -f -`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum NftElementUpdates {
+    /// One nf_tables transaction over nfnetlink per sync: no process.
+    #[default]
+    Netlink,
+    /// One `nft -f -` run per sync (the fallback; slower per change).
+    Nft,
+}
+
 /// Which packet filter the agent maintains next to IPVS (`--packet-filter`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum PacketFilter {
@@ -167,6 +179,8 @@ pub struct ProxyConfig {
     pub service_cidrs: Vec<IpNet>,
     /// (ours) The packet filter kept next to IPVS (`--packet-filter`).
     pub packet_filter: PacketFilter,
+    /// (ours) How element changes reach our table (`--nft-element-updates`).
+    pub nft_element_updates: NftElementUpdates,
 }
 
 /// Default `--drain-period`.
@@ -207,6 +221,7 @@ impl Default for ProxyConfig {
             drain_period: DEFAULT_DRAIN_PERIOD,
             service_cidrs: vec![],
             packet_filter: PacketFilter::Nftables,
+            nft_element_updates: NftElementUpdates::Netlink,
         }
     }
 }

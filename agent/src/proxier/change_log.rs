@@ -67,6 +67,8 @@ impl SyncTimings {
                     nft_runs = self.nft.executions,
                     nft_ms = ms(self.nft.duration),
                     nft_bytes = self.nft.input_bytes,
+                    nft_netlink = self.nft.netlink_transactions,
+                    nft_netlink_bytes = self.nft.netlink_bytes,
                     total_ms = ms(self.total),
                     "sync done"
                 )

@@ -359,6 +359,17 @@ impl<K: Kernel> CoreProxier<K> {
             m.nft_input_bytes_total.inc_by(applied.nft.input_bytes);
             m.nft_duration.observe(applied.nft.duration.as_secs_f64());
         }
+        if applied.nft.netlink_transactions > 0 {
+            let m = &self.metrics;
+            m.nft_netlink_transactions_total
+                .inc_by(u64::from(applied.nft.netlink_transactions));
+            m.nft_netlink_bytes_total.inc_by(applied.nft.netlink_bytes);
+        }
+        if applied.nft.element_fallbacks > 0 {
+            self.metrics
+                .nft_element_fallbacks_total
+                .inc_by(u64::from(applied.nft.element_fallbacks));
+        }
         for f in &failures {
             let kind = f.error.metric_label();
             tracing::warn!(op = f.op, kind, detail = %f.detail, error = %Chain(&f.error), "kernel refused an operation");

@@ -23,6 +23,16 @@ pub struct NftStats {
     pub input_bytes: u64,
     /// Wall time of the runs, start to exit.
     pub duration: Duration,
+    /// Element transactions sent over nfnetlink instead of `nft`
+    /// ([`super::netlink`]).
+    pub netlink_transactions: u32,
+    /// Bytes of those transactions (netlink messages).
+    pub netlink_bytes: u64,
+    /// Wall time of those transactions, send to the kernel's answer.
+    pub netlink_duration: Duration,
+    /// Element updates the kernel refused (or that failed), repaired in
+    /// the same apply by replacing the whole table.
+    pub element_fallbacks: u32,
 }
 
 impl NftStats {
@@ -31,6 +41,10 @@ impl NftStats {
         self.executions += o.executions;
         self.input_bytes += o.input_bytes;
         self.duration += o.duration;
+        self.netlink_transactions += o.netlink_transactions;
+        self.netlink_bytes += o.netlink_bytes;
+        self.netlink_duration += o.netlink_duration;
+        self.element_fallbacks += o.element_fallbacks;
     }
 }
 

@@ -6,7 +6,10 @@
 //!   updates (written only, never parsed back);
 //! - [`update`]: the table's state in memory; a plan's `FilterOp`s become
 //!   exactly the changed elements ([`FilterState::stage`]);
-//! - [`exec`]: running `nft -f -` (tokio, with a deadline).
+//! - [`exec`]: running `nft -f -` (tokio, with a deadline): the table's
+//!   replacement and changes to interval sets;
+//! - [`netlink`]: element changes of the other sets as one nf_tables
+//!   transaction over nfnetlink (no process per change).
 //!
 //! How it fits around IPVS (hook priorities in parentheses):
 //! - IPVS schedules packets to local VIPs in LOCAL_IN (priority 98) and packets from
@@ -30,6 +33,7 @@
 //!   override a drop in another table.
 
 pub mod exec;
+pub mod netlink;
 pub mod render;
 pub mod spec;
 pub mod update;

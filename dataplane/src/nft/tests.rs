@@ -706,3 +706,87 @@ async fn a_failing_nft_is_a_typed_error_with_its_stderr_and_sees_the_script() {
         Err(crate::Error::Spawn { .. })
     ));
 }
+
+// --- nfnetlink element transactions ----------------------------------------
+
+fn el(set: Set, key: Key, mark: Option<u32>) -> Element {
+    Element { set, key, mark }
+}
+
+#[test]
+fn netlink_keys_use_nft_register_layout() {
+    use netlink::key_bytes;
+    // addr . proto . port: each field in a 32-bit slot, zero-padded.
+    assert_eq!(
+        key_bytes(&Key::VipPort(ip("10.96.0.1"), Protocol::Tcp, 80)).unwrap(),
+        vec![10, 96, 0, 1, 6, 0, 0, 0, 0, 80, 0, 0]
+    );
+    assert_eq!(
+        key_bytes(&Key::ProtoPort(Protocol::Udp, 30000)).unwrap(),
+        vec![17, 0, 0, 0, 0x75, 0x30, 0, 0]
+    );
+    // A single field is its own length (the set's key length).
+    assert_eq!(key_bytes(&Key::Port(31000)).unwrap(), vec![0x79, 0x18]);
+    assert_eq!(
+        key_bytes(&Key::Addr(ip("192.0.2.7"))).unwrap(),
+        vec![192, 0, 2, 7]
+    );
+    let v6 = key_bytes(&Key::VipPort(ip("fd00::1"), Protocol::Sctp, 9)).unwrap();
+    assert_eq!(v6.len(), 16 + 4 + 4);
+    assert_eq!(&v6[16..], &[132, 0, 0, 0, 0, 9, 0, 0]);
+    let hp = key_bytes(&Key::Hairpin(ip("10.1.0.5"), Protocol::Tcp, 8080)).unwrap();
+    assert_eq!(
+        hp,
+        vec![10, 1, 0, 5, 10, 1, 0, 5, 6, 0, 0, 0, 0x1f, 0x90, 0, 0]
+    );
+    // Intervals are nft's to split: not encoded.
+    assert!(key_bytes(&Key::Net(net("10.0.0.0/8"))).is_none());
+    assert!(key_bytes(&Key::VipPortNet(
+        ip("192.0.2.1"),
+        Protocol::Tcp,
+        80,
+        net("198.51.100.0/24")
+    ))
+    .is_none());
+}
+
+#[test]
+fn netlink_transaction_is_deletes_then_adds_one_message_per_set() {
+    let f = IpFamily::V4;
+    let d = Delta {
+        delete: vec![
+            el(
+                Set::ServicePorts(f),
+                Key::VipPort(ip("10.96.0.1"), Protocol::Tcp, 80),
+                None,
+            ),
+            el(
+                Set::ServicePorts(f),
+                Key::VipPort(ip("10.96.0.2"), Protocol::Tcp, 80),
+                None,
+            ),
+        ],
+        add: vec![
+            el(Set::ServiceIps(f), Key::Addr(ip("10.96.0.3")), None),
+            el(
+                Set::PodMarks(f),
+                Key::VipPort(ip("10.96.0.3"), Protocol::Tcp, 80),
+                Some(0x10),
+            ),
+        ],
+    };
+    let msgs = netlink::encode(T, &d).expect("hash sets and maps are encoded");
+    assert_eq!(msgs.len(), 3, "one DELSETELEM, then one NEWSETELEM per set");
+    // An interval set anywhere in the delta: the whole change goes to nft.
+    let mut with_range = d.clone();
+    with_range.add.push(el(
+        Set::LbAllowed(f),
+        Key::VipPortNet(ip("192.0.2.1"), Protocol::Tcp, 80, net("198.51.100.0/24")),
+        None,
+    ));
+    assert!(netlink::encode(T, &with_range).is_none());
+    let mut cidr = Delta::default();
+    cidr.delete
+        .push(el(Set::LocalCidrs(f), Key::Net(net("10.0.0.0/8")), None));
+    assert!(netlink::encode(T, &cidr).is_none());
+}

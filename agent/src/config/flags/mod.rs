@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::file::parse_document;
-use super::model::{LogFormat, PacketFilter, ProxyConfig};
+use super::model::{LogFormat, NftElementUpdates, PacketFilter, ProxyConfig};
 use super::validate::{
     check_mode, detect_local, parse_bind_address, parse_cidr, parse_cidr_list,
     parse_node_port_addresses, validate_as, Schema,
@@ -138,6 +138,9 @@ pub struct Flags {
     /// (ours) The packet filter kept next to IPVS: 'nftables' (default) or 'none' (kernels without nftables; masquerade, LB source ranges and ETP Local pod routing are then NOT enforced).
     #[arg(long, value_enum, value_name = "FILTER")]
     pub packet_filter: Option<PacketFilter>,
+    /// (ours) How set/map element changes reach our nftables table: 'netlink' (default: one nf_tables transaction over nfnetlink, no process) or 'nft' (an `nft -f -` run per change). The table itself always goes through nft.
+    #[arg(long, value_enum, value_name = "HOW")]
+    pub nft_element_updates: Option<NftElementUpdates>,
     /// (ours) The unix socket the agent serves `show` on and `show` asks (root only; empty: the agent serves none).
     #[arg(long, value_name = "PATH")]
     pub control_socket: Option<String>,
@@ -210,6 +213,9 @@ pub fn resolve(flags: &Flags, node_name_env: Option<&str>) -> Result<Resolved, C
     }
     if let Some(p) = flags.packet_filter {
         cfg.packet_filter = p;
+    }
+    if let Some(u) = flags.nft_element_updates {
+        cfg.nft_element_updates = u;
     }
     validate_as(&cfg, schema)?;
     Ok(Resolved {

@@ -127,13 +127,21 @@ print(sum(len(o["set"].get("elem", [])) for o in d["nftables"] if "set" in o))')
     t_changes=$(now_us)
     put "changes_start_us_$s" "$t_changes"
     : >"$VM_OUT/changes-$s.txt"
+    # The agent's own count of nfnetlink element transactions and bytes
+    # (its nft runs are in the wrapper's log): read after each change's
+    # settling second, so each change gets the difference.
+    nl_counters() {
+      curl -s --max-time 10 http://127.0.0.1:10249/metrics |
+        awk '$1=="ipvs_proxy_nft_netlink_transactions_total"{t=$2} $1=="ipvs_proxy_nft_netlink_bytes_total"{b=$2} END{printf "%d %d\n", t, b}'
+    }
+    read -r nl_tx0 nl_b0 <<<"$(nl_counters)"
     k=0
     skip=" "
     while read -r kind op src dst ipvs nft; do
       # After one change of a kind is not seen in time, the rest of that
       # kind are not tried (each would wait CHANGE_TIMEOUT).
       case "$skip" in *" $kind "*)
-        echo "$kind $k na skipped na na 0 0" >>"$VM_OUT/changes-$s.txt"
+        echo "$kind $k na skipped na na 0 0 0 0 0 0" >>"$VM_OUT/changes-$s.txt"
         k=$((k + 1))
         continue
         ;;
@@ -152,17 +160,21 @@ print(sum(len(o["set"].get("elem", [])) for o in d["nftables"] if "set" in o))')
         # Nothing the kernel shows changes (lb-range with the filter off):
         # the change is made and not timed.
         "$PROBE" watch "$action" 1 >/dev/null
-        echo "$kind $k na na na na 0 0" >>"$VM_OUT/changes-$s.txt"
+        line="$kind $k na na na na 0 0 0 0"
       elif "$PROBE" watch "$action" "$CHANGE_TIMEOUT" "${checks[@]}" >"$D/change.txt"; then
-        echo "$kind $k $(val t0_us "$D/change.txt") $(val done_us "$D/change.txt") $(val ipvs_us "$D/change.txt") $(val nft_us "$D/change.txt") $(val nft_execs "$D/change.txt") $(val nft_exec_us "$D/change.txt")" >>"$VM_OUT/changes-$s.txt"
+        line="$kind $k $(val t0_us "$D/change.txt") $(val done_us "$D/change.txt") $(val ipvs_us "$D/change.txt") $(val nft_us "$D/change.txt") $(val nft_execs "$D/change.txt") $(val nft_exec_us "$D/change.txt") $(val nft_gets "$D/change.txt") $(val nft_get_us "$D/change.txt")"
       else
         bad "N=$n $mode: change $kind $k ($op $dst) not seen in ${CHANGE_TIMEOUT}s: $(tr '\n' ' ' <"$D/change.txt")"
-        echo "$kind $k $(val t0_us "$D/change.txt") timeout na na 0 0" >>"$VM_OUT/changes-$s.txt"
+        line="$kind $k $(val t0_us "$D/change.txt") timeout na na 0 0 0 0"
         skip="$skip$kind "
       fi
       k=$((k + 1))
       # Let the agent settle (no coalescing; each change's nft runs in its window).
       sleep 1
+      read -r nl_tx nl_b <<<"$(nl_counters)"
+      echo "$line $((nl_tx - nl_tx0)) $((nl_b - nl_b0))" >>"$VM_OUT/changes-$s.txt"
+      nl_tx0=$nl_tx
+      nl_b0=$nl_b
     done <"$VM_OUT/data/$n/filter-changes.txt"
     put "changes_end_us_$s" "$(now_us)"
     proc_sample "$pid" "end_$s"

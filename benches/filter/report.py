@@ -48,10 +48,12 @@ def changes(out, s):
             p = line.split()
             if len(p) < 8:
                 continue
+            p += ["0"] * (12 - len(p))  # older files: no netlink columns
             num = lambda v: None if v in ("na", "timeout", "skipped") else int(v)
             by.setdefault(p[0], []).append(
                 {"t0": num(p[2]), "done": num(p[3]), "timeout": p[3] in ("timeout", "skipped"),
-                 "ipvs": num(p[4]), "nft": num(p[5]), "pexecs": int(p[6]), "pus": int(p[7])}
+                 "ipvs": num(p[4]), "nft": num(p[5]), "pexecs": int(p[6]), "pus": int(p[7]),
+                 "pgets": int(p[8]), "pgus": int(p[9]), "nltx": int(p[10]), "nlbytes": int(p[11])}
             )
     return by
 
@@ -126,17 +128,21 @@ def main():
         )
     print()
     print("| Services | change | on: median / max ms | off: median / max ms | ratio of medians "
-          "| on: nft runs per change | nft wall ms per change (median) | nft input bytes per change (median / max) |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| on: nft runs per change | nft wall ms per change (median) | nft input bytes per change (median / max) "
+          "| on: netlink transactions per change | netlink bytes per change (median / max) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for n in sizes:
         by = {m: changes(out, f"{n}_{m}") for m in modes}
         end_on = one(res, f"changes_end_us_{n}_on", int) or 0
         runs = nft_log(out, f"{n}_on")
         per = {}
+        nl = {(k, c["t0"]): c for k, cs in by.get("on", {}).items() for c in cs}
         for kind, t0, t1 in windows(by.get("on", {}), end_on):
             rs = [r for r in runs if t0 <= r[0] < t1]
+            c = nl.get((kind, t0), {})
             per.setdefault(kind, []).append(
-                (len(rs), sum(r[1] - r[0] for r in rs) / 1000, sum(r[2] for r in rs))
+                (len(rs), sum(r[1] - r[0] for r in rs) / 1000, sum(r[2] for r in rs),
+                 c.get("nltx", 0), c.get("nlbytes", 0))
             )
         for kind, label in KINDS:
             stats = {}
@@ -151,21 +157,27 @@ def main():
             cnt = f"{statistics.median([x[0] for x in p]):.0f} ({min(x[0] for x in p)}-{max(x[0] for x in p)})" if p else "-"
             wall = f"{statistics.median([x[1] for x in p]):.0f}" if p else "-"
             byt = f"{statistics.median([x[2] for x in p]):,.0f} / {max(x[2] for x in p):,}" if p else "-"
+            nlc = f"{statistics.median([x[3] for x in p]):.0f} ({min(x[3] for x in p)}-{max(x[3] for x in p)})" if p else "-"
+            nlb = f"{statistics.median([x[4] for x in p]):,.0f} / {max(x[4] for x in p):,}" if p else "-"
             mm = lambda st: f"{st[0]:.0f} / {st[1]:.0f}" if st else "n/a"
             r = ratio(stats["on"][0], stats["off"][0]) if stats.get("on") and stats.get("off") else "-"
-            print(f"| {int(n):,} | {label} | {mm(stats.get('on'))} | {mm(stats.get('off'))} | {r} | {cnt} | {wall} | {byt} |")
+            print(f"| {int(n):,} | {label} | {mm(stats.get('on'))} | {mm(stats.get('off'))} | {r} | {cnt} | {wall} | {byt} | {nlc} | {nlb} |")
     print()
     print("The poller (bench_probe watch): IPVS by one small netlink read per check "
-          "every 2 ms; nft only once the IPVS side holds, one `nft` process per check "
-          "every 10 ms. Its cost, agent idle, per run:")
+          "every 2 ms; nft only once the IPVS side holds: an exact element by one "
+          "nfnetlink GETSETELEM read per check every 2 ms, an interval set's content "
+          "by one `nft list set` process every 10 ms. Its cost, agent idle, per run:")
     for n in sizes:
         g, l = one(res, f"poll_get_us_{n}_on"), one(res, f"poll_list_us_{n}_on")
         ex = [c for cs in changes(out, f"{n}_on").values() for c in cs]
         pe = sum(c["pexecs"] for c in ex)
         pu = sum(c["pus"] for c in ex)
+        pg = sum(c["pgets"] for c in ex)
+        pgu = sum(c["pgus"] for c in ex)
         print(f"- N={int(n):,}: `nft get element` (service-ports-v4) {fmt(g and g / 1000, '.1f')} ms, "
               f"`nft list set` (lb-allowed-v4) {fmt(l and l / 1000, '.1f')} ms; during the changes "
-              f"{pe} poller nft runs, {pu / 1000 / max(len(ex), 1):.0f} ms of them per change on average")
+              f"{pe} poller nft runs, {pu / 1000 / max(len(ex), 1):.0f} ms of them per change on average; "
+              f"{pg} netlink element reads, {pgu / max(pg, 1):.0f} us each on average")
     print()
     for n in sizes:
         for m in modes:

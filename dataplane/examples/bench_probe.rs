@@ -25,16 +25,19 @@
 //!     `ipvs-in:VIP:PORT:IP:PORT` (that real server, weight > 0),
 //!     `ipvs-out:VIP:PORT:IP:PORT` (gone or weight 0),
 //!     `ipvs-gone:VIP:PORT` (no such virtual server). CHECKs on nftables,
-//!     table `inet ipvs-proxy`, through `nft` ($BENCH_REAL_NFT, default
-//!     /usr/sbin/nft; one exec per check per poll, polled every 10 ms only
-//!     once the IPVS checks hold): `nft-has:SET:ELEMENT` and
-//!     `nft-no:SET:ELEMENT` (`nft get element`, exact key of a set without
-//!     intervals), `nft-list-has:SET:TEXT` and `nft-list-no:SET:TEXT`
-//!     (`nft list set`, TEXT in its output or not; for small or interval
-//!     sets). Prints `t0_us` (epoch us of the action), `ipvs_us` and
+//!     table `inet ipvs-proxy`, once the IPVS checks hold:
+//!     `nft-has:SET:ELEMENT` and `nft-no:SET:ELEMENT` (exact key of a set
+//!     without intervals: one nfnetlink NFT_MSG_GETSETELEM request per
+//!     poll, answered by the kernel with the element or ENOENT; through
+//!     `nft get element` only for an element this cannot encode),
+//!     `nft-list-has:SET:TEXT` and `nft-list-no:SET:TEXT` (`nft list set`,
+//!     one `nft` run ($BENCH_REAL_NFT, default /usr/sbin/nft) per poll,
+//!     every 10 ms; TEXT in its output or not; for interval sets). Prints `t0_us` (epoch us of the action), `ipvs_us` and
 //!     `nft_us` (when each side held, from t0; `na` without checks of that
 //!     side), `done_us` (the later), `polls`, `nft_execs` and `nft_exec_us`
-//!     (the poller's own nft executions and their wall time).
+//!     (the poller's own nft executions and their wall time) and
+//!     `nft_gets` and `nft_get_us` (its netlink element reads and their
+//!     wall time).
 //! nft ARGS... (when invoked under the name `nft`, e.g. through a symlink)
 //!     a logging wrapper for the agent's nft: runs $BENCH_REAL_NFT with the
 //!     same arguments, stdin, stdout and stderr, and appends one line to
@@ -49,7 +52,10 @@ use std::net::SocketAddr;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ipvs::{Handle, RealServerKey, ServiceKey};
+use dataplane::nft::netlink::{get_element, NETLINK_NETFILTER};
+use dataplane::nft::{Element, Key, Set};
+use ipvs::exchange::{Blocking, Connection};
+use ipvs::{Handle, Protocol, RealServerKey, ServiceKey};
 
 /// Pause between two polls while waiting for the complete state.
 const COMPLETE_POLL: Duration = Duration::from_millis(5);
@@ -285,6 +291,46 @@ fn parse_check(s: &str) -> Result<Check, String> {
 const NFT_POLL: Duration = Duration::from_millis(10);
 
 /// Runs the real nft on table `inet ipvs-proxy`; (success, stdout).
+/// An element of our table from the probe's text (`SET` and `A . tcp .
+/// P`, `tcp . P` or `A`), for a netlink read; `None` when it is not one of
+/// those forms.
+fn element_of(set: &str, text: &str) -> Option<Element> {
+    let set = Set::all().find(|s| s.to_string() == set)?;
+    let proto = |p: &str| match p {
+        "tcp" => Some(Protocol::Tcp),
+        "udp" => Some(Protocol::Udp),
+        "sctp" => Some(Protocol::Sctp),
+        _ => None,
+    };
+    let parts: Vec<&str> = text.split(" . ").map(str::trim).collect();
+    let key = match parts.as_slice() {
+        [a, p, n] => Key::VipPort(a.parse().ok()?, proto(p)?, n.parse().ok()?),
+        [p, n] => Key::ProtoPort(proto(p)?, n.parse().ok()?),
+        [a] => Key::Addr(a.parse().ok()?),
+        _ => return None,
+    };
+    Some(Element {
+        set,
+        key,
+        mark: None,
+    })
+}
+
+/// Whether our table's set holds `el`: one NFT_MSG_GETSETELEM exchange.
+fn nft_get_netlink(conn: &mut Connection<Blocking>, el: &Element) -> Result<bool, String> {
+    let req = get_element("ipvs-proxy", el).ok_or("element not encodable")?;
+    conn.clear();
+    conn.push(req);
+    let ex = conn
+        .exchange_blocking(())
+        .map_err(|e| format!("nfnetlink: {e}"))?;
+    match ex.errors().first() {
+        None => Ok(true),
+        Some((_, e)) if e.errno == 2 => Ok(false), // ENOENT
+        Some((_, e)) => Err(format!("nfnetlink get element: {e}")),
+    }
+}
+
 fn nft_query(args: &[&str], execs: &mut u64, exec_us: &mut u128) -> Result<(bool, String), String> {
     let t = Instant::now();
     let out = Command::new(real_nft())
@@ -312,6 +358,16 @@ fn watch(args: &[String]) -> Result<bool, String> {
         .iter()
         .partition(|c| !matches!(c, Check::NftGet(..) | Check::NftList(..)));
     let mut h = Handle::new().map_err(|e| format!("ipvs: {e}"))?;
+    let mut nfnl = Connection::<Blocking>::open(NETLINK_NETFILTER)
+        .map_err(|e| format!("nfnetlink socket: {e}"))?;
+    let mut nft_gets = 0u64;
+    let mut nft_get_us = 0u128;
+    // Netlink-readable element checks are polled every round; the others
+    // (an `nft` process each) every NFT_POLL.
+    let needs_process = nft_checks.iter().any(|c| match c {
+        Check::NftGet(set, e, _) => element_of(set, e).is_none(),
+        _ => true,
+    });
     // Times are measured on the monotonic clock from `t0`; `t0_us` is its
     // wall-clock value, to line up with the nft wrapper's log.
     let (t0, t0_us) = match action.split(':').collect::<Vec<_>>().as_slice() {
@@ -359,7 +415,10 @@ fn watch(args: &[String]) -> Result<bool, String> {
                             !up
                         }
                     }
-                    Check::Gone(k) => match h.real_servers(k) {
+                    // A dump of a missing service's real servers is empty,
+                    // not an error (the kernel's GET_DEST dump skips an
+                    // unknown service): ask for the service itself.
+                    Check::Gone(k) => match h.service(k) {
                         Ok(_) => false,
                         Err(e) if e.is_not_found() => true,
                         Err(e) => return Err(format!("ipvs: {e}")),
@@ -377,11 +436,22 @@ fn watch(args: &[String]) -> Result<bool, String> {
         }
         // nft after IPVS: the agent programs IPVS first, and each nft poll
         // is a process that takes CPU from the agent.
-        if nft_at.is_none() && ipvs_at.is_some() && last_nft.elapsed() >= NFT_POLL {
+        if nft_at.is_none()
+            && ipvs_at.is_some()
+            && (!needs_process || last_nft.elapsed() >= NFT_POLL)
+        {
             last_nft = Instant::now();
             let mut ok = true;
             for c in &nft_checks {
                 let held = match c {
+                    Check::NftGet(set, e, want) if element_of(set, e).is_some() => {
+                        nft_gets += 1;
+                        let el = element_of(set, e).expect("checked");
+                        let t = Instant::now();
+                        let held = nft_get_netlink(&mut nfnl, &el)?;
+                        nft_get_us += t.elapsed().as_micros();
+                        held == *want
+                    }
                     Check::NftGet(set, e, want) => {
                         let el = format!("{{ {e} }}");
                         let args = ["get", "element", "inet", "ipvs-proxy", set, &el];
@@ -413,6 +483,8 @@ fn watch(args: &[String]) -> Result<bool, String> {
             println!("polls {polls}");
             println!("nft_execs {nft_execs}");
             println!("nft_exec_us {nft_exec_us}");
+            println!("nft_gets {nft_gets}");
+            println!("nft_get_us {nft_get_us}");
             return Ok(true);
         }
         std::thread::sleep(CHANGE_POLL);

@@ -76,6 +76,9 @@ for n in $SIZES; do
     sync
     flags=(--manifests "$D/m" --hostname-override bench-node --ipvs-sync-period=1h)
     [ "$mode" = off ] && flags+=(--packet-filter none)
+    # exec: the filter on, every element change through `nft -f -` (the
+    # path before nfnetlink element transactions).
+    [ "$mode" = exec ] && flags+=(--nft-element-updates=nft)
     say "N=$n $mode: starting the agent"
     t0=$(now_us)
     # shellcheck disable=SC2086 # AGENT_ENV is a list of VAR=value words
@@ -89,7 +92,7 @@ for n in $SIZES; do
       bad "N=$n $mode: IPVS state not complete after ${COMPLETE_TIMEOUT}s: $(tr '\n' ' ' <"$D/complete.txt")"
     fi
     proc_sample "$pid" "ipvs_$s"
-    if [ "$mode" = on ]; then
+    if [ "$mode" != off ]; then
       first=$(head -1 "$VM_OUT/data/$n/keys.txt")
       last=$(tail -1 "$VM_OUT/data/$n/keys.txt")
       if "$PROBE" watch "since:$t0" "$COMPLETE_TIMEOUT" \
@@ -148,7 +151,7 @@ print(sum(len(o["set"].get("elem", [])) for o in d["nftables"] if "set" in o))')
       esac
       checks=()
       [ "$ipvs" != - ] && IFS=, read -r -a checks <<<"$ipvs"
-      if [ "$mode" = on ] && [ "$nft" != - ]; then
+      if [ "$mode" != off ] && [ "$nft" != - ]; then
         IFS=, read -r -a more <<<"${nft//_/ }"
         checks+=("${more[@]}")
       fi
@@ -178,7 +181,7 @@ print(sum(len(o["set"].get("elem", [])) for o in d["nftables"] if "set" in o))')
     done <"$VM_OUT/data/$n/filter-changes.txt"
     put "changes_end_us_$s" "$(now_us)"
     proc_sample "$pid" "end_$s"
-    if [ "$mode" = on ]; then
+    if [ "$mode" != off ]; then
       # The poller's cost, agent idle: one `nft get element` on the big set,
       # one `nft list set` of the small interval set.
       t1=$(now_us)

@@ -162,6 +162,36 @@ def main():
             mm = lambda st: f"{st[0]:.0f} / {st[1]:.0f}" if st else "n/a"
             r = ratio(stats["on"][0], stats["off"][0]) if stats.get("on") and stats.get("off") else "-"
             print(f"| {int(n):,} | {label} | {mm(stats.get('on'))} | {mm(stats.get('off'))} | {r} | {cnt} | {wall} | {byt} | {nlc} | {nlb} |")
+    if "exec" in modes:
+        print()
+        print("Element changes over nfnetlink (on) against one `nft -f -` run per change "
+              "(exec: --nft-element-updates=nft), same boot:")
+        print()
+        print("| Services | change | on: median / max ms | exec: median / max ms | exec / on "
+              "| exec: nft runs per change | exec: nft wall ms per change (median) | exec: nft input bytes (median / max) |")
+        print("|---|---|---|---|---|---|---|---|")
+        for n in sizes:
+            by_on = changes(out, f"{n}_on")
+            by_ex = changes(out, f"{n}_exec")
+            end_ex = one(res, f"changes_end_us_{n}_exec", int) or 0
+            runs = nft_log(out, f"{n}_exec")
+            per = {}
+            for kind, t0, t1 in windows(by_ex, end_ex):
+                rs = [r for r in runs if t0 <= r[0] < t1]
+                per.setdefault(kind, []).append(
+                    (len(rs), sum(r[1] - r[0] for r in rs) / 1000, sum(r[2] for r in rs)))
+            for kind, label in KINDS:
+                st = {}
+                for m, by in (("on", by_on), ("exec", by_ex)):
+                    t = [c["done"] / 1000 for c in by.get(kind, []) if c["done"] is not None]
+                    st[m] = (statistics.median(t), max(t)) if t else None
+                p = per.get(kind, [])
+                mm = lambda x: f"{x[0]:.0f} / {x[1]:.0f}" if x else "n/a"
+                r = ratio(st["exec"][0], st["on"][0]) if st["on"] and st["exec"] else "-"
+                cnt = f"{statistics.median([x[0] for x in p]):.0f}" if p else "-"
+                wall = f"{statistics.median([x[1] for x in p]):.0f}" if p else "-"
+                byt = f"{statistics.median([x[2] for x in p]):,.0f} / {max(x[2] for x in p):,}" if p else "-"
+                print(f"| {int(n):,} | {label} | {mm(st['on'])} | {mm(st['exec'])} | {r} | {cnt} | {wall} | {byt} |")
     print()
     print("The poller (bench_probe watch): IPVS by one small netlink read per check "
           "every 2 ms; nft only once the IPVS side holds: an exact element by one "

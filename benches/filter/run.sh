@@ -25,7 +25,8 @@
 # per-change lines in changes-N-MODE.txt, the nft log in nft-N-on.log, the
 # agent's logs in agent-N-MODE.log.
 # Env: REALS (default 10), CHANGES (per kind, default 10; N >= 8 x CHANGES),
-# MODES (default "on off"), QEMU_MEM (MiB, default 3072), QEMU_SMP (2),
+# MODES (default "on off"; "exec" adds the filter on with every element
+# change through an `nft -f -` run, --nft-element-updates=nft), QEMU_MEM (MiB, default 3072), QEMU_SMP (2),
 # VM_TIMEOUT (s, default 7200), BENCH_OUT (absolute, not under /tmp or /run;
 # default .vm/bench-filter), CARGO_TARGET_DIR (not under /tmp or /run),
 # CHANGE_TIMEOUT (s per change, default 90), AGENT_ENV (extra environment for the agent, e.g. "RUST_LOG=warn").
@@ -45,7 +46,7 @@ for n in $SIZES; do
   [ "$n" -ge $((8 * CHANGES)) ] || die "N=$n: needs N >= 8 x CHANGES ($CHANGES)"
 done
 for m in $MODES; do
-  case "$m" in on | off) ;; *) die "MODES: on and/or off (got $m)" ;; esac
+  case "$m" in on | off | exec) ;; *) die "MODES: on, off and/or exec (got $m)" ;; esac
 done
 
 ensure_packages qemu-system-x86 busybox-static ipvsadm nftables iproute2 kmod python3 curl

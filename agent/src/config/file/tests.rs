@@ -134,10 +134,42 @@ fn an_empty_bind_address_in_a_file_means_the_default_as_in_kube_proxy() {
     );
 }
 
+#[test]
+fn absent_or_empty_bind_addresses_take_kube_proxys_default_for_the_bind_address_family() {
+    let parse = |body: &str| {
+        let text = format!(
+            "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n{body}"
+        );
+        parse_config_file(&text, &mut Vec::new()).unwrap()
+    };
+    let addr = |s: &str| Some(s.parse::<std::net::SocketAddr>().unwrap());
+    for body in [
+        "bindAddress: \"::\"\n",
+        "bindAddress: fd00::1\nhealthzBindAddress: \"\"\nmetricsBindAddress: \"\"\n",
+    ] {
+        let c = parse(body);
+        assert_eq!(c.healthz_bind_address, addr("[::]:10256"), "{body}");
+        assert_eq!(c.metrics_bind_address, addr("[::1]:10249"), "{body}");
+    }
+    for body in ["", "bindAddress: 10.0.0.1\nhealthzBindAddress: \"\"\n"] {
+        let c = parse(body);
+        assert_eq!(c.healthz_bind_address, addr("0.0.0.0:10256"), "{body}");
+        assert_eq!(c.metrics_bind_address, addr("127.0.0.1:10249"), "{body}");
+    }
+    // A given address wins, whatever bindAddress is; a bare IP takes the port.
+    let c = parse("bindAddress: \"::\"\nhealthzBindAddress: 10.0.0.2\n");
+    assert_eq!(c.healthz_bind_address, addr("10.0.0.2:10256"));
+}
+
 /// The fields of kube-proxy's `KubeProxyConfiguration` v1alpha1 (json names,
-/// nested with `.`), read from staging/src/k8s.io/kube-proxy/config/v1alpha1/
-/// types.go (and component-base's ClientConnectionConfiguration and
-/// LoggingConfiguration), as of v1.35.
+/// nested with `.`), read from kubernetes/kubernetes
+/// staging/src/k8s.io/kube-proxy/config/v1alpha1/types.go (commit
+/// 052d2d84f95e, the newest stored: it already has
+/// `iptables.snatNodeInternalIP`), component-base's
+/// `ClientConnectionConfiguration` (config/v1alpha1) and
+/// `LoggingConfiguration` (logs/api/v1/types.go, commit 008b3652959c:
+/// `options.{text,json}` each inline `OutputRoutingOptions`, i.e.
+/// `splitStream` and `infoBufferSize`).
 const UPSTREAM_V1ALPHA1_FIELDS: &[&str] = &[
     "apiVersion",
     "kind",
@@ -151,7 +183,9 @@ const UPSTREAM_V1ALPHA1_FIELDS: &[&str] = &[
     "logging.flushFrequency",
     "logging.verbosity",
     "logging.vmodule",
+    "logging.options.text.splitStream",
     "logging.options.text.infoBufferSize",
+    "logging.options.json.splitStream",
     "logging.options.json.infoBufferSize",
     "hostnameOverride",
     "bindAddress",
@@ -204,9 +238,11 @@ const UPSTREAM_V1ALPHA1_FIELDS: &[&str] = &[
 
 /// Upstream fields `--write-config-to` leaves out, and why.
 const NOT_WRITTEN: &[&str] = &[
-    // omitempty upstream, and empty here.
+    // omitempty upstream, and empty (or false) here.
     "featureGates",
     "logging.vmodule",
+    "logging.options.text.splitStream",
+    "logging.options.json.splitStream",
     "windowsRunAsService",
     // Newer than v1.29: older kube-proxies would decode the file leniently.
     "iptables.snatNodeInternalIP",
@@ -334,6 +370,7 @@ fn non_default(path: &str) -> serde_yaml::Value {
                 | "enableDSR"
                 | "forwardHealthCheckVip"
                 | "tcpBeLiberal"
+                | "splitStream"
                 | "windowsRunAsService"
         ) =>
         {

@@ -21,7 +21,7 @@
 //! pre-v1.31 `server.go` and the v1.31-on `options.go`), the component-base
 //! logging flags (`logs/api/v1`), klog v2's and cadvisor's flags (reached
 //! through `AddGoFlagSet(goflag.CommandLine)`) and the kubernetes.io
-//! kube-proxy references for v1.31 and v1.34; [`Versions`] says which
+//! kube-proxy references for v1.31, v1.34 and v1.35; [`Versions`] says which
 //! releases have a flag, and docs/migration.md what was checked per
 //! version. Every flag of any of these versions is accepted whatever the
 //! version (one removed in v1.31 is still accepted, with its warning).

@@ -115,8 +115,8 @@ fn every_kube_proxy_flag_parses_in_every_spelling() {
 /// Linux `addOSFlags` adds none) in v1.31 through v1.35, read from
 /// kubernetes/kubernetes `cmd/kube-proxy/app/options.go` (a v1.31
 /// development version and the newest stored one, commit 008b3652959c) and
-/// checked against the kubernetes.io kube-proxy reference for v1.31 and
-/// v1.34 (which do not show the deprecated, hidden `healthz-port` and
+/// checked against the kubernetes.io kube-proxy references for v1.31, v1.34
+/// and v1.35 (which do not show the deprecated, hidden `healthz-port` and
 /// `metrics-port`). See docs/migration.md, "Which kube-proxy flags".
 const APP_FLAGS: [&str; 47] = [
     "config",
@@ -182,8 +182,9 @@ const LOGSAPI_FLAGS: [&str; 8] = [
     "log-json-split-stream",
     "log-json-info-buffer-size",
 ];
-/// klog v2's flags on goflag.CommandLine, in klog's spelling (the v1.31 and
-/// v1.34 references list them so); `-v` and `--vmodule` are logsapi's.
+/// klog v2's flags on goflag.CommandLine, in klog's spelling (the v1.31,
+/// v1.34 and v1.35 references list them so); `-v` and `--vmodule` are
+/// logsapi's.
 const KLOG_FLAGS: [&str; 11] = [
     "add_dir_header",
     "alsologtostderr",

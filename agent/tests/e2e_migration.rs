@@ -14,6 +14,9 @@
 //! (no delete and re-add), kube-proxy's chains and sets are gone while
 //! kubelet's and the foreign ones stay, every scrape had kube-proxy's
 //! names and body, and the final state equals that of a fresh start.
+//! Finally the rollback: `ipvs-proxy --cleanup` removes our IPVS services,
+//! table and kube-ipvs0 and nothing foreign, and kube-proxy's state written
+//! again carries traffic through the three Services.
 //!
 //! ```text
 //!  mig-node (uplink0 10.0.2.15 + default route)
@@ -648,14 +651,155 @@ fn agent_takes_a_node_over_from_kube_proxy_ipvs_mode_without_losing_a_connection
         same,
         "after the migration:\n{migrated}\nafter a fresh start:\n{fresh}"
     );
-    let _ = fresh_agent.0.kill();
-    let _ = fresh_agent.0.wait();
+    // The reverse path: stop the agent as a DaemonSet rollout would, then
+    // `--cleanup` and kube-proxy's state again.
+    let pid = fresh_agent.0.id();
+    sh(&format!("kill -TERM {pid}"));
+    assert!(fresh_agent.0.wait().unwrap().success());
     drop(fresh_agent);
     drop(agent);
+    roll_back_to_kube_proxy();
     let _ = std::fs::remove_dir_all(&dir);
     for ns in [NODE, PODS[0].0, PODS[1].0] {
         let _ = Command::new("ip").args(["netns", "del", ns]).output();
     }
+}
+
+/// The IPVS services (`ipvsadm -Sn` lines) on the node.
+fn ipvs_lines() -> BTreeSet<String> {
+    node("ipvsadm -Sn").lines().map(str::to_string).collect()
+}
+
+/// The node's addresses, per interface (`ip -o addr` without the
+/// lifetimes).
+fn addresses() -> BTreeSet<String> {
+    node("ip -o addr show")
+        .lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (w.len() > 3).then(|| format!("{} {}", w[1], w[3]))
+        })
+        .collect()
+}
+
+/// The rollback docs/migration.md describes, after the agent has taken the
+/// node over and stopped: `ipvs-proxy --cleanup` removes our IPVS services,
+/// our nftables table and kube-ipvs0 with its addresses, and nothing that
+/// is not ours; then kube-proxy's state (what kube-proxy v1.30 writes on
+/// start, the same fixtures) carries traffic through all three Services
+/// again.
+fn roll_back_to_kube_proxy() {
+    // Foreign state `--cleanup` must leave: an IPVS service on a node
+    // address outside the NodePort range, an nftables table, a dummy
+    // interface with an address (kubelet's chains, the foreign ipset and
+    // the uplink are there already).
+    node("ipvsadm -A -t 10.0.2.15:9999 -s rr");
+    node("ipvsadm -a -t 10.0.2.15:9999 -r 10.244.0.2:8080 -m -w 1");
+    node("nft add table inet foreign");
+    node("nft 'add chain inet foreign keep { type filter hook forward priority 10 ; }'");
+    node("ip link add foreign0 type dummy");
+    node("ip addr add 172.31.0.1/32 dev foreign0");
+    let foreign_ipvs: BTreeSet<String> = [
+        "-A -t 10.0.2.15:9999 -s rr",
+        "-a -t 10.0.2.15:9999 -r 10.244.0.2:8080 -m -w 1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let ipvs_before = ipvs_lines();
+    assert!(
+        ipvs_before.len() > foreign_ipvs.len() && ipvs_before.is_superset(&foreign_ipvs),
+        "{ipvs_before:?}"
+    );
+    assert!(node("nft list tables").contains("table inet ipvs-proxy"));
+    let (nft_before, legacy_before) = (node("iptables-save"), node("iptables-legacy-save"));
+    let sets_before = node("ipset list -n");
+    let addrs_before = addresses();
+    assert!(addrs_before.iter().any(|a| a.starts_with("kube-ipvs0 ")));
+
+    let t = Instant::now();
+    let out = node(&format!("{BIN} --cleanup --hostname-override node-a"));
+    eprintln!("rollback: --cleanup in {:?}: {}", t.elapsed(), out.trim());
+
+    // Ours is gone.
+    let tables = node("nft list tables");
+    assert!(!tables.contains("inet ipvs-proxy"), "{tables}");
+    assert_eq!(
+        ipvs_lines(),
+        foreign_ipvs,
+        "only the foreign IPVS service left"
+    );
+    let kube_ipvs0 = Command::new("ip")
+        .args(["-n", NODE, "link", "show", "kube-ipvs0"])
+        .output()
+        .unwrap();
+    assert!(!kube_ipvs0.status.success(), "kube-ipvs0 deleted");
+    // Nothing else changed.
+    assert!(tables.contains("table inet foreign"), "{tables}");
+    assert_eq!(
+        saved_rules(&node("iptables-save")),
+        saved_rules(&nft_before)
+    );
+    assert_eq!(
+        saved_rules(&node("iptables-legacy-save")),
+        saved_rules(&legacy_before)
+    );
+    assert_eq!(node("ipset list -n"), sets_before);
+    let addrs_after = addresses();
+    let removed: BTreeSet<&String> = addrs_before.difference(&addrs_after).collect();
+    assert!(
+        removed.iter().all(|a| a.starts_with("kube-ipvs0 "))
+            && addrs_after.is_subset(&addrs_before),
+        "only kube-ipvs0's addresses removed: {removed:?}"
+    );
+    for a in [
+        "foreign0 172.31.0.1/32",
+        "uplink0 10.0.2.15/24",
+        "cni0 10.244.0.1/24",
+    ] {
+        assert!(addrs_after.contains(a), "{a} kept: {addrs_after:?}");
+    }
+    // Traffic is down for the Services until kube-proxy has synced.
+    assert!(
+        in_node(|| request(TARGETS[0].1, 1)).is_err(),
+        "nothing serves the ClusterIP after --cleanup"
+    );
+
+    // kube-proxy starts again and writes its state (kubelet's chains and
+    // the foreign objects are still there).
+    for cmd in fixture("kube-ipvs0.sh").lines() {
+        node(cmd);
+    }
+    node_stdin("ipset restore", &fixture("ipset.restore"));
+    node_stdin("iptables-restore --noflush", &fixture("iptables.rules"));
+    node_stdin("ipvsadm -R", &fixture("ipvs.rules"));
+    node("iptables -t nat -Z KUBE-MARK-MASQ");
+    let mut n = 5000;
+    let mut answered = 0;
+    for (what, target) in TARGETS {
+        let mut who = BTreeSet::new();
+        for _ in 0..6 {
+            n += 1;
+            let r = in_node(move || request(target, n));
+            who.insert(r.unwrap_or_else(|e| panic!("{what} {target} after the rollback: {e}")));
+            answered += 1;
+        }
+        assert_eq!(who.len(), 2, "{what}: both pods answer after the rollback");
+    }
+    let marked = node("iptables -t nat -L KUBE-MARK-MASQ -n -v -x");
+    let pkts: u64 = marked
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    assert!(
+        pkts > 0,
+        "kube-proxy's masquerade marking is used again:\n{marked}"
+    );
+    assert!(ipvs_lines().is_superset(&foreign_ipvs));
+    eprintln!(
+        "rollback: {answered} requests through ClusterIP, NodePort and LoadBalancer answered by both pods via kube-proxy's state; KUBE-MARK-MASQ marked {pkts} packets; foreign IPVS service, nft table, dummy address, kubelet chains and ipset untouched"
+    );
 }
 
 /// Runs `f` on a thread inside the node's namespace.

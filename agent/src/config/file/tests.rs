@@ -134,10 +134,42 @@ fn an_empty_bind_address_in_a_file_means_the_default_as_in_kube_proxy() {
     );
 }
 
+#[test]
+fn absent_or_empty_bind_addresses_take_kube_proxys_default_for_the_bind_address_family() {
+    let parse = |body: &str| {
+        let text = format!(
+            "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n{body}"
+        );
+        parse_config_file(&text, &mut Vec::new()).unwrap()
+    };
+    let addr = |s: &str| Some(s.parse::<std::net::SocketAddr>().unwrap());
+    for body in [
+        "bindAddress: \"::\"\n",
+        "bindAddress: fd00::1\nhealthzBindAddress: \"\"\nmetricsBindAddress: \"\"\n",
+    ] {
+        let c = parse(body);
+        assert_eq!(c.healthz_bind_address, addr("[::]:10256"), "{body}");
+        assert_eq!(c.metrics_bind_address, addr("[::1]:10249"), "{body}");
+    }
+    for body in ["", "bindAddress: 10.0.0.1\nhealthzBindAddress: \"\"\n"] {
+        let c = parse(body);
+        assert_eq!(c.healthz_bind_address, addr("0.0.0.0:10256"), "{body}");
+        assert_eq!(c.metrics_bind_address, addr("127.0.0.1:10249"), "{body}");
+    }
+    // A given address wins, whatever bindAddress is; a bare IP takes the port.
+    let c = parse("bindAddress: \"::\"\nhealthzBindAddress: 10.0.0.2\n");
+    assert_eq!(c.healthz_bind_address, addr("10.0.0.2:10256"));
+}
+
 /// The fields of kube-proxy's `KubeProxyConfiguration` v1alpha1 (json names,
-/// nested with `.`), read from staging/src/k8s.io/kube-proxy/config/v1alpha1/
-/// types.go (and component-base's ClientConnectionConfiguration and
-/// LoggingConfiguration), as of v1.35.
+/// nested with `.`), read from kubernetes/kubernetes
+/// staging/src/k8s.io/kube-proxy/config/v1alpha1/types.go (commit
+/// 052d2d84f95e, the newest stored: it already has
+/// `iptables.snatNodeInternalIP`), component-base's
+/// `ClientConnectionConfiguration` (config/v1alpha1) and
+/// `LoggingConfiguration` (logs/api/v1/types.go, commit 008b3652959c:
+/// `options.{text,json}` each inline `OutputRoutingOptions`, i.e.
+/// `splitStream` and `infoBufferSize`).
 const UPSTREAM_V1ALPHA1_FIELDS: &[&str] = &[
     "apiVersion",
     "kind",
@@ -151,7 +183,9 @@ const UPSTREAM_V1ALPHA1_FIELDS: &[&str] = &[
     "logging.flushFrequency",
     "logging.verbosity",
     "logging.vmodule",
+    "logging.options.text.splitStream",
     "logging.options.text.infoBufferSize",
+    "logging.options.json.splitStream",
     "logging.options.json.infoBufferSize",
     "hostnameOverride",
     "bindAddress",
@@ -204,9 +238,11 @@ const UPSTREAM_V1ALPHA1_FIELDS: &[&str] = &[
 
 /// Upstream fields `--write-config-to` leaves out, and why.
 const NOT_WRITTEN: &[&str] = &[
-    // omitempty upstream, and empty here.
+    // omitempty upstream, and empty (or false) here.
     "featureGates",
     "logging.vmodule",
+    "logging.options.text.splitStream",
+    "logging.options.json.splitStream",
     "windowsRunAsService",
     // Newer than v1.29: older kube-proxies would decode the file leniently.
     "iptables.snatNodeInternalIP",
@@ -334,6 +370,7 @@ fn non_default(path: &str) -> serde_yaml::Value {
                 | "enableDSR"
                 | "forwardHealthCheckVip"
                 | "tcpBeLiberal"
+                | "splitStream"
                 | "windowsRunAsService"
         ) =>
         {
@@ -397,4 +434,59 @@ fn every_field_of_kube_proxys_type_is_honoured_or_named_in_a_warning() {
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn every_honoured_field_survives_write_config_and_reading_back() {
+    // One document with every upstream field at a non-default value (the
+    // ones we honour change the configuration), written by
+    // `--write-config-to` and read back: the same configuration, and
+    // nothing but upstream's field names in the written file.
+    let mut doc = serde_yaml::Mapping::new();
+    doc.insert("apiVersion".into(), API_VERSION.into());
+    doc.insert("kind".into(), KIND.into());
+    for path in UPSTREAM_V1ALPHA1_FIELDS {
+        if matches!(*path, "apiVersion" | "kind") {
+            continue;
+        }
+        let keys: Vec<&str> = path.split('.').collect();
+        let mut at = &mut doc;
+        for k in &keys[..keys.len() - 1] {
+            at = at
+                .entry((*k).into())
+                .or_insert_with(|| serde_yaml::Value::Mapping(Default::default()))
+                .as_mapping_mut()
+                .unwrap();
+        }
+        at.insert((*keys.last().unwrap()).into(), non_default(path));
+    }
+    // detectLocalMode NodeCIDR takes no name; the bridge one needs its own.
+    doc.insert("detectLocalMode".into(), "BridgeInterface".into());
+    doc.insert(
+        "detectLocal".into(),
+        serde_yaml::from_str("{bridgeInterface: cbr0, interfaceNamePrefix: ''}").unwrap(),
+    );
+    let text = serde_yaml::to_string(&doc).unwrap();
+    let mut warnings = Vec::new();
+    let c = parse_config_file(&text, &mut warnings).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let base = ProxyConfig::default();
+    assert_ne!(c.ipvs, base.ipvs);
+    assert_ne!(c.client, base.client);
+    assert_ne!(c.healthz_bind_address, base.healthz_bind_address);
+    assert_ne!(c.log_format, base.log_format);
+    assert_ne!(c.verbosity, base.verbosity);
+
+    let written = to_yaml(&c);
+    let mut again = Vec::new();
+    let back = parse_config_file(&written, &mut again).unwrap();
+    assert_eq!(back, c, "{written}");
+    assert!(again.is_empty(), "{again:?}");
+    let mut paths = Vec::new();
+    leaf_paths("", &serde_yaml::from_str(&written).unwrap(), &mut paths);
+    for p in &paths {
+        assert!(
+            UPSTREAM_V1ALPHA1_FIELDS.contains(&p.as_str()),
+            "{p} is not upstream's"
+        );
+    }
 }

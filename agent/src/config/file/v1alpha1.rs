@@ -1,5 +1,7 @@
 //! `kubeproxy.config.k8s.io/v1alpha1`.
 
+use std::net::{Ipv6Addr, SocketAddr};
+
 use super::super::model::ProxyConfig;
 use super::super::validate::{parse_bind_address, parse_cidr_list, Schema};
 use super::super::{invalid, ConfigError};
@@ -23,17 +25,26 @@ pub(super) fn parse_v1alpha1(
             })?;
         }
     }
-    // Empty means kube-proxy's default here (SetDefaults_KubeProxyConfiguration),
-    // as kubeadm's config.conf writes it: it does not disable the server.
-    if let Some(s) = top.get::<String>("healthzBindAddress")? {
-        if !s.trim().is_empty() {
-            cfg.healthz_bind_address = parse_bind_address("healthzBindAddress", &s, 10256)?;
+    // Empty or absent means kube-proxy's default here
+    // (SetDefaults_KubeProxyConfiguration), as kubeadm's config.conf writes
+    // it: it does not disable the server. The default follows bindAddress's
+    // family: 0.0.0.0:10256 and 127.0.0.1:10249, or [::]:10256 and
+    // [::1]:10249 when bindAddress is IPv6.
+    let v6 = cfg.bind_address.is_ipv6();
+    let given = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
+    match given(top.get::<String>("healthzBindAddress")?) {
+        Some(s) => cfg.healthz_bind_address = parse_bind_address("healthzBindAddress", &s, 10256)?,
+        None if v6 => {
+            cfg.healthz_bind_address = Some(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 10256))
         }
+        None => {}
     }
-    if let Some(s) = top.get::<String>("metricsBindAddress")? {
-        if !s.trim().is_empty() {
-            cfg.metrics_bind_address = parse_bind_address("metricsBindAddress", &s, 10249)?;
+    match given(top.get::<String>("metricsBindAddress")?) {
+        Some(s) => cfg.metrics_bind_address = parse_bind_address("metricsBindAddress", &s, 10249)?,
+        None if v6 => {
+            cfg.metrics_bind_address = Some(SocketAddr::new(Ipv6Addr::LOCALHOST.into(), 10249))
         }
+        None => {}
     }
     if let Some(s) = top.get::<String>("clusterCIDR")? {
         cfg.cluster_cidrs = parse_cidr_list("clusterCIDR", &s)?;

@@ -17,10 +17,14 @@
 //! - anything else (our own flags, `plan`/`show` and their arguments) is left
 //!   as it is for clap.
 //!
-//! The list was read from kube-proxy's `cmd/kube-proxy/app` (`AddFlags`), the
-//! component-base logging flags (`logs/api/v1`: `addFlags`), klog v2's
-//! `InitFlags` (reached through `AddGoFlagSet(goflag.CommandLine)`) and the
-//! published kube-proxy flag references.
+//! The list was read from kube-proxy's `cmd/kube-proxy/app` (`AddFlags`, a
+//! pre-v1.31 `server.go` and the v1.31-on `options.go`), the component-base
+//! logging flags (`logs/api/v1`), klog v2's and cadvisor's flags (reached
+//! through `AddGoFlagSet(goflag.CommandLine)`) and the kubernetes.io
+//! kube-proxy references for v1.31, v1.34 and v1.35; [`Versions`] says which
+//! releases have a flag, and docs/migration.md what was checked per
+//! version. Every flag of any of these versions is accepted whatever the
+//! version (one removed in v1.31 is still accepted, with its warning).
 
 use std::ffi::OsString;
 
@@ -96,10 +100,34 @@ pub struct KubeProxyFlag {
     /// Extra validation.
     pub check: Check,
     /// Which kube-proxy versions have it.
-    pub versions: &'static str,
+    pub versions: Versions,
 }
 
-const ALL: &str = "v1.29-v1.35";
+/// A range of kube-proxy minor versions (`1.first` through `1.last`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Versions {
+    /// The first minor version that has it (or [`OLDEST`]).
+    pub first: u32,
+    /// The last minor version that has it (or [`NEWEST`]).
+    pub last: u32,
+}
+
+impl Versions {
+    /// Whether kube-proxy `1.minor` has it.
+    pub fn contains(self, minor: u32) -> bool {
+        (self.first..=self.last).contains(&minor)
+    }
+}
+
+/// The oldest kube-proxy minor version the list covers.
+pub const OLDEST: u32 = 29;
+/// The newest kube-proxy minor version the list covers.
+pub const NEWEST: u32 = 35;
+
+const ALL: Versions = Versions {
+    first: OLDEST,
+    last: NEWEST,
+};
 const CONNTRACK: &str =
     "conntrack limits and timeouts are left to the node (kube-proxy would write net.netfilter.nf_conntrack_* sysctls)";
 const KLOG: &str =
@@ -137,8 +165,8 @@ const fn checked(mut f: KubeProxyFlag, check: Check) -> KubeProxyFlag {
     f
 }
 
-const fn since(mut f: KubeProxyFlag, versions: &'static str) -> KubeProxyFlag {
-    f.versions = versions;
+const fn only(mut f: KubeProxyFlag, first: u32, last: u32) -> KubeProxyFlag {
+    f.versions = Versions { first, last };
     f
 }
 
@@ -204,7 +232,9 @@ pub const KUBE_PROXY_FLAGS: &[KubeProxyFlag] = &[
         "only kube-proxy's iptables mode uses it; the IPVS one is --ipvs-min-sync-period",
     ),
     honoured("ipvs-sync-period", Kind::Duration, "30s"),
-    honoured("ipvs-min-sync-period", Kind::Duration, "0s"),
+    // kube-proxy's --help says 1s from v1.31 (one shared minSyncPeriod,
+    // defaulted as iptables mode's) and 0s before; see docs/migration.md.
+    honoured("ipvs-min-sync-period", Kind::Duration, "1s"),
     honoured("ipvs-scheduler", Kind::String, ""),
     honoured("ipvs-exclude-cidrs", Kind::StringSlice, ""),
     honoured("ipvs-strict-arp", Kind::Bool, "false"),
@@ -257,14 +287,17 @@ pub const KUBE_PROXY_FLAGS: &[KubeProxyFlag] = &[
     // Deprecated; a bare-IP bind address takes this port, 0 disables the server.
     honoured("healthz-port", Kind::Int32, "10256"),
     honoured("metrics-port", Kind::Int32, "10249"),
-    since(
+    // Deprecated no-op until v1.30; removed in v1.31 (kubernetes#126293,
+    // CHANGELOG-1.31 v1.31.0-rc.0).
+    only(
         ignored(
             "proxy-port-range",
             Kind::PortRange,
             "",
             "it configured the removed userspace proxy (a no-op in kube-proxy too)",
         ),
-        "v1.29-v1.31 (deprecated no-op; gone from later sources)",
+        29,
+        30,
     ),
     // component-base logs/api/v1: addFlags (json registered by kube-proxy).
     honoured("logging-format", Kind::String, "text"),
@@ -318,24 +351,21 @@ pub const KUBE_PROXY_FLAGS: &[KubeProxyFlag] = &[
     ignored("skip-headers", Kind::Bool, "false", KLOG),
     ignored("skip-log-headers", Kind::Bool, "false", KLOG),
     ignored("stderrthreshold", Kind::Severity, "2", KLOG),
-    // cadvisor's, also through goflag.CommandLine.
-    since(
-        ignored(
-            "boot-id-file",
-            Kind::String,
-            "/proc/sys/kernel/random/boot_id",
-            "a cadvisor flag kube-proxy linked in; nothing reads it",
-        ),
-        "v1.29-v1.31",
+    // cadvisor's `machine` package defines these on goflag.CommandLine;
+    // kube-proxy's Linux build links it (detectNumCPU, for the conntrack
+    // limit) in every version, and server.go adds goflag.CommandLine "for
+    // --boot-id-file and --machine-id-file".
+    ignored(
+        "boot-id-file",
+        Kind::String,
+        "/proc/sys/kernel/random/boot_id",
+        "a cadvisor flag kube-proxy linked in; nothing reads it",
     ),
-    since(
-        ignored(
-            "machine-id-file",
-            Kind::String,
-            "/etc/machine-id,/var/lib/dbus/machine-id",
-            "a cadvisor flag kube-proxy linked in; nothing reads it",
-        ),
-        "v1.29-v1.31",
+    ignored(
+        "machine-id-file",
+        Kind::String,
+        "/etc/machine-id,/var/lib/dbus/machine-id",
+        "a cadvisor flag kube-proxy linked in; nothing reads it",
     ),
 ];
 
@@ -431,6 +461,20 @@ fn check_port_range(s: &str) -> bool {
     } else {
         port(s).is_some()
     }
+}
+
+/// `MAJOR.MINOR.PATCH`, then an optional `-pre` and `+build` (semver).
+fn is_semver(s: &str) -> bool {
+    let (core, _build) = s.split_once('+').unwrap_or((s, ""));
+    let (core, pre) = core.split_once('-').unwrap_or((core, ""));
+    let nums: Vec<&str> = core.split('.').collect();
+    nums.len() == 3
+        && nums
+            .iter()
+            .all(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+        && pre
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
 }
 
 /// Checks `value` as kube-proxy's flag parser (and validation, for
@@ -578,14 +622,38 @@ where
             out.push(Some(raw.clone()));
             continue;
         };
-        // kube-proxy's --version takes =true, =false and =raw.
+        // kube-proxy's --version (component-base verflag) takes =true,
+        // =false and =raw (print and exit), and =vX.Y.Z (no exit: it sets
+        // the version kube-proxy reports).
         if let Some(v) = arg.strip_prefix("--version=") {
             match v {
                 "raw" => out.push(Some("--version".into())),
+                v if v.starts_with('v') => {
+                    if !is_semver(&v[1..]) {
+                        return Err(flag_error(
+                            "version",
+                            v,
+                            "must be true, false, raw or a version vX.Y.Z",
+                        ));
+                    }
+                    if !warned.contains(&"version") {
+                        warned.push("version");
+                        warnings.push(
+                            "flag --version=vX.Y.Z has no effect: it sets the version kube-proxy reports; this agent reports its own"
+                                .to_string(),
+                        );
+                    }
+                }
                 v => match parse_go_bool(v) {
                     Some(true) => out.push(Some("--version".into())),
                     Some(false) => {}
-                    None => return Err(flag_error("version", v, "must be true, false or raw")),
+                    None => {
+                        return Err(flag_error(
+                            "version",
+                            v,
+                            "must be true, false, raw or a version vX.Y.Z",
+                        ))
+                    }
                 },
             }
             continue;

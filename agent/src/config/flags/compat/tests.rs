@@ -111,6 +111,165 @@ fn every_kube_proxy_flag_parses_in_every_spelling() {
     assert!(checked >= 2 * KUBE_PROXY_FLAGS.len(), "{checked}");
 }
 
+/// kube-proxy's own flags on Linux (`cmd/kube-proxy/app`, `AddFlags`; the
+/// Linux `addOSFlags` adds none) in v1.31 through v1.35, read from
+/// kubernetes/kubernetes `cmd/kube-proxy/app/options.go` (a v1.31
+/// development version and the newest stored one, commit 008b3652959c) and
+/// checked against the kubernetes.io kube-proxy references for v1.31, v1.34
+/// and v1.35 (which do not show the deprecated, hidden `healthz-port` and
+/// `metrics-port`). See docs/migration.md, "Which kube-proxy flags".
+const APP_FLAGS: [&str; 47] = [
+    "config",
+    "write-config-to",
+    "cleanup",
+    "feature-gates",
+    "kubeconfig",
+    "master",
+    "kube-api-content-type",
+    "kube-api-burst",
+    "kube-api-qps",
+    "hostname-override",
+    "bind-address",
+    "healthz-bind-address",
+    "metrics-bind-address",
+    "bind-address-hard-fail",
+    "profiling",
+    "show-hidden-metrics-for-version",
+    "init-only",
+    "proxy-mode",
+    "iptables-masquerade-bit",
+    "masquerade-all",
+    "iptables-localhost-nodeports",
+    "iptables-sync-period",
+    "iptables-min-sync-period",
+    "ipvs-sync-period",
+    "ipvs-min-sync-period",
+    "ipvs-scheduler",
+    "ipvs-exclude-cidrs",
+    "ipvs-strict-arp",
+    "ipvs-tcp-timeout",
+    "ipvs-tcpfin-timeout",
+    "ipvs-udp-timeout",
+    "detect-local-mode",
+    "pod-bridge-interface",
+    "pod-interface-name-prefix",
+    "cluster-cidr",
+    "nodeport-addresses",
+    "oom-score-adj",
+    "conntrack-max-per-core",
+    "conntrack-min",
+    "conntrack-tcp-timeout-established",
+    "conntrack-tcp-timeout-close-wait",
+    "conntrack-tcp-be-liberal",
+    "conntrack-udp-timeout",
+    "conntrack-udp-timeout-stream",
+    "config-sync-period",
+    "healthz-port",
+    "metrics-port",
+];
+/// In v1.29 and v1.30 only (the pre-v1.31 `server.go` `AddFlags`; removed
+/// by kubernetes#126293, CHANGELOG-1.31 v1.31.0-rc.0).
+const APP_FLAGS_UNTIL_V1_30: [&str; 1] = ["proxy-port-range"];
+/// component-base `logs/api/v1` `AddFlags` with the text and JSON formats
+/// registered.
+const LOGSAPI_FLAGS: [&str; 8] = [
+    "logging-format",
+    "log-flush-frequency",
+    "v",
+    "vmodule",
+    "log-text-split-stream",
+    "log-text-info-buffer-size",
+    "log-json-split-stream",
+    "log-json-info-buffer-size",
+];
+/// klog v2's flags on goflag.CommandLine, in klog's spelling (the v1.31,
+/// v1.34 and v1.35 references list them so); `-v` and `--vmodule` are
+/// logsapi's.
+const KLOG_FLAGS: [&str; 11] = [
+    "add_dir_header",
+    "alsologtostderr",
+    "log_backtrace_at",
+    "log_dir",
+    "log_file",
+    "log_file_max_size",
+    "logtostderr",
+    "one_output",
+    "skip_headers",
+    "skip_log_headers",
+    "stderrthreshold",
+];
+/// cadvisor's `machine` package (`flag.String("boot_id_file", ...)`), linked
+/// by kube-proxy's Linux build in every version.
+const CADVISOR_FLAGS: [&str; 2] = ["boot_id_file", "machine_id_file"];
+
+/// Upstream's flag names for kube-proxy 1.`minor` (`_` read as `-`, as
+/// kube-proxy's word-separator normalisation reads them), without `-h/--help`
+/// and `--version`, which clap and [`kube_proxy_args`] handle.
+fn upstream(minor: u32) -> std::collections::BTreeSet<String> {
+    let until_v1_30: &[&str] = if minor <= 30 {
+        &APP_FLAGS_UNTIL_V1_30
+    } else {
+        &[]
+    };
+    APP_FLAGS
+        .iter()
+        .chain(until_v1_30)
+        .chain(&LOGSAPI_FLAGS)
+        .chain(&KLOG_FLAGS)
+        .chain(&CADVISOR_FLAGS)
+        .map(|n| n.replace('_', "-"))
+        .collect()
+}
+
+#[test]
+fn the_list_is_upstreams_flag_set_in_every_version() {
+    for minor in OLDEST..=NEWEST {
+        let ours: std::collections::BTreeSet<String> = KUBE_PROXY_FLAGS
+            .iter()
+            .filter(|f| f.versions.contains(minor))
+            .map(|f| f.name.to_string())
+            .collect();
+        let theirs = upstream(minor);
+        assert_eq!(
+            ours.symmetric_difference(&theirs).collect::<Vec<_>>(),
+            Vec::<&String>::new(),
+            "v1.{minor}: ours vs upstream's"
+        );
+        // Each upstream spelling (klog's with `_`) is found.
+        for n in APP_FLAGS.iter().chain(&KLOG_FLAGS).chain(&CADVISOR_FLAGS) {
+            assert!(lookup(n).is_some(), "v1.{minor}: --{n}");
+        }
+    }
+    assert_eq!(upstream(29).len(), 69);
+    assert_eq!(upstream(30).len(), 69);
+    assert_eq!(upstream(31).len(), 68);
+    assert_eq!(upstream(35).len(), 68);
+    // Nothing in the list outside the versions it covers.
+    assert_eq!(KUBE_PROXY_FLAGS.len(), upstream(29).len());
+    for f in KUBE_PROXY_FLAGS {
+        assert!(
+            f.versions.first >= OLDEST && f.versions.last <= NEWEST,
+            "{}",
+            f.name
+        );
+    }
+}
+
+#[test]
+fn version_takes_kube_proxys_values() {
+    let kp = kube_proxy_args(["kube-proxy", "--version=raw"]).unwrap();
+    assert_eq!(strs(&kp.args), ["kube-proxy", "--version"]);
+    let kp = kube_proxy_args(["kube-proxy", "--version=false", "--v=1"]).unwrap();
+    assert_eq!(strs(&kp.args), ["kube-proxy", "--v=1"]);
+    // vX.Y.Z sets the reported version and runs on: accepted, one warning.
+    let (_, w) = cmdline(&["--version=v1.35.0", "--version=v1.35.0-rc.1+abc"]).unwrap();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with("flag --version=vX.Y.Z has no effect"),
+        "{w:?}"
+    );
+}
+
 #[test]
 fn the_list_is_kube_proxys_linux_flag_set() {
     let mut names: Vec<&str> = KUBE_PROXY_FLAGS.iter().map(|f| f.name).collect();
@@ -214,6 +373,7 @@ fn values_kube_proxy_rejects_are_rejected_naming_the_flag() {
         ("--log-file-max-size=-5", "uint64"),
         ("--kube-api-burst=99999999999", "int32"),
         ("--version=maybe", "raw"),
+        ("--version=v1.35", "vX.Y.Z"),
     ] {
         let err = kube_proxy_args(["kube-proxy", arg])
             .unwrap_err()

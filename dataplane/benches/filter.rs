@@ -5,6 +5,9 @@
 //! sync writes. The cluster is proxy-core's bench cluster (4 of 10 endpoints per
 //! Service on this node, so 4 hairpin facts per Service).
 //!
+//! Also the same change as nfnetlink element messages (what the agent
+//! sends by default).
+//!
 //! Run: `cargo bench -p dataplane --bench filter`. Prints the bytes of nft
 //! input of each case once.
 
@@ -13,7 +16,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use dataplane::nft::{render_delta, render_replace, FilterState, Staged};
+use dataplane::nft::{netlink, render_delta, render_replace, FilterState, Staged};
 use proxy_core::{plan, plan_changes, DrainBook, Observed, Plan, ProxyState};
 
 #[path = "../../proxy-core/tests/common/mod.rs"]
@@ -71,6 +74,24 @@ fn one_endpoint_change(c: &mut Criterion) {
             })
         });
         eprintln!("one endpoint change at {n} Services: {bytes} bytes of nft input");
+        let mut msgs = 0;
+        g.bench_with_input(
+            BenchmarkId::new("ops_to_netlink_messages", n),
+            &n,
+            |b, _| {
+                b.iter(|| {
+                    let p = &plans[i % 2];
+                    i += 1;
+                    let Staged::Elements(d) = fs.stage(&p.filter, &p.bind, &p.unbind) else {
+                        panic!("not an element change")
+                    };
+                    let m = netlink::encode("ipvs-proxy", &d).expect("no interval set");
+                    msgs = m.len();
+                    black_box(m)
+                })
+            },
+        );
+        eprintln!("one endpoint change at {n} Services: {msgs} nfnetlink element messages");
     }
     g.finish();
 }

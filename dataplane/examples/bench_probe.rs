@@ -30,9 +30,11 @@
 //!     without intervals: one nfnetlink NFT_MSG_GETSETELEM request per
 //!     poll, answered by the kernel with the element or ENOENT; through
 //!     `nft get element` only for an element this cannot encode),
-//!     `nft-list-has:SET:TEXT` and `nft-list-no:SET:TEXT` (`nft list set`,
-//!     one `nft` run ($BENCH_REAL_NFT, default /usr/sbin/nft) per poll,
-//!     every 10 ms; TEXT in its output or not; for interval sets). Prints `t0_us` (epoch us of the action), `ipvs_us` and
+//!     `nft-list-has:SET:TEXT` and `nft-list-no:SET:TEXT` (a source-range
+//!     element `VIP . tcp . PORT . NET` of a small set: one nfnetlink dump
+//!     of the set per poll, compared by key and key end; any other TEXT:
+//!     `nft list set`, one `nft` run ($BENCH_REAL_NFT, default
+//!     /usr/sbin/nft) per poll, every 10 ms, TEXT in its output or not). Prints `t0_us` (epoch us of the action), `ipvs_us` and
 //!     `nft_us` (when each side held, from t0; `na` without checks of that
 //!     side), `done_us` (the later), `polls`, `nft_execs` and `nft_exec_us`
 //!     (the poller's own nft executions and their wall time) and
@@ -52,7 +54,9 @@ use std::net::SocketAddr;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use dataplane::nft::netlink::{get_element, NETLINK_NETFILTER};
+use dataplane::nft::netlink::{
+    dump_set, get_element, key_bytes, key_end_bytes, SetElements, NETLINK_NETFILTER,
+};
 use dataplane::nft::{Element, Key, Set};
 use ipvs::exchange::{Blocking, Connection};
 use ipvs::{Handle, Protocol, RealServerKey, ServiceKey};
@@ -316,6 +320,46 @@ fn element_of(set: &str, text: &str) -> Option<Element> {
     })
 }
 
+/// A source-range element of our table from the probe's text (`SET` and
+/// `VIP . tcp . PORT . NET`), for a netlink dump of that (small) set.
+fn range_of(set: &str, text: &str) -> Option<Element> {
+    let set = Set::all().find(|s| s.to_string() == set)?;
+    let parts: Vec<&str> = text.split(" . ").map(str::trim).collect();
+    let [a, p, n, net] = parts.as_slice() else {
+        return None;
+    };
+    let proto = match *p {
+        "tcp" => Protocol::Tcp,
+        "udp" => Protocol::Udp,
+        "sctp" => Protocol::Sctp,
+        _ => return None,
+    };
+    Some(Element {
+        set,
+        key: Key::VipPortNet(a.parse().ok()?, proto, n.parse().ok()?, net.parse().ok()?),
+        mark: None,
+    })
+}
+
+/// Whether our table's (small) set holds the range element `el`: one
+/// NFT_MSG_GETSETELEM dump of the set, compared by key and key end.
+fn nft_range_netlink(conn: &mut Connection<Blocking>, el: &Element) -> Result<bool, String> {
+    let (key, end) = (key_bytes(&el.key), key_end_bytes(&el.key));
+    conn.clear();
+    conn.push(dump_set("ipvs-proxy", el.set));
+    let ex = conn
+        .exchange_blocking(SetElements::default())
+        .map_err(|e| format!("nfnetlink: {e}"))?;
+    if let Some((_, e)) = ex.errors().first() {
+        return Err(format!("nfnetlink dump set: {e}"));
+    }
+    let got = ex.into_collected();
+    Ok(got
+        .0
+        .iter()
+        .any(|(k, e)| Some(k) == key.as_ref() && *e == end))
+}
+
 /// Whether our table's set holds `el`: one NFT_MSG_GETSETELEM exchange.
 fn nft_get_netlink(conn: &mut Connection<Blocking>, el: &Element) -> Result<bool, String> {
     let req = get_element("ipvs-proxy", el).ok_or("element not encodable")?;
@@ -366,6 +410,7 @@ fn watch(args: &[String]) -> Result<bool, String> {
     // (an `nft` process each) every NFT_POLL.
     let needs_process = nft_checks.iter().any(|c| match c {
         Check::NftGet(set, e, _) => element_of(set, e).is_none(),
+        Check::NftList(set, e, _) => range_of(set, e).is_none(),
         _ => true,
     });
     // Times are measured on the monotonic clock from `t0`; `t0_us` is its
@@ -456,6 +501,14 @@ fn watch(args: &[String]) -> Result<bool, String> {
                         let el = format!("{{ {e} }}");
                         let args = ["get", "element", "inet", "ipvs-proxy", set, &el];
                         nft_query(&args, &mut nft_execs, &mut nft_exec_us)?.0 == *want
+                    }
+                    Check::NftList(set, text, want) if range_of(set, text).is_some() => {
+                        nft_gets += 1;
+                        let el = range_of(set, text).expect("checked");
+                        let t = Instant::now();
+                        let held = nft_range_netlink(&mut nfnl, &el)?;
+                        nft_get_us += t.elapsed().as_micros();
+                        held == *want
                     }
                     Check::NftList(set, text, want) => {
                         let args = ["list", "set", "inet", "ipvs-proxy", set];

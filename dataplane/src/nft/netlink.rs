@@ -6,10 +6,13 @@
 //! all, as it does for `nft -f`.
 //!
 //! Only what this needs is encoded: set elements of our table's hash sets
-//! and maps. The table itself (its skeleton) and interval sets
-//! (`local-cidrs-*`, `lb-allowed-*`, whose elements are ranges the nft tool
-//! splits and merges) stay with `nft -f` ([`super::exec`]); [`encode`]
-//! returns `None` for a delta that touches them.
+//! and maps, and of the concatenated-range set `lb-allowed-*` (each element
+//! one key and one key end: `VIP . proto . port . first address` to
+//! `... . last address` of the source range, as nft sends them). The table
+//! itself (its skeleton) and `local-cidrs-*` (a single-field interval set,
+//! whose elements nft turns into start and end elements and merges) stay
+//! with `nft -f` ([`super::exec`]); [`encode`] returns `None` for a delta
+//! that touches them.
 //!
 //! The encoding follows the kernel's uapi (`linux/netfilter/nf_tables.h`)
 //! and how nft lays out a concatenated key: each field in its own 32-bit
@@ -21,8 +24,8 @@ use std::net::IpAddr;
 
 use ipvs::exchange::{Connection, ExchangeError, KernelError, Tokio};
 use rtnetlink::packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable, NLM_F_ACK, NLM_F_CREATE,
-    NLM_F_REQUEST,
+    DecodeError, NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable, NlasIterator,
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REQUEST,
 };
 
 use super::spec::{Element, Key, Set};
@@ -47,9 +50,10 @@ const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
 /// `NFTA_LIST_ELEM`.
 const NFTA_LIST_ELEM: u16 = 1;
-/// `NFTA_SET_ELEM_KEY`, `NFTA_SET_ELEM_DATA`.
+/// `NFTA_SET_ELEM_KEY`, `NFTA_SET_ELEM_DATA`, `NFTA_SET_ELEM_KEY_END`.
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_DATA: u16 = 2;
+const NFTA_SET_ELEM_KEY_END: u16 = 10;
 /// `NFTA_DATA_VALUE`.
 const NFTA_DATA_VALUE: u16 = 1;
 /// `NLA_F_NESTED`.
@@ -114,9 +118,10 @@ fn string(s: &str) -> Vec<u8> {
     v
 }
 
-/// True for sets whose elements are intervals (handled by `nft -f`).
-pub fn is_interval(set: Set) -> bool {
-    matches!(set, Set::LocalCidrs(_) | Set::LbAllowed(_))
+/// True for sets whose elements are left to `nft -f`: the single-field
+/// interval set of local CIDRs.
+pub fn via_nft(set: Set) -> bool {
+    matches!(set, Set::LocalCidrs(_))
 }
 
 fn addr_bytes(out: &mut Vec<u8>, a: IpAddr) {
@@ -137,9 +142,35 @@ fn proto(p: ipvs::Protocol) -> Option<u8> {
     u8::try_from(u16::from(p)).ok()
 }
 
-/// The key of an element as the kernel stores it; `None` for interval
-/// keys.
+/// The key of an element as the kernel stores it; for a concatenated
+/// range (`VIP . proto . port . network`) its start. `None` for a
+/// single-field network (left to nft).
 pub fn key_bytes(key: &Key) -> Option<Vec<u8>> {
+    if let Key::VipPortNet(a, l4, p, n) = *key {
+        return Some(vip_port_addr(a, l4, p, n.network())?);
+    }
+    plain_key(key)
+}
+
+/// The end of a concatenated range's key (the range's last address), or
+/// `None` for keys that are not ranges.
+pub fn key_end_bytes(key: &Key) -> Option<Vec<u8>> {
+    match *key {
+        Key::VipPortNet(a, l4, p, n) => vip_port_addr(a, l4, p, n.broadcast()),
+        _ => None,
+    }
+}
+
+fn vip_port_addr(a: IpAddr, l4: ipvs::Protocol, p: u16, last: IpAddr) -> Option<Vec<u8>> {
+    let mut k = Vec::with_capacity(48);
+    addr_bytes(&mut k, a);
+    field(&mut k, &[proto(l4)?]);
+    field(&mut k, &p.to_be_bytes());
+    addr_bytes(&mut k, last);
+    Some(k)
+}
+
+fn plain_key(key: &Key) -> Option<Vec<u8>> {
     let mut k = Vec::with_capacity(40);
     match *key {
         // Single fields are not padded: the set's key length is theirs.
@@ -172,12 +203,15 @@ fn element_list(table: &str, set: Set, elements: &[&Element], with_data: bool) -
     attr(&mut a, NFTA_SET_ELEM_LIST_SET, &string(&set.to_string()));
     let mut keys = Vec::with_capacity(elements.len());
     for e in elements {
-        keys.push((key_bytes(&e.key)?, e.mark));
+        keys.push((key_bytes(&e.key)?, key_end_bytes(&e.key), e.mark));
     }
     nested(&mut a, NFTA_SET_ELEM_LIST_ELEMENTS, |o| {
-        for (key, mark) in &keys {
+        for (key, end, mark) in &keys {
             nested(o, NFTA_LIST_ELEM, |o| {
                 nested(o, NFTA_SET_ELEM_KEY, |o| attr(o, NFTA_DATA_VALUE, key));
+                if let Some(end) = end {
+                    nested(o, NFTA_SET_ELEM_KEY_END, |o| attr(o, NFTA_DATA_VALUE, end));
+                }
                 if let (true, Some(m)) = (with_data, mark) {
                     nested(o, NFTA_SET_ELEM_DATA, |o| {
                         attr(o, NFTA_DATA_VALUE, &m.to_ne_bytes())
@@ -219,19 +253,19 @@ fn group(els: &[Element]) -> BTreeMap<Set, Vec<&Element>> {
 /// The messages of one transaction applying `delta` to `table`: deletes
 /// first (map elements by key), then adds, one message per set and kind;
 /// every element message asks for an acknowledgement. `None` when the
-/// delta touches an interval set (or a protocol our sets cannot hold):
-/// that change goes through `nft -f`.
+/// delta touches the local-CIDR interval set (or a protocol our sets
+/// cannot hold): that change goes through `nft -f`.
 pub fn encode(table: &str, delta: &Delta) -> Option<Vec<(NfMessage, u16)>> {
     let mut msgs = Vec::new();
     for (set, els) in group(&delta.delete) {
-        if is_interval(set) {
+        if via_nft(set) {
             return None;
         }
         let a = element_list(table, set, &els, false)?;
         msgs.push((nft_msg(NFT_MSG_DELSETELEM, a), NLM_F_REQUEST | NLM_F_ACK));
     }
     for (set, els) in group(&delta.add) {
-        if is_interval(set) {
+        if via_nft(set) {
             return None;
         }
         let a = element_list(table, set, &els, true)?;
@@ -254,6 +288,58 @@ pub fn get_element(table: &str, element: &Element) -> Option<NetlinkMessage<NfMe
         nft_msg(NFT_MSG_GETSETELEM, a),
         NLM_F_REQUEST | NLM_F_ACK,
     ))
+}
+
+/// A `NFT_MSG_GETSETELEM` dump of one set of `table` (every element, in
+/// `NFT_MSG_NEWSETELEM` messages that [`SetElements`] collects). For
+/// probes and tests.
+pub fn dump_set(table: &str, set: Set) -> NetlinkMessage<NfMessage> {
+    let mut a = Vec::new();
+    attr(&mut a, NFTA_SET_ELEM_LIST_TABLE, &string(table));
+    attr(&mut a, NFTA_SET_ELEM_LIST_SET, &string(&set.to_string()));
+    message(nft_msg(NFT_MSG_GETSETELEM, a), NLM_F_REQUEST | NLM_F_DUMP)
+}
+
+/// The elements of a set dump: each one's key and key end (ranges), as
+/// the kernel holds them (compare with [`key_bytes`] / [`key_end_bytes`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SetElements(pub Vec<(Vec<u8>, Option<Vec<u8>>)>);
+
+fn data_value(nested: &[u8]) -> Option<Vec<u8>> {
+    NlasIterator::new(nested)
+        .flatten()
+        .find(|n| n.kind() == NFTA_DATA_VALUE)
+        .map(|n| n.value().to_vec())
+}
+
+impl ipvs::exchange::Collect for SetElements {
+    fn data(&mut self, message_type: u16, payload: &[u8]) -> Result<(), DecodeError> {
+        if message_type != (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM {
+            return Ok(());
+        }
+        let attrs = payload
+            .get(4..)
+            .ok_or_else(|| DecodeError::from("short nfgenmsg"))?;
+        for list in NlasIterator::new(attrs).flatten() {
+            if list.kind() != NFTA_SET_ELEM_LIST_ELEMENTS {
+                continue;
+            }
+            for el in NlasIterator::new(list.value()).flatten() {
+                let (mut key, mut end) = (None, None);
+                for a in NlasIterator::new(el.value()).flatten() {
+                    match a.kind() {
+                        NFTA_SET_ELEM_KEY => key = data_value(a.value()),
+                        NFTA_SET_ELEM_KEY_END => end = data_value(a.value()),
+                        _ => {}
+                    }
+                }
+                if let Some(k) = key {
+                    self.0.push((k, end));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Why a netlink transaction did not apply.

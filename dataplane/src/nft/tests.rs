@@ -739,15 +739,20 @@ fn netlink_keys_use_nft_register_layout() {
         hp,
         vec![10, 1, 0, 5, 10, 1, 0, 5, 6, 0, 0, 0, 0x1f, 0x90, 0, 0]
     );
-    // Intervals are nft's to split: not encoded.
+    // A single-field interval is nft's to split: not encoded.
     assert!(key_bytes(&Key::Net(net("10.0.0.0/8"))).is_none());
-    assert!(key_bytes(&Key::VipPortNet(
-        ip("192.0.2.1"),
-        Protocol::Tcp,
-        80,
-        net("198.51.100.0/24")
-    ))
-    .is_none());
+    // A concatenated range: the key holds the first address, the key end
+    // the last one of the source range.
+    let r = Key::VipPortNet(ip("192.0.2.1"), Protocol::Tcp, 80, net("198.51.100.0/24"));
+    assert_eq!(
+        key_bytes(&r).unwrap(),
+        vec![192, 0, 2, 1, 6, 0, 0, 0, 0, 80, 0, 0, 198, 51, 100, 0]
+    );
+    assert_eq!(
+        netlink::key_end_bytes(&r).unwrap(),
+        vec![192, 0, 2, 1, 6, 0, 0, 0, 0, 80, 0, 0, 198, 51, 100, 255]
+    );
+    assert!(netlink::key_end_bytes(&Key::Addr(ip("192.0.2.7"))).is_none());
 }
 
 #[test]
@@ -777,14 +782,15 @@ fn netlink_transaction_is_deletes_then_adds_one_message_per_set() {
     };
     let msgs = netlink::encode(T, &d).expect("hash sets and maps are encoded");
     assert_eq!(msgs.len(), 3, "one DELSETELEM, then one NEWSETELEM per set");
-    // An interval set anywhere in the delta: the whole change goes to nft.
+    // Source ranges (a concatenated-range set) are encoded too.
     let mut with_range = d.clone();
     with_range.add.push(el(
         Set::LbAllowed(f),
         Key::VipPortNet(ip("192.0.2.1"), Protocol::Tcp, 80, net("198.51.100.0/24")),
         None,
     ));
-    assert!(netlink::encode(T, &with_range).is_none());
+    assert_eq!(netlink::encode(T, &with_range).unwrap().len(), 4);
+    // The local CIDRs anywhere in the delta: the whole change goes to nft.
     let mut cidr = Delta::default();
     cidr.delete
         .push(el(Set::LocalCidrs(f), Key::Net(net("10.0.0.0/8")), None));

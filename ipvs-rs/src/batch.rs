@@ -29,13 +29,23 @@ pub enum Op {
 }
 
 /// The outcome of a batch: one result per operation, in order.
+///
+/// Non-exhaustive (room for per-batch facts such as the number of
+/// `sendmsg` calls); built with [`BatchReport::new`], e.g. by a fake
+/// kernel in tests.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct BatchReport {
     /// `results[i]` is the outcome of `ops[i]`.
     pub results: Vec<Result<(), Error>>,
 }
 
 impl BatchReport {
+    /// A report of these results (`results[i]` for `ops[i]`).
+    pub fn new(results: Vec<Result<(), Error>>) -> Self {
+        BatchReport { results }
+    }
+
     /// True when every operation succeeded.
     pub fn is_ok(&self) -> bool {
         self.results.iter().all(Result::is_ok)

@@ -301,21 +301,9 @@ fn forwarding_methods_thresholds_tunnels() {
             .thresholds(1000, 100),
         RealServer::new(a("10.244.1.2"), 80).forward(ForwardMethod::Route),
         RealServer::new(a("10.244.1.3"), 80).tunnel(Tunnel::default()),
-        RealServer::new(a("10.244.1.4"), 80).tunnel(Tunnel {
-            kind: TunnelType::Gue,
-            port: 6080,
-            flags: TunnelFlags::CSUM,
-        }),
-        RealServer::new(a("10.244.1.5"), 80).tunnel(Tunnel {
-            kind: TunnelType::Gue,
-            port: 6081,
-            flags: TunnelFlags::REMCSUM,
-        }),
-        RealServer::new(a("10.244.1.6"), 80).tunnel(Tunnel {
-            kind: TunnelType::Gre,
-            port: 0,
-            flags: TunnelFlags::CSUM,
-        }),
+        RealServer::new(a("10.244.1.4"), 80).tunnel(Tunnel::new(TunnelType::Gue).port(6080).flags(TunnelFlags::CSUM)),
+        RealServer::new(a("10.244.1.5"), 80).tunnel(Tunnel::new(TunnelType::Gue).port(6081).flags(TunnelFlags::REMCSUM)),
+        RealServer::new(a("10.244.1.6"), 80).tunnel(Tunnel::new(TunnelType::Gre).port(0).flags(TunnelFlags::CSUM)),
     ];
     for rs in &servers {
         h.add_real_server(&k, rs).unwrap();
@@ -476,40 +464,20 @@ fn flush_timeouts_info() {
     let t0 = h.timeouts().unwrap();
     assert_eq!(
         t0,
-        Timeouts {
-            tcp: 900,
-            tcp_fin: 120,
-            udp: 300
-        }
+        Timeouts::new(900, 120, 300)
     );
-    h.set_timeouts(&Timeouts {
-        tcp: 3600,
-        tcp_fin: 30,
-        udp: 60,
-    })
+    h.set_timeouts(&Timeouts::new(3600, 30, 60))
     .unwrap();
     assert_eq!(
         h.timeouts().unwrap(),
-        Timeouts {
-            tcp: 3600,
-            tcp_fin: 30,
-            udp: 60
-        }
+        Timeouts::new(3600, 30, 60)
     );
     // 0 leaves a value unchanged.
-    h.set_timeouts(&Timeouts {
-        tcp: 0,
-        tcp_fin: 0,
-        udp: 90,
-    })
+    h.set_timeouts(&Timeouts::new(0, 0, 90))
     .unwrap();
     assert_eq!(
         h.timeouts().unwrap(),
-        Timeouts {
-            tcp: 3600,
-            tcp_fin: 30,
-            udp: 90
-        }
+        Timeouts::new(3600, 30, 90)
     );
     let out = ns.exec(&["ipvsadm", "-L", "--timeout"]);
     assert!(out.contains("3600 30 90"), "{out}");
@@ -588,11 +556,7 @@ fn unbatched_apply_matches_batched() {
             port: 80,
         },
     )); // missing
-    ops.push(Op::SetTimeouts(Timeouts {
-        tcp: 100,
-        tcp_fin: 0,
-        udp: 0,
-    }));
+    ops.push(Op::SetTimeouts(Timeouts::new(100, 0, 0)));
     let report = h.apply_unbatched(&ops).unwrap();
     let failed: Vec<usize> = report.failures().map(|(i, _)| i).collect();
     assert_eq!(failed, vec![21, 23]);

@@ -283,11 +283,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             action: Some(TimeoutsAction::Set { tcp, tcpfin, udp }),
         } => single(
             &cli,
-            Op::SetTimeouts(Timeouts {
-                tcp: *tcp,
-                tcp_fin: *tcpfin,
-                udp: *udp,
-            }),
+            Op::SetTimeouts(Timeouts::new(*tcp, *tcpfin, *udp)),
         ),
         Command::Info => {
             let i = open(&cli)?.info()?;

@@ -129,6 +129,10 @@ build_vm_tests() { # FEATURE PREFIX LIST
   log "building ${prefix}* tests of: ${pkgs[*]}"
   cargo test --no-run --message-format=json-render-diagnostics \
     "${args[@]}" --features "$features" --test "${prefix}*" >"$list.json" || return 1
+  # Kernel tests may run their package's examples (ipvs-rs/tests/kernel_examples.rs
+  # finds them in target/<profile>/examples/).
+  log "building the examples of: ${pkgs[*]}"
+  cargo build --examples "${args[@]}" --features "$features" || return 1
   python3 - "$prefix" "$list.json" >"$list" <<'EOF'
 import json, os, sys
 prefix, path = sys.argv[1], sys.argv[2]

@@ -72,7 +72,9 @@ fn real_server() -> impl Strategy<Value = RealServer> {
                 .forward(ForwardMethod::from(fwd))
                 .weight(weight)
                 .thresholds(u, l);
-            rs.tunnel = Tunnel::new(TunnelType::from(tt)).port(tp).flags(TunnelFlags::from_bits_retain(tf));
+            rs.tunnel = Tunnel::new(TunnelType::from(tt))
+                .port(tp)
+                .flags(TunnelFlags::from_bits_retain(tf));
             rs
         })
 }

@@ -301,9 +301,21 @@ fn forwarding_methods_thresholds_tunnels() {
             .thresholds(1000, 100),
         RealServer::new(a("10.244.1.2"), 80).forward(ForwardMethod::Route),
         RealServer::new(a("10.244.1.3"), 80).tunnel(Tunnel::default()),
-        RealServer::new(a("10.244.1.4"), 80).tunnel(Tunnel::new(TunnelType::Gue).port(6080).flags(TunnelFlags::CSUM)),
-        RealServer::new(a("10.244.1.5"), 80).tunnel(Tunnel::new(TunnelType::Gue).port(6081).flags(TunnelFlags::REMCSUM)),
-        RealServer::new(a("10.244.1.6"), 80).tunnel(Tunnel::new(TunnelType::Gre).port(0).flags(TunnelFlags::CSUM)),
+        RealServer::new(a("10.244.1.4"), 80).tunnel(
+            Tunnel::new(TunnelType::Gue)
+                .port(6080)
+                .flags(TunnelFlags::CSUM),
+        ),
+        RealServer::new(a("10.244.1.5"), 80).tunnel(
+            Tunnel::new(TunnelType::Gue)
+                .port(6081)
+                .flags(TunnelFlags::REMCSUM),
+        ),
+        RealServer::new(a("10.244.1.6"), 80).tunnel(
+            Tunnel::new(TunnelType::Gre)
+                .port(0)
+                .flags(TunnelFlags::CSUM),
+        ),
     ];
     for rs in &servers {
         h.add_real_server(&k, rs).unwrap();
@@ -462,23 +474,12 @@ fn flush_timeouts_info() {
     assert!(h.services().unwrap().is_empty());
 
     let t0 = h.timeouts().unwrap();
-    assert_eq!(
-        t0,
-        Timeouts::new(900, 120, 300)
-    );
-    h.set_timeouts(&Timeouts::new(3600, 30, 60))
-    .unwrap();
-    assert_eq!(
-        h.timeouts().unwrap(),
-        Timeouts::new(3600, 30, 60)
-    );
+    assert_eq!(t0, Timeouts::new(900, 120, 300));
+    h.set_timeouts(&Timeouts::new(3600, 30, 60)).unwrap();
+    assert_eq!(h.timeouts().unwrap(), Timeouts::new(3600, 30, 60));
     // 0 leaves a value unchanged.
-    h.set_timeouts(&Timeouts::new(0, 0, 90))
-    .unwrap();
-    assert_eq!(
-        h.timeouts().unwrap(),
-        Timeouts::new(3600, 30, 90)
-    );
+    h.set_timeouts(&Timeouts::new(0, 0, 90)).unwrap();
+    assert_eq!(h.timeouts().unwrap(), Timeouts::new(3600, 30, 90));
     let out = ns.exec(&["ipvsadm", "-L", "--timeout"]);
     assert!(out.contains("3600 30 90"), "{out}");
 

@@ -145,7 +145,11 @@ fn real_server(key: ServiceKey, thresholds: bool) -> impl Strategy<Value = RealS
                             (TunnelType::Gue, _) => TunnelFlags::REMCSUM,
                             _ => TunnelFlags::CSUM,
                         };
-                        rs = rs.tunnel(Tunnel::new(kind).port(if kind == TunnelType::Gue { tport } else { 0 }).flags(flags));
+                        rs = rs.tunnel(
+                            Tunnel::new(kind)
+                                .port(if kind == TunnelType::Gue { tport } else { 0 })
+                                .flags(flags),
+                        );
                     }
                     rs
                 })

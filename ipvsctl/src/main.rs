@@ -281,10 +281,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Timeouts {
             action: Some(TimeoutsAction::Set { tcp, tcpfin, udp }),
-        } => single(
-            &cli,
-            Op::SetTimeouts(Timeouts::new(*tcp, *tcpfin, *udp)),
-        ),
+        } => single(&cli, Op::SetTimeouts(Timeouts::new(*tcp, *tcpfin, *udp))),
         Command::Info => {
             let i = open(&cli)?.info()?;
             write_out(&format!("{}\n", format::render_version(&i)))

@@ -12,7 +12,7 @@ use crate::codec::{sync_daemon_from_attrs, IpvsAttribute, IpvsCommand, IpvsMessa
 use crate::engine::{push, push_get_family, Answer, Expect};
 use crate::error::{libc_errno, Error, Result};
 use crate::exchange::{Connection, Exchange, ExchangeError, KernelError, Transport};
-use crate::request::{describe, encode_op, start_daemon_msg, stop_daemon_msg, svc};
+use crate::request::{describe, encode_request, start_daemon_msg, stop_daemon_msg, svc};
 use crate::types::{
     DaemonState, Info, RealServer, ServiceKey, SyncDaemon, Timeouts, VirtualServer,
 };
@@ -270,7 +270,7 @@ impl<T: Transport> Client<T> {
     }
 
     pub(crate) async fn run_one(&mut self, op: Op) -> Result<()> {
-        let msg = encode_op(&op)?;
+        let msg = encode_request(&op)?;
         let what = describe(&op);
         self.conn.clear();
         push(&mut self.conn, self.family, msg, Expect::Ack);
@@ -286,7 +286,10 @@ impl<T: Transport> Client<T> {
     }
 
     pub(crate) async fn run_ops(&mut self, ops: &[Op], batched: bool) -> Result<BatchReport> {
-        let mut results: Vec<Option<Result<()>>> = (0..ops.len()).map(|_| None).collect();
+        // One result per operation, pushed as each is encoded (Ok until its
+        // chunk says otherwise): one vector, filled once, because a restore
+        // has ~10^5 of them and fresh memory is costly (page faults in UML).
+        let mut results: Vec<Result<()>> = Vec::with_capacity(ops.len());
         let limits = self.conn.limits();
         let max_msgs = if batched { limits.msgs } else { 1 };
         let mut chunk: Vec<usize> = Vec::new();
@@ -295,10 +298,10 @@ impl<T: Transport> Client<T> {
             chunk.clear();
             self.conn.clear();
             while next < ops.len() && chunk.len() < max_msgs {
-                let msg = match encode_op(&ops[next]) {
+                let msg = match encode_request(&ops[next]) {
                     Ok(m) => m,
                     Err(e) => {
-                        results[next] = Some(Err(e));
+                        results.push(Err(e));
                         next += 1;
                         continue;
                     }
@@ -309,6 +312,7 @@ impl<T: Transport> Client<T> {
                     break;
                 }
                 chunk.push(next);
+                results.push(Ok(()));
                 next += 1;
             }
             if chunk.is_empty() {
@@ -324,35 +328,31 @@ impl<T: Transport> Client<T> {
             };
             match self.conn.exchange(()).await {
                 Ok(ex) => {
-                    for &idx in &chunk {
-                        results[idx] = Some(if ex.overrun() {
-                            Err(unknown_outcome(&ops[idx], &lost_replies()))
-                        } else {
-                            Ok(())
-                        });
+                    if ex.overrun() {
+                        for &idx in &chunk {
+                            results[idx] = Err(unknown_outcome(&ops[idx], &lost_replies()));
+                        }
                     }
                     for (k, e) in ex.errors() {
                         if let Some(&idx) = chunk.get(*k) {
-                            results[idx] = Some(Err(op_error(&ops[idx], e)));
+                            results[idx] = Err(op_error(&ops[idx], e));
                         }
                     }
                 }
                 Err(e) => {
                     let e = exchange_error(&what, e);
                     for &idx in &chunk {
-                        results[idx] = Some(Err(unknown_outcome(&ops[idx], &e)));
+                        results[idx] = Err(unknown_outcome(&ops[idx], &e));
                     }
                     break;
                 }
             }
         }
-        Ok(BatchReport {
-            results: results
-                .into_iter()
-                .zip(ops)
-                .map(|(r, op)| r.unwrap_or_else(|| Err(aborted(op))))
-                .collect(),
-        })
+        // After a failed exchange: the operations never sent.
+        for op in &ops[results.len()..] {
+            results.push(Err(aborted(op)));
+        }
+        Ok(BatchReport { results })
     }
 
     pub(crate) async fn services(&mut self) -> Result<Vec<VirtualServer>> {

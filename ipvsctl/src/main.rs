@@ -390,7 +390,7 @@ fn restore(cli: &Cli, no_batch: bool) -> Result<(), Failure> {
             return Err(Failure::Reported(2));
         }
     };
-    let ops: Vec<Op> = parsed.iter().map(|r| r.op.clone()).collect();
+    let (lines, ops): (Vec<usize>, Vec<Op>) = parsed.into_iter().map(|r| (r.line, r.op)).unzip();
     let mut h = open(cli)?;
     let report = if no_batch {
         h.apply_unbatched(&ops)?
@@ -400,7 +400,7 @@ fn restore(cli: &Cli, no_batch: bool) -> Result<(), Failure> {
     let mut failed = 0usize;
     for (i, e) in report.failures() {
         failed += 1;
-        let line = parsed.get(i).map_or(0, |r| r.line);
+        let line = lines.get(i).copied().unwrap_or(0);
         eprintln!("ipvsctl: line {line}: {e}");
     }
     if failed > 0 {

@@ -43,23 +43,30 @@ use std::io::IoSliceMut;
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
-/// CPU times of this process so far, in microseconds: (user, system).
-fn cpu_us() -> (i64, i64) {
+/// CPU times of this process so far, in microseconds (user, system), and
+/// its minor page faults (costly under UML: each is a trip through the
+/// host).
+fn usage() -> (i64, i64, i64) {
     let u = getrusage(UsageWho::RUSAGE_SELF).expect("getrusage");
     let us = |t: nix::sys::time::TimeVal| t.tv_sec() * 1_000_000 + t.tv_usec();
-    (us(u.user_time()), us(u.system_time()))
+    (
+        us(u.user_time()),
+        us(u.system_time()),
+        u.minor_page_faults(),
+    )
 }
 
-/// Times `f`, printing `KEY_us`, `KEY_user_us`, `KEY_sys_us`.
+/// Times `f`, printing `KEY_us`, `KEY_user_us`, `KEY_sys_us`, `KEY_faults`.
 fn timed<T>(key: &str, f: impl FnOnce() -> Res<T>) -> Res<T> {
-    let (u0, s0) = cpu_us();
+    let (u0, s0, f0) = usage();
     let t0 = Instant::now();
     let out = f()?;
     let wall = t0.elapsed().as_micros();
-    let (u1, s1) = cpu_us();
+    let (u1, s1, f1) = usage();
     println!("{key}_us {wall}");
     println!("{key}_user_us {}", u1 - u0);
     println!("{key}_sys_us {}", s1 - s0);
+    println!("{key}_faults {}", f1 - f0);
     Ok(out)
 }
 

@@ -286,10 +286,9 @@ impl<T: Transport> Client<T> {
     }
 
     pub(crate) async fn run_ops(&mut self, ops: &[Op], batched: bool) -> Result<BatchReport> {
-        // One result per operation, pushed as each is encoded (Ok until its
-        // chunk says otherwise): one vector, filled once, because a restore
-        // has ~10^5 of them and fresh memory is costly (page faults in UML).
-        let mut results: Vec<Result<()>> = Vec::with_capacity(ops.len());
+        // Only failures are kept (see BatchReport): a restore has ~10^5
+        // operations, and fresh memory is costly (page faults under UML).
+        let mut failures: Vec<(usize, Error)> = Vec::new();
         let limits = self.conn.limits();
         let max_msgs = if batched { limits.msgs } else { 1 };
         let mut chunk: Vec<usize> = Vec::new();
@@ -301,7 +300,7 @@ impl<T: Transport> Client<T> {
                 let msg = match encode_request(&ops[next]) {
                     Ok(m) => m,
                     Err(e) => {
-                        results.push(Err(e));
+                        failures.push((next, e));
                         next += 1;
                         continue;
                     }
@@ -312,7 +311,6 @@ impl<T: Transport> Client<T> {
                     break;
                 }
                 chunk.push(next);
-                results.push(Ok(()));
                 next += 1;
             }
             if chunk.is_empty() {
@@ -328,31 +326,33 @@ impl<T: Transport> Client<T> {
             };
             match self.conn.exchange(()).await {
                 Ok(ex) => {
+                    // Kernel refusals are pushed after the overrun's
+                    // unknowns: from_failures keeps the last per index.
                     if ex.overrun() {
                         for &idx in &chunk {
-                            results[idx] = Err(unknown_outcome(&ops[idx], &lost_replies()));
+                            failures.push((idx, unknown_outcome(&ops[idx], &lost_replies())));
                         }
                     }
                     for (k, e) in ex.errors() {
                         if let Some(&idx) = chunk.get(*k) {
-                            results[idx] = Err(op_error(&ops[idx], e));
+                            failures.push((idx, op_error(&ops[idx], e)));
                         }
                     }
                 }
                 Err(e) => {
                     let e = exchange_error(&what, e);
                     for &idx in &chunk {
-                        results[idx] = Err(unknown_outcome(&ops[idx], &e));
+                        failures.push((idx, unknown_outcome(&ops[idx], &e)));
                     }
                     break;
                 }
             }
         }
         // After a failed exchange: the operations never sent.
-        for op in &ops[results.len()..] {
-            results.push(Err(aborted(op)));
+        for (idx, op) in ops.iter().enumerate().skip(next) {
+            failures.push((idx, aborted(op)));
         }
-        Ok(BatchReport { results })
+        Ok(BatchReport::from_failures(ops.len(), failures))
     }
 
     pub(crate) async fn services(&mut self) -> Result<Vec<VirtualServer>> {

@@ -184,8 +184,10 @@ fn batch_with_failures() {
         "{:?}",
         report.failures().collect::<Vec<_>>()
     );
-    assert!(report.results[500].as_ref().unwrap_err().is_exists());
-    assert!(report.results[700].as_ref().unwrap_err().is_not_found());
+    assert!(report.result(500).unwrap().unwrap_err().is_exists());
+    assert!(report.result(700).unwrap().unwrap_err().is_not_found());
+    assert!(matches!(report.result(499), Some(Ok(()))));
+    assert!(report.result(ops.len()).is_none());
     let dump = h.dump().unwrap();
     assert_eq!(dump.len(), 300);
     assert!(dump.iter().all(|(_, rs)| rs.len() == 3));
@@ -690,13 +692,12 @@ fn lost_answers_time_out_and_the_handle_recovers() {
     let took = t.elapsed();
     assert!(took < Duration::from_secs(3), "{took:?}");
     assert!(
-        report.results.iter().all(|r| r.is_err()),
+        report.failures().count() == ops.len(),
         "no op can have succeeded"
     );
     let unknown = report
-        .results
-        .iter()
-        .filter(|r| matches!(r, Err(Error::NotApplied { .. })))
+        .failures()
+        .filter(|(_, e)| matches!(e, Error::NotApplied { .. }))
         .count();
     assert!(unknown > 0, "some answers must have been lost");
 

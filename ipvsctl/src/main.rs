@@ -359,7 +359,7 @@ fn apply_one(h: &mut Handle, op: &Op) -> Result<(), ipvs::Error> {
         Op::Zero(k) => h.zero(k.as_ref()),
         Op::SetTimeouts(t) => h.set_timeouts(t),
         other => h.apply(std::slice::from_ref(other)).and_then(|r| {
-            r.results
+            r.into_results()
                 .into_iter()
                 .next()
                 .unwrap_or(Err(ipvs::Error::InvalidArgument(

@@ -400,7 +400,9 @@ impl<T: Transport> Client<T> {
             // than its 10 real servers, and at 10^5 real servers that
             // slack is thousands of page faults (costly under UML).
             let mut rs = self.real_servers(&vs.key).await?;
-            out.push((vs, rs.drain(..).collect()));
+            let mut exact = Vec::with_capacity(rs.len());
+            exact.append(&mut rs);
+            out.push((vs, exact));
             self.spare_real_servers = rs;
         }
         Ok(out)

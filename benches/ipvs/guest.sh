@@ -108,7 +108,8 @@ floor_run() {
 
 # One floor round of size N: three restores of the same rules (the
 # kernel's floor, Handle::apply, ipvsctl restore), each on a fresh module,
-# in the order given; after each, the three dumps in the same order.
+# in the order given; after each, the dumps in the same order (the floor;
+# Handle::dump then Handle::dump_each; ipvsctl save).
 floor_round() { # N ORDER...
   local n="$1" what
   shift
@@ -123,7 +124,10 @@ floor_round() { # N ORDER...
     for d in "$@"; do
       case "$d" in
       replay) floor_run "$n" replay-dump ;;
-      apply) floor_run "$n" dump ;;
+      apply)
+        floor_run "$n" dump
+        floor_run "$n" dump-each
+        ;;
       ipvsctl) measure_cpu "floor_ipvsctl_save_$n" /dev/null /dev/null "$IPVSCTL" save ;;
       esac
     done

@@ -64,17 +64,18 @@ def floor_report(res, env, reals):
     for n in env.get("SIZES", "").strip('"').split():
         adds = int(n) * (reals + 1)
         rows = [
-            ("restore floor (replay)", f"replay_restore_us_{n}", f"replay_restore_user_us_{n}", f"replay_restore_sys_us_{n}"),
-            ("restore Handle::apply", f"apply_us_{n}", f"apply_user_us_{n}", f"apply_sys_us_{n}"),
-            ("restore ipvsctl restore", f"floor_ipvsctl_restore_{n}", f"floor_ipvsctl_restore_{n}_user", f"floor_ipvsctl_restore_{n}_sys"),
-            ("dump floor (replay)", f"replay_dump_us_{n}", f"replay_dump_user_us_{n}", f"replay_dump_sys_us_{n}"),
-            ("dump Handle::dump", f"dump_us_{n}", f"dump_user_us_{n}", f"dump_sys_us_{n}"),
-            ("dump ipvsctl save", f"floor_ipvsctl_save_{n}", f"floor_ipvsctl_save_{n}_user", f"floor_ipvsctl_save_{n}_sys"),
+            ("restore floor (replay)", f"replay_restore_us_{n}", f"replay_restore_user_us_{n}", f"replay_restore_sys_us_{n}", f"replay_restore_faults_{n}"),
+            ("restore Handle::apply", f"apply_us_{n}", f"apply_user_us_{n}", f"apply_sys_us_{n}", f"apply_faults_{n}"),
+            ("restore ipvsctl restore", f"floor_ipvsctl_restore_{n}", f"floor_ipvsctl_restore_{n}_user", f"floor_ipvsctl_restore_{n}_sys", None),
+            ("dump floor (replay)", f"replay_dump_us_{n}", f"replay_dump_user_us_{n}", f"replay_dump_sys_us_{n}", f"replay_dump_faults_{n}"),
+            ("dump Handle::dump", f"dump_us_{n}", f"dump_user_us_{n}", f"dump_sys_us_{n}", f"dump_faults_{n}"),
+            ("dump Handle::dump_each", f"dump_each_us_{n}", f"dump_each_user_us_{n}", f"dump_each_sys_us_{n}", f"dump_each_faults_{n}"),
+            ("dump ipvsctl save", f"floor_ipvsctl_save_{n}", f"floor_ipvsctl_save_{n}_user", f"floor_ipvsctl_save_{n}_sys", None),
         ]
         print(f"\n-- {int(n):,} x {reals} ({adds:,} adds) --")
-        print(f"{'':<26} {'n':>3} {'median s':>9} {'min s':>9} {'us/add':>8} {'user s':>8} {'sys s':>8}  (user/sys: medians)")
+        print(f"{'':<26} {'n':>3} {'median s':>9} {'min s':>9} {'us/add':>8} {'user s':>8} {'sys s':>8} {'faults':>7}  (user/sys/faults: medians)")
         t = {}
-        for label, k, ku, ks in rows:
+        for label, k, ku, ks, kf in rows:
             v = num(k)
             if not v:
                 continue
@@ -82,7 +83,8 @@ def floor_report(res, env, reals):
             med, mn = stats(v)
             u = stats(num(ku))[0] / 1e6 if num(ku) else float("nan")
             sy = stats(num(ks))[0] / 1e6 if num(ks) else float("nan")
-            print(f"{label:<26} {len(v):>3} {med / 1e6:>9.3f} {mn / 1e6:>9.3f} {med / adds:>8.1f} {u:>8.3f} {sy:>8.3f}")
+            fl = f"{stats(num(kf))[0]:>7.0f}" if kf and num(kf) else f"{'-':>7}"
+            print(f"{label:<26} {len(v):>3} {med / 1e6:>9.3f} {mn / 1e6:>9.3f} {med / adds:>8.1f} {u:>8.3f} {sy:>8.3f} {fl}")
         def ratio(a, b):
             if a not in t or b not in t:
                 return "-"
@@ -93,6 +95,7 @@ def floor_report(res, env, reals):
         print(f"ours / floor: Handle::apply / replay  = {ratio('restore Handle::apply', 'restore floor (replay)')}")
         print(f"              ipvsctl restore / replay = {ratio('restore ipvsctl restore', 'restore floor (replay)')}")
         print(f"              Handle::dump / replay    = {ratio('dump Handle::dump', 'dump floor (replay)')}")
+        print(f"              Handle::dump_each / replay = {ratio('dump Handle::dump_each', 'dump floor (replay)')}")
         print(f"              ipvsctl save / replay    = {ratio('dump ipvsctl save', 'dump floor (replay)')}")
         b = res.get(f"replay_restore_batches_{n}")
         if b:

@@ -5,7 +5,8 @@
 //! floor replay-restore RULES   # the floor: prebuilt batches, timed send + ACK reads
 //! floor apply RULES            # ours: Handle::apply on the same operations
 //! floor replay-dump            # the floor of a dump: timed requests + raw reads
-//! floor dump                   # ours: Handle::dump
+//! floor dump                   # ours: Handle::dump (everything in memory)
+//! floor dump-each              # ours: Handle::dump_each (one service at a time)
 //! floor encode RULES           # host-side: the replay's encode alone, 3 times
 //! ```
 //!

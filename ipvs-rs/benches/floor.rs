@@ -319,9 +319,22 @@ fn main() -> Res<()> {
                 d.iter().map(|(_, r)| r.len()).sum::<usize>()
             );
         }
+        "dump-each" => {
+            let mut h = Handle::new()?;
+            let (mut services, mut reals) = (0usize, 0usize);
+            timed("dump_each", || {
+                Ok(h.dump_each(|_, rs| {
+                    services += 1;
+                    reals += rs.len();
+                })?)
+            })?;
+            println!("dump_each_services {services}");
+            println!("dump_each_real_servers {reals}");
+        }
         _ => {
             return Err(
-                "usage: floor replay-restore RULES | apply RULES | replay-dump | dump".into(),
+                "usage: floor replay-restore RULES | apply RULES | replay-dump | dump | dump-each | encode RULES"
+                    .into(),
             )
         }
     }

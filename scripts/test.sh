@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README; .ci/run calls it; CI runs it as root on a
 # clean clone). On a fresh Debian/Ubuntu machine it installs what it needs, then:
-#   1. lint:   cargo fmt --check, cargo clippy -D warnings, cargo doc -D warnings
+#   1. lint:   cargo fmt --check, cargo clippy -D warnings (incl. incompatible_msrv),
+#              the MSRV check (scripts/msrv-check.py), cargo doc -D warnings
 #   2. host:   cargo test --workspace (no kernel features)
 #   3. kernel: tests/kernel_*.rs of every crate with feature `kernel-tests`,
 #              built on the host, run as root in ONE user-mode-linux boot
@@ -66,6 +67,13 @@ if [ -z "$ONLY" ] && [ "${SKIP_LINT:-0}" != 1 ]; then
   else
     record FAIL "clippy: FAILED"
   fi
+  log "lint: MSRV: rust-version against editions and dependencies (scripts/msrv-check.py)"
+  begin
+  if cargo metadata --format-version 1 --all-features | python3 scripts/msrv-check.py; then
+    record ok "msrv: ok (rust-version >= every dependency's; clippy incompatible_msrv denied)"
+  else
+    record FAIL "msrv: FAILED (see scripts/msrv-check.py output)"
+  fi
   log "lint: cargo doc --workspace --no-deps (warnings are errors)"
   begin
   if RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features; then
@@ -121,6 +129,10 @@ build_vm_tests() { # FEATURE PREFIX LIST
   log "building ${prefix}* tests of: ${pkgs[*]}"
   cargo test --no-run --message-format=json-render-diagnostics \
     "${args[@]}" --features "$features" --test "${prefix}*" >"$list.json" || return 1
+  # Kernel tests may run their package's examples (ipvs-rs/tests/kernel_examples.rs
+  # finds them in target/<profile>/examples/).
+  log "building the examples of: ${pkgs[*]}"
+  cargo build --examples "${args[@]}" --features "$features" || return 1
   python3 - "$prefix" "$list.json" >"$list" <<'EOF'
 import json, os, sys
 prefix, path = sys.argv[1], sys.argv[2]

@@ -74,11 +74,88 @@ check_empty() { # KEY
   fi
 }
 
-say "bench: sizes $SIZES x $REALS, ipvsctl $IPVSCTL, $(ipvsadm -v)"
+has() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
+
+# measure_cpu KEY STDIN STDOUT CMD...: run once; wall time (us) as KEY,
+# the command's user and system CPU time as KEY_user / KEY_sys (us).
+measure_cpu() {
+  local key="$1" in="$2" out="$3" t0 t1 rc real user sys
+  shift 3
+  local TIMEFORMAT='%3R %3U %3S'
+  t0=$(now_us)
+  { time "$@" <"$in" >"$out"; } 2>"$W/time"
+  rc=$?
+  t1=$(now_us)
+  read -r real user sys <"$W/time"
+  put "$key" $((t1 - t0))
+  put "${key}_user" "$(python3 -c "print(round($user * 1e6))")"
+  put "${key}_sys" "$(python3 -c "print(round($sys * 1e6))")"
+  say "$key: $((t1 - t0)) us (user $user s, sys $sys s, exit $rc)"
+  [ "$rc" -eq 0 ] || bad "$key exited $rc"
+}
+
+# floor_run SUFFIX ARGS...: the floor binary; its KEY VALUE lines are
+# recorded as KEY_SUFFIX.
+floor_run() {
+  local suffix="$1" k v rc
+  shift
+  "$FLOOR" "$@" >"$W/floor.out" 2>"$W/floor.err"
+  rc=$?
+  while read -r k v; do put "${k}_$suffix" "$v"; done <"$W/floor.out"
+  say "floor $1: $(tr '\n' ' ' <"$W/floor.out") (exit $rc)"
+  [ "$rc" -eq 0 ] || bad "floor $* exited $rc: $(cat "$W/floor.err")"
+}
+
+# One floor round of size N: three restores of the same rules (the
+# kernel's floor, Handle::apply, ipvsctl restore), each on a fresh module,
+# in the order given; after each, the dumps in the same order (the floor;
+# Handle::dump then Handle::dump_each; ipvsctl save).
+floor_round() { # N ORDER...
+  local n="$1" what
+  shift
+  for what in "$@"; do
+    reload_ipvs
+    case "$what" in
+    replay) floor_run "$n" replay-restore "$W/$n.rules" ;;
+    apply) floor_run "$n" apply "$W/$n.rules" ;;
+    ipvsctl) measure_cpu "floor_ipvsctl_restore_$n" "$W/$n.rules" /dev/null "$IPVSCTL" restore ;;
+    esac
+    check_state "floor_${what}_$n" "$n"
+    for d in "$@"; do
+      case "$d" in
+      replay) floor_run "$n" replay-dump ;;
+      apply)
+        floor_run "$n" dump
+        floor_run "$n" dump-each
+        ;;
+      ipvsctl) measure_cpu "floor_ipvsctl_save_$n" /dev/null /dev/null "$IPVSCTL" save ;;
+      esac
+    done
+  done
+}
+
+say "bench: sizes $SIZES x $REALS, parts $PARTS, ipvsctl $IPVSCTL, $(ipvsadm -v)"
 put "kernel" "$(uname -r)"
 for n in $SIZES; do
   cp "$VM_OUT/rules/$n.rules" "$W/$n.rules"
   sort "$W/$n.rules" >"$W/$n.sorted"
+done
+if has floor; then
+  for n in $SIZES; do
+    for r in $(seq "$FLOOR_ROUNDS"); do
+      say "floor round $r at $n"
+      # Rotate the order so that no contender always runs first or last.
+      case $((r % 3)) in
+      1) floor_round "$n" replay apply ipvsctl ;;
+      2) floor_round "$n" apply ipvsctl replay ;;
+      0) floor_round "$n" ipvsctl replay apply ;;
+      esac
+    done
+  done
+  ipvsadm -C
+fi
+has compare || SIZES="" STRACE_SIZES=""
+for n in $SIZES; do
   rules="$W/$n.rules"
 
   # A. batched restore (several samples, each on a fresh module), then both

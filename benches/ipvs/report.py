@@ -45,6 +45,63 @@ def fmt_strace(s):
     return f"{total:,} ({', '.join(f'{n} {c:,}' for n, c in top)})"
 
 
+def stats(v):
+    """(median, min) of a list of numbers."""
+    v = sorted(v)
+    m = len(v) // 2
+    med = v[m] if len(v) % 2 else (v[m - 1] + v[m]) / 2
+    return med, v[0]
+
+
+def floor_report(res, env, reals):
+    """The floor rounds (PARTS contains floor): ours against the kernel's own cost."""
+    if "floor" not in env.get("PARTS", "").strip('"').split():
+        return
+    num = lambda k: [int(v) for v in res.get(k, [])]
+    print(f"\n== floor: ours against the kernel's own cost ({env.get('FLOOR_ROUNDS', '?')} rounds, "
+          f"order rotated; host load average at start {env.get('LOADAVG_START', '?').strip(chr(34))}, "
+          f"at end {env.get('LOADAVG_END', '?').strip(chr(34))}) ==")
+    for n in env.get("SIZES", "").strip('"').split():
+        adds = int(n) * (reals + 1)
+        rows = [
+            ("restore floor (replay)", f"replay_restore_us_{n}", f"replay_restore_user_us_{n}", f"replay_restore_sys_us_{n}", f"replay_restore_faults_{n}"),
+            ("restore Handle::apply", f"apply_us_{n}", f"apply_user_us_{n}", f"apply_sys_us_{n}", f"apply_faults_{n}"),
+            ("restore ipvsctl restore", f"floor_ipvsctl_restore_{n}", f"floor_ipvsctl_restore_{n}_user", f"floor_ipvsctl_restore_{n}_sys", None),
+            ("dump floor (replay)", f"replay_dump_us_{n}", f"replay_dump_user_us_{n}", f"replay_dump_sys_us_{n}", f"replay_dump_faults_{n}"),
+            ("dump Handle::dump", f"dump_us_{n}", f"dump_user_us_{n}", f"dump_sys_us_{n}", f"dump_faults_{n}"),
+            ("dump Handle::dump_each", f"dump_each_us_{n}", f"dump_each_user_us_{n}", f"dump_each_sys_us_{n}", f"dump_each_faults_{n}"),
+            ("dump ipvsctl save", f"floor_ipvsctl_save_{n}", f"floor_ipvsctl_save_{n}_user", f"floor_ipvsctl_save_{n}_sys", None),
+        ]
+        print(f"\n-- {int(n):,} x {reals} ({adds:,} adds) --")
+        print(f"{'':<26} {'n':>3} {'median s':>9} {'min s':>9} {'us/add':>8} {'user s':>8} {'sys s':>8} {'faults':>7}  (user/sys/faults: medians)")
+        t = {}
+        for label, k, ku, ks, kf in rows:
+            v = num(k)
+            if not v:
+                continue
+            t[label] = v
+            med, mn = stats(v)
+            u = stats(num(ku))[0] / 1e6 if num(ku) else float("nan")
+            sy = stats(num(ks))[0] / 1e6 if num(ks) else float("nan")
+            fl = f"{stats(num(kf))[0]:>7.0f}" if kf and num(kf) else f"{'-':>7}"
+            print(f"{label:<26} {len(v):>3} {med / 1e6:>9.3f} {mn / 1e6:>9.3f} {med / adds:>8.1f} {u:>8.3f} {sy:>8.3f} {fl}")
+        def ratio(a, b):
+            if a not in t or b not in t:
+                return "-"
+            pairs = [x / y for x, y in zip(t[a], t[b]) if y]
+            pm, pmin = stats(pairs)
+            return (f"{pm:.2f}x median of {len(pairs)} paired samples (min {pmin:.2f}x); "
+                    f"min/min {min(t[a]) / min(t[b]):.2f}x")
+        print(f"ours / floor: Handle::apply / replay  = {ratio('restore Handle::apply', 'restore floor (replay)')}")
+        print(f"              ipvsctl restore / replay = {ratio('restore ipvsctl restore', 'restore floor (replay)')}")
+        print(f"              Handle::dump / replay    = {ratio('dump Handle::dump', 'dump floor (replay)')}")
+        print(f"              Handle::dump_each / replay = {ratio('dump Handle::dump_each', 'dump floor (replay)')}")
+        print(f"              ipvsctl save / replay    = {ratio('dump ipvsctl save', 'dump floor (replay)')}")
+        b = res.get(f"replay_restore_batches_{n}")
+        if b:
+            print(f"batches per restore: {b[0]}")
+
+
 def main():
     out = sys.argv[1]
     res, env = load(out)
@@ -55,7 +112,8 @@ def main():
           f"N services x {reals} real servers, fresh ip_vs module per restore; "
           f"times are the best of the samples, ratios compare best samples; "
           f"revision {env.get('REVISION', '?')}")
-    for n in env.get("SIZES", "").strip('"').split():
+    parts = env.get("PARTS", "compare").strip('"').split()
+    for n in (env.get("SIZES", "").strip('"').split() if "compare" in parts else []):
         n_i = int(n)
         adds = n_i * (reals + 1)
         print(f"\n== {n_i:,} x {reals} ({adds:,} adds) ==")
@@ -105,6 +163,7 @@ def main():
         print(f"state checks: {'all identical' if good and checks else 'MISMATCH: ' + str(checks)}"
               f" ({nchecks} checks: kernel state == rules after each restore, "
               f"ipvsctl save == ipvsadm -Sn byte for byte, empty after each flush)")
+    floor_report(res, env, reals)
     if "fail" in res:
         print("\nFAILURES:\n  " + "\n  ".join(res["fail"]))
 

@@ -259,7 +259,7 @@ impl Dataplane {
         if !plan.ipvs.is_empty() {
             let t = Instant::now();
             let batch = self.ipvs.apply(&plan.ipvs).await?;
-            for (op, res) in plan.ipvs.iter().zip(batch.results) {
+            for (op, res) in plan.ipvs.iter().zip(batch.into_results()) {
                 match res {
                     Ok(()) => report.ipvs_ok += 1,
                     Err(e) => report.ipvs_failures.push((op.clone(), e)),
@@ -415,7 +415,7 @@ impl Dataplane {
         let mut report = CleanupReport::default();
         if !ops.is_empty() {
             let res = self.ipvs.apply(&ops).await?;
-            for (k, r) in ours.iter().zip(res.results) {
+            for (k, r) in ours.iter().zip(res.into_results()) {
                 match r {
                     Ok(()) => report.virtual_servers.push(*k),
                     Err(e) if e.is_not_found() => {}

@@ -2,13 +2,14 @@
 //! [`Connection`], and what to keep of the answers ([`Answer`], a
 //! [`Collect`]).
 
+use netlink_packet_core::Emitable;
 use netlink_packet_core::{
     DecodeError, NetlinkHeader, NetlinkMessage, NetlinkPayload, NlasIterator, NLM_F_ACK,
     NLM_F_DUMP, NLM_F_REQUEST,
 };
 use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
 use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
-use netlink_packet_generic::GenlMessage;
+use netlink_packet_generic::{GenlFamily, GenlMessage};
 
 use crate::codec::{
     real_server_from_attrs, virtual_server_from_attrs, IpvsAttribute, IpvsCommand, IpvsMessage,
@@ -47,10 +48,10 @@ impl Expect {
 
 /// Appends one IPVS request for family `family` to the next exchange;
 /// returns its sequence number.
-pub(crate) fn push<T: Transport>(
+pub(crate) fn push<T: Transport, F: GenlFamily + Emitable + std::fmt::Debug>(
     conn: &mut Connection<T>,
     family: u16,
-    msg: IpvsMessage,
+    msg: F,
     expect: Expect,
 ) -> u32 {
     let mut genl = GenlMessage::from_payload(msg);

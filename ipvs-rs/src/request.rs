@@ -6,12 +6,15 @@
 
 use crate::batch::Op;
 use crate::codec::constants::{IP_VS_IFNAME_MAXLEN, IP_VS_PENAME_MAXLEN, IP_VS_SCHEDNAME_MAXLEN};
+use crate::codec::write::{WriteBody, WriteRequest};
 use crate::codec::{
     daemon_attrs, dest_attrs, dest_key_attrs, service_attrs, service_key_attrs, DaemonAttribute,
     IpvsAttribute, IpvsCommand, IpvsMessage,
 };
 use crate::error::{Error, Result};
 use crate::types::{DaemonState, RealServer, ServiceKey, SyncDaemon, VirtualServer};
+use netlink_packet_core::Emitable;
+use netlink_packet_generic::GenlFamily;
 
 /// A human description of `op` for error messages, e.g.
 /// `add service TCP 10.0.0.1:80`.
@@ -77,6 +80,85 @@ fn check_real_server(rs: &RealServer) -> Result<()> {
 
 pub(crate) fn svc(key: &ServiceKey) -> IpvsAttribute {
     IpvsAttribute::Service(service_key_attrs(key))
+}
+
+/// An operation's request as the clients send it: service and real-server
+/// writes emitted directly from the operation, the rest as an
+/// [`IpvsMessage`]. The same bytes either way.
+#[derive(Debug)]
+pub(crate) enum Request<'a> {
+    Write(WriteRequest<'a>),
+    Message(IpvsMessage),
+}
+
+impl GenlFamily for Request<'_> {
+    fn family_name() -> &'static str {
+        IpvsMessage::family_name()
+    }
+    fn command(&self) -> u8 {
+        match self {
+            Request::Write(w) => w.command(),
+            Request::Message(m) => m.command(),
+        }
+    }
+    fn version(&self) -> u8 {
+        match self {
+            Request::Write(w) => w.version(),
+            Request::Message(m) => m.version(),
+        }
+    }
+}
+
+impl Emitable for Request<'_> {
+    fn buffer_len(&self) -> usize {
+        match self {
+            Request::Write(w) => w.buffer_len(),
+            Request::Message(m) => m.buffer_len(),
+        }
+    }
+    fn emit(&self, buffer: &mut [u8]) {
+        match self {
+            Request::Write(w) => w.emit(buffer),
+            Request::Message(m) => m.emit(buffer),
+        }
+    }
+}
+
+/// The request for one operation, as [`encode_op`] checks and builds it,
+/// with the writes of a restore or a sync emitted directly.
+pub(crate) fn encode_request(op: &Op) -> Result<Request<'_>> {
+    use IpvsCommand as C;
+    let write = |cmd, body| Ok(Request::Write(WriteRequest { cmd, body }));
+    match op {
+        Op::AddService(vs) | Op::EditService(vs) => {
+            check_service(vs)?;
+            let cmd = if matches!(op, Op::AddService(_)) {
+                C::NewService
+            } else {
+                C::SetService
+            };
+            write(cmd, WriteBody::Service(vs))
+        }
+        Op::DeleteService(k) => {
+            check_key(k)?;
+            write(C::DelService, WriteBody::ServiceKey(k))
+        }
+        Op::AddRealServer(k, rs) | Op::EditRealServer(k, rs) => {
+            check_key(k)?;
+            check_real_server(rs)?;
+            let cmd = if matches!(op, Op::AddRealServer(..)) {
+                C::NewDest
+            } else {
+                C::SetDest
+            };
+            write(cmd, WriteBody::Dest(k, rs))
+        }
+        Op::DeleteRealServer(k, rk) => {
+            check_key(k)?;
+            write(C::DelDest, WriteBody::DestKey(k, rk))
+        }
+        other => encode_op(other).map(Request::Message),
+    }
 }
 
 /// The request for one operation, after checking what the kernel would

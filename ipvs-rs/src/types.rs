@@ -314,8 +314,19 @@ impl FromStr for SchedFlag {
 /// Packet counters of a service or real server (`IPVS_*_ATTR_STATS64`, or
 /// `IPVS_*_ATTR_STATS` widened when the kernel sends only the 32-bit set).
 /// Read-only. Shown by `ipvsadm -Ln --stats` and `--rate`.
+///
+/// Non-exhaustive: a newer kernel may report more counters. To build one
+/// (for a test or a fake kernel), start from [`Stats::default`] and set
+/// the fields:
+///
+/// ```
+/// let mut s = ipvs::Stats::default();
+/// s.conns = 3;
+/// assert_eq!(s.inpkts, 0);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub struct Stats {
     /// Connections scheduled (`IPVS_STATS_ATTR_CONNS`).
     pub conns: u64,
@@ -533,8 +544,20 @@ bitflags! {
 }
 
 /// Tunnel settings of a real server with [`ForwardMethod::Tunnel`].
+///
+/// Non-exhaustive (the kernel has grown tunnel attributes before: type,
+/// port and flags came in 5.2-5.3); built with [`Tunnel::new`] and its
+/// setters:
+///
+/// ```
+/// use ipvs::{Tunnel, TunnelFlags, TunnelType};
+/// // ipvsadm -i --tun-type gue --tun-port 6080 --tun-csum
+/// let t = Tunnel::new(TunnelType::Gue).port(6080).flags(TunnelFlags::CSUM);
+/// assert_eq!(t.port, 6080);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub struct Tunnel {
     /// Encapsulation (`--tun-type`).
     pub kind: TunnelType,
@@ -542,6 +565,31 @@ pub struct Tunnel {
     pub port: u16,
     /// Checksum flags (`--tun-nocsum` is the empty set).
     pub flags: TunnelFlags,
+}
+
+impl Tunnel {
+    /// A tunnel of kind `kind` (`--tun-type`), port 0, no checksum flags
+    /// (`--tun-nocsum`).
+    pub const fn new(kind: TunnelType) -> Self {
+        Tunnel {
+            kind,
+            port: 0,
+            flags: TunnelFlags::empty(),
+        }
+    }
+
+    /// Sets the GUE destination port (`--tun-port`).
+    pub const fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// Sets the checksum flags (`--tun-csum`: [`TunnelFlags::CSUM`],
+    /// `--tun-remcsum`: [`TunnelFlags::REMCSUM`]).
+    pub const fn flags(mut self, flags: TunnelFlags) -> Self {
+        self.flags = flags;
+        self
+    }
 }
 
 /// What identifies a real server within its virtual service.
@@ -573,9 +621,14 @@ pub const SCHEDULERS: &[&str] = &[
     "rr", "wrr", "lc", "wlc", "fo", "ovf", "lblc", "lblcr", "dh", "sh", "mh", "sed", "nq", "twos",
 ];
 
-/// Connection counters of a real server. Read-only.
+/// Connection counters of a real server. Read-only; shown by
+/// `ipvsadm -Ln` (`ActiveConn`, `InActConn`) and `--persistent-conn`.
+///
+/// Non-exhaustive: a newer kernel may count more. Built (for a test or a
+/// fake kernel) with [`ConnCounters::new`] or from `Default`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub struct ConnCounters {
     /// Active connections (`ActiveConn`).
     pub active: u32,
@@ -583,6 +636,17 @@ pub struct ConnCounters {
     pub inactive: u32,
     /// Persistent connection templates (`IPVS_DEST_ATTR_PERSIST_CONNS`).
     pub persistent: u32,
+}
+
+impl ConnCounters {
+    /// Counters with these values.
+    pub const fn new(active: u32, inactive: u32, persistent: u32) -> Self {
+        ConnCounters {
+            active,
+            inactive,
+            persistent,
+        }
+    }
 }
 
 /// A real server of a virtual service (ipvsadm `-a`/`-e`/`-d`).
@@ -662,8 +726,19 @@ impl RealServer {
 
 /// Connection timeouts in seconds (ipvsadm `--set tcp tcpfin udp`); 0 in a
 /// set request leaves that value unchanged.
+///
+/// Non-exhaustive: the kernel may grow more timeouts (it keeps per-state
+/// timeouts for SCTP and others that netlink does not carry yet). Built
+/// with [`Timeouts::new`]:
+///
+/// ```
+/// // ipvsadm --set 900 120 300
+/// let t = ipvs::Timeouts::new(900, 120, 300);
+/// assert_eq!(t.tcp_fin, 120);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub struct Timeouts {
     /// Established TCP sessions (`IPVS_CMD_ATTR_TIMEOUT_TCP`).
     pub tcp: u32,
@@ -673,10 +748,22 @@ pub struct Timeouts {
     pub udp: u32,
 }
 
+impl Timeouts {
+    /// The three timeouts of `ipvsadm --set TCP TCPFIN UDP`, in seconds
+    /// (0 leaves a value unchanged).
+    pub const fn new(tcp: u32, tcp_fin: u32, udp: u32) -> Self {
+        Timeouts { tcp, tcp_fin, udp }
+    }
+}
+
 /// Global IPVS information (`ipvsadm` header line:
 /// "IP Virtual Server version 1.2.1 (size=4096)").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// Non-exhaustive: `IPVS_CMD_SET_INFO` may grow attributes. Built (for a
+/// test or a fake kernel) with [`Info::new`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub struct Info {
     /// Version as the kernel encodes it: `(major << 16) | (minor << 8) | patch`.
     pub version: u32,
@@ -685,6 +772,15 @@ pub struct Info {
 }
 
 impl Info {
+    /// Information with these values (`version` encoded as the kernel
+    /// does, `(major << 16) | (minor << 8) | patch`).
+    pub const fn new(version: u32, conn_table_size: u32) -> Self {
+        Info {
+            version,
+            conn_table_size,
+        }
+    }
+
     /// `(major, minor, patch)` of [`Info::version`].
     pub fn version_triple(&self) -> (u32, u32, u32) {
         (

@@ -72,11 +72,9 @@ fn real_server() -> impl Strategy<Value = RealServer> {
                 .forward(ForwardMethod::from(fwd))
                 .weight(weight)
                 .thresholds(u, l);
-            rs.tunnel = Tunnel {
-                kind: TunnelType::from(tt),
-                port: tp,
-                flags: TunnelFlags::from_bits_retain(tf),
-            };
+            rs.tunnel = Tunnel::new(TunnelType::from(tt))
+                .port(tp)
+                .flags(TunnelFlags::from_bits_retain(tf));
             rs
         })
 }
@@ -145,10 +143,9 @@ proptest! {
 
     #[test]
     fn stats64_round_trip(v in proptest::array::uniform10(any::<u64>())) {
-        let s = Stats {
-            conns: v[0], inpkts: v[1], outpkts: v[2], inbytes: v[3], outbytes: v[4],
-            cps: v[5], inpps: v[6], outpps: v[7], inbps: v[8], outbps: v[9],
-        };
+        let mut s = Stats::default();
+        (s.conns, s.inpkts, s.outpkts, s.inbytes, s.outbytes) = (v[0], v[1], v[2], v[3], v[4]);
+        (s.cps, s.inpps, s.outpps, s.inbps, s.outbps) = (v[5], v[6], v[7], v[8], v[9]);
         let key = ServiceKey::tcp(IpAddr::V4(Ipv4Addr::LOCALHOST), 1);
         let mut attrs = service_key_attrs(&key);
         attrs.push(ServiceAttribute::Stats64(stats_to_attrs(&s)));

@@ -184,8 +184,10 @@ fn batch_with_failures() {
         "{:?}",
         report.failures().collect::<Vec<_>>()
     );
-    assert!(report.results[500].as_ref().unwrap_err().is_exists());
-    assert!(report.results[700].as_ref().unwrap_err().is_not_found());
+    assert!(report.result(500).unwrap().unwrap_err().is_exists());
+    assert!(report.result(700).unwrap().unwrap_err().is_not_found());
+    assert!(matches!(report.result(499), Some(Ok(()))));
+    assert!(report.result(ops.len()).is_none());
     let dump = h.dump().unwrap();
     assert_eq!(dump.len(), 300);
     assert!(dump.iter().all(|(_, rs)| rs.len() == 3));
@@ -301,21 +303,21 @@ fn forwarding_methods_thresholds_tunnels() {
             .thresholds(1000, 100),
         RealServer::new(a("10.244.1.2"), 80).forward(ForwardMethod::Route),
         RealServer::new(a("10.244.1.3"), 80).tunnel(Tunnel::default()),
-        RealServer::new(a("10.244.1.4"), 80).tunnel(Tunnel {
-            kind: TunnelType::Gue,
-            port: 6080,
-            flags: TunnelFlags::CSUM,
-        }),
-        RealServer::new(a("10.244.1.5"), 80).tunnel(Tunnel {
-            kind: TunnelType::Gue,
-            port: 6081,
-            flags: TunnelFlags::REMCSUM,
-        }),
-        RealServer::new(a("10.244.1.6"), 80).tunnel(Tunnel {
-            kind: TunnelType::Gre,
-            port: 0,
-            flags: TunnelFlags::CSUM,
-        }),
+        RealServer::new(a("10.244.1.4"), 80).tunnel(
+            Tunnel::new(TunnelType::Gue)
+                .port(6080)
+                .flags(TunnelFlags::CSUM),
+        ),
+        RealServer::new(a("10.244.1.5"), 80).tunnel(
+            Tunnel::new(TunnelType::Gue)
+                .port(6081)
+                .flags(TunnelFlags::REMCSUM),
+        ),
+        RealServer::new(a("10.244.1.6"), 80).tunnel(
+            Tunnel::new(TunnelType::Gre)
+                .port(0)
+                .flags(TunnelFlags::CSUM),
+        ),
     ];
     for rs in &servers {
         h.add_real_server(&k, rs).unwrap();
@@ -474,43 +476,12 @@ fn flush_timeouts_info() {
     assert!(h.services().unwrap().is_empty());
 
     let t0 = h.timeouts().unwrap();
-    assert_eq!(
-        t0,
-        Timeouts {
-            tcp: 900,
-            tcp_fin: 120,
-            udp: 300
-        }
-    );
-    h.set_timeouts(&Timeouts {
-        tcp: 3600,
-        tcp_fin: 30,
-        udp: 60,
-    })
-    .unwrap();
-    assert_eq!(
-        h.timeouts().unwrap(),
-        Timeouts {
-            tcp: 3600,
-            tcp_fin: 30,
-            udp: 60
-        }
-    );
+    assert_eq!(t0, Timeouts::new(900, 120, 300));
+    h.set_timeouts(&Timeouts::new(3600, 30, 60)).unwrap();
+    assert_eq!(h.timeouts().unwrap(), Timeouts::new(3600, 30, 60));
     // 0 leaves a value unchanged.
-    h.set_timeouts(&Timeouts {
-        tcp: 0,
-        tcp_fin: 0,
-        udp: 90,
-    })
-    .unwrap();
-    assert_eq!(
-        h.timeouts().unwrap(),
-        Timeouts {
-            tcp: 3600,
-            tcp_fin: 30,
-            udp: 90
-        }
-    );
+    h.set_timeouts(&Timeouts::new(0, 0, 90)).unwrap();
+    assert_eq!(h.timeouts().unwrap(), Timeouts::new(3600, 30, 90));
     let out = ns.exec(&["ipvsadm", "-L", "--timeout"]);
     assert!(out.contains("3600 30 90"), "{out}");
 
@@ -588,11 +559,7 @@ fn unbatched_apply_matches_batched() {
             port: 80,
         },
     )); // missing
-    ops.push(Op::SetTimeouts(Timeouts {
-        tcp: 100,
-        tcp_fin: 0,
-        udp: 0,
-    }));
+    ops.push(Op::SetTimeouts(Timeouts::new(100, 0, 0)));
     let report = h.apply_unbatched(&ops).unwrap();
     let failed: Vec<usize> = report.failures().map(|(i, _)| i).collect();
     assert_eq!(failed, vec![21, 23]);
@@ -725,13 +692,12 @@ fn lost_answers_time_out_and_the_handle_recovers() {
     let took = t.elapsed();
     assert!(took < Duration::from_secs(3), "{took:?}");
     assert!(
-        report.results.iter().all(|r| r.is_err()),
+        report.failures().count() == ops.len(),
         "no op can have succeeded"
     );
     let unknown = report
-        .results
-        .iter()
-        .filter(|r| matches!(r, Err(Error::NotApplied { .. })))
+        .failures()
+        .filter(|(_, e)| matches!(e, Error::NotApplied { .. }))
         .count();
     assert!(unknown > 0, "some answers must have been lost");
 

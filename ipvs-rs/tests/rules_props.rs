@@ -145,11 +145,11 @@ fn real_server(key: ServiceKey, thresholds: bool) -> impl Strategy<Value = RealS
                             (TunnelType::Gue, _) => TunnelFlags::REMCSUM,
                             _ => TunnelFlags::CSUM,
                         };
-                        rs = rs.tunnel(Tunnel {
-                            kind,
-                            port: if kind == TunnelType::Gue { tport } else { 0 },
-                            flags,
-                        });
+                        rs = rs.tunnel(
+                            Tunnel::new(kind)
+                                .port(if kind == TunnelType::Gue { tport } else { 0 })
+                                .flags(flags),
+                        );
                     }
                     rs
                 })
@@ -268,7 +268,7 @@ fn any_op() -> impl Strategy<Value = Op> {
         Just(Op::Flush),
         prop::option::of(service_key()).prop_map(Op::Zero),
         (0u32..100_000, 0u32..100_000, 0u32..100_000)
-            .prop_map(|(tcp, tcp_fin, udp)| Op::SetTimeouts(Timeouts { tcp, tcp_fin, udp })),
+            .prop_map(|(tcp, tcp_fin, udp)| Op::SetTimeouts(Timeouts::new(tcp, tcp_fin, udp))),
     ]
 }
 

@@ -543,10 +543,7 @@ mod tests {
 ";
 
     fn info() -> Info {
-        Info {
-            version: 0x010201,
-            conn_table_size: 4096,
-        }
+        Info::new(0x010201, 4096)
     }
 
     /// Expected text is what ipvsadm 1.31 printed in UML for the same rules
@@ -656,12 +653,11 @@ UDP  10.0.0.4:5060 rr persistent 30 pe sip
     #[test]
     fn stats_are_shown() {
         let mut d = dump("-A -t 10.0.0.1:80 -s rr\n-a -t 10.0.0.1:80 -r 10.0.0.2:80 -m\n");
-        d[0].0.stats = Some(Stats {
-            conns: 12,
-            inpkts: 345,
-            outbytes: 1_000_000_000,
-            ..Stats::default()
-        });
+        let mut stats = Stats::default();
+        stats.conns = 12;
+        stats.inpkts = 345;
+        stats.outbytes = 1_000_000_000;
+        d[0].0.stats = Some(stats);
         let out = render_list(
             None,
             &d,
@@ -688,11 +684,7 @@ UDP  10.0.0.4:5060 rr persistent 30 pe sip
             "master sync daemon (mcast=up0, syncid=5, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\nbackup sync daemon (mcast=eth1, syncid=6)\n"
         );
         assert_eq!(
-            render_timeouts(&Timeouts {
-                tcp: 900,
-                tcp_fin: 120,
-                udp: 300
-            }),
+            render_timeouts(&Timeouts::new(900, 120, 300)),
             "Timeout (tcp tcpfin udp): 900 120 300"
         );
     }

@@ -93,10 +93,9 @@ fn read_only_kernel_fields_never_cause_operations() {
     step(&s, &mut obs, &mut drains, now);
     let o = obs.virtual_servers.get_mut(&vip()).unwrap();
     o.server.flags |= ServiceFlags::HASHED;
-    o.server.stats = Some(ipvs::Stats {
-        conns: 5,
-        ..Default::default()
-    });
+    let mut stats = ipvs::Stats::default();
+    stats.conns = 5;
+    o.server.stats = Some(stats);
     for rs in o.real_servers.values_mut() {
         rs.conns.active = 3;
         rs.conns.inactive = 9;

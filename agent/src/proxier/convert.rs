@@ -28,11 +28,11 @@ pub fn core_config(cfg: &ProxyConfig) -> Result<proxy_core::Config, Error> {
         masquerade_all: cfg.masquerade_all,
         exclude_cidrs: cfg.ipvs.exclude_cidrs.clone(),
         strict_arp: cfg.ipvs.strict_arp,
-        timeouts: ipvs::Timeouts {
-            tcp: secs(cfg.ipvs.tcp_timeout),
-            tcp_fin: secs(cfg.ipvs.tcp_fin_timeout),
-            udp: secs(cfg.ipvs.udp_timeout),
-        },
+        timeouts: ipvs::Timeouts::new(
+            secs(cfg.ipvs.tcp_timeout),
+            secs(cfg.ipvs.tcp_fin_timeout),
+            secs(cfg.ipvs.udp_timeout),
+        ),
         drain_period: cfg.drain_period,
         ..proxy_core::Config::default()
     })

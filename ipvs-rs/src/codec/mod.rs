@@ -16,6 +16,7 @@ mod message;
 mod nla;
 mod service;
 mod stats;
+pub(crate) mod write;
 
 pub use daemon::{daemon_attrs, sync_daemon_from_attrs, DaemonAttribute};
 pub use dest::{dest_attrs, dest_key_attrs, real_server_from_attrs, DestAttribute};

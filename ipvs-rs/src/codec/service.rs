@@ -206,7 +206,7 @@ pub fn service_key_attrs(key: &ServiceKey) -> Vec<ServiceAttribute> {
 /// The netmask as the kernel stores it: a `__be32` mask for IPv4 (our
 /// [`VirtualServer::netmask`] holds it in host order), a plain prefix length
 /// otherwise.
-fn netmask_to_wire(family: AddressFamily, netmask: u32) -> u32 {
+pub(crate) fn netmask_to_wire(family: AddressFamily, netmask: u32) -> u32 {
     match family {
         AddressFamily::Inet => netmask.to_be(),
         _ => netmask,

@@ -207,9 +207,9 @@ async fn batch_acks_only_the_last_request_and_matches_errors<T: Transport>(
     );
     let failed: Vec<usize> = report.failures().map(|(i, _)| i).collect();
     assert_eq!(failed, vec![1, 5, 9]);
-    assert!(report.results[5].as_ref().unwrap_err().is_not_found());
+    assert!(report.result(5).unwrap().unwrap_err().is_not_found());
     assert_eq!(
-        report.results[5].as_ref().unwrap_err().to_string(),
+        report.result(5).unwrap().unwrap_err().to_string(),
         "delete service TCP 10.0.0.1:6: No such process (errno 3)"
     );
 }
@@ -227,7 +227,7 @@ async fn batch_timeout_reports_unknown_and_unsent_operations<T: Transport>(
     let ops = vec![Op::Flush, Op::Flush, Op::Flush];
     let report = h.run_ops(&ops, true).await.unwrap();
     let msgs: Vec<String> = report
-        .results
+        .into_results()
         .iter()
         .map(|r| r.as_ref().unwrap_err().to_string())
         .collect();

@@ -98,6 +98,7 @@ impl RuleError {
 /// A parse error located in a rules file (1-based line number).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}: {message}")]
+#[non_exhaustive]
 pub struct LineError {
     /// 1-based line number.
     pub line: usize,
@@ -107,6 +108,7 @@ pub struct LineError {
 
 /// One parsed rule and the line it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Rule {
     /// 1-based line number in the input.
     pub line: usize,

@@ -2,6 +2,7 @@
 //! programmed, mapped back to Services), `--cleanup`.
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,7 +20,8 @@ use crate::control::{self, View};
 use crate::events::{self, EventSink};
 use crate::http::{self, HealthState, ServiceHealthServers};
 use crate::metrics::Metrics;
-use crate::proxier::{core_config, primary_ips, CoreProxier, ModelKernel};
+use crate::proxier::{core_config, primary_ips, CoreProxier, Kernel, ModelKernel};
+use crate::shutdown::Shutdown;
 use crate::source::{self, LABEL_SELECTOR};
 use crate::sync::{self, LoopConfig};
 
@@ -328,7 +330,8 @@ pub async fn cleanup(cfg: &ProxyConfig) -> Result<String, AppError> {
     ))
 }
 
-async fn start_server(
+fn start_server(
+    shutdown: &Shutdown,
     addr: Option<std::net::SocketAddr>,
     handler: http::Handler,
     hard_fail: bool,
@@ -338,7 +341,7 @@ async fn start_server(
     match http::bind(addr) {
         Ok(l) => {
             tracing::info!(%addr, "serving {what}");
-            tokio::spawn(http::serve(l, handler));
+            shutdown.spawn(http::serve(l, handler, shutdown.close_token()));
             Ok(())
         }
         Err(source) if hard_fail => Err(AppError::Bind { addr, source }),
@@ -349,28 +352,124 @@ async fn start_server(
     }
 }
 
-/// Runs the agent until SIGTERM or SIGINT. The kernel keeps its rules when
-/// the agent stops (fail static).
+/// What the agent programs, and kube-proxy's leftovers to remove after the
+/// first clean full sync (`None`: nothing to remove).
+pub type OpenedKernel<K> = (K, Option<dataplane::kube_proxy::CleanupConfig>);
+
+/// Runs the agent until SIGTERM or SIGINT, then shuts down in order within
+/// `--shutdown-grace-period` ([`crate::shutdown`]). The kernel keeps its
+/// rules when the agent stops (fail static).
 pub async fn run(flags: &Flags, cfg: ProxyConfig) -> Result<(), AppError> {
+    let shutdown = Shutdown::new(
+        flags
+            .shutdown_grace_period
+            .unwrap_or(crate::shutdown::DEFAULT_GRACE),
+    );
+    shutdown.on_signals().map_err(AppError::Signal)?;
+    if flags.dry_run {
+        let kernel = async { Ok((ModelKernel::default(), None)) };
+        return run_with(flags, cfg, shutdown, kernel).await;
+    }
+    // kube-proxy's iptables rules go once our table is in place.
+    let remove = flags.remove_kube_proxy_rules.unwrap_or(true) && cfg.packet_filter.is_enabled();
+    let kcfg = cfg.clone();
+    let kernel = async move {
+        let (dp, setup) = crate::kernel::open(&kcfg)
+            .await
+            .map_err(AppError::Dataplane)?;
+        tracing::info!(
+            interface_index = setup.interface_index,
+            sysctls_changed = setup.sysctls_changed.len(),
+            "dataplane ready"
+        );
+        Ok((
+            crate::kernel::DataplaneKernel::new(dp),
+            remove.then(Default::default),
+        ))
+    };
+    run_with(flags, cfg, shutdown, kernel).await
+}
+
+/// Runs the agent on the kernel `kernel` opens (after the servers and the
+/// sources have started) until `shutdown` begins, then finishes the
+/// shutdown's phases in order, bounded by its grace period: `Ok` once every
+/// task has ended or the grace period has passed. A start-up error begins
+/// the shutdown too, and is returned once it is done.
+pub async fn run_with<K, F>(
+    flags: &Flags,
+    cfg: ProxyConfig,
+    shutdown: Shutdown,
+    kernel: F,
+) -> Result<(), AppError>
+where
+    K: Kernel + 'static,
+    F: Future<Output = Result<OpenedKernel<K>, AppError>>,
+{
+    let work = async {
+        let r = serve_until_stopped(flags, cfg, &shutdown, kernel).await;
+        if let Err(e) = &r {
+            tracing::error!(error = %crate::error::Chain(e), "cannot run; shutting down");
+            shutdown.begin();
+        }
+        tracing::info!("closing the servers; sending the queued events");
+        shutdown.close_and_wait().await;
+        r
+    };
+    let started = std::time::Instant::now();
+    match shutdown.bounded(work).await {
+        Some(r) => {
+            tracing::info!(took = ?started.elapsed(), "stopped");
+            r
+        }
+        None => {
+            tracing::warn!(
+                grace = ?shutdown.grace(),
+                tasks = shutdown.running(),
+                "shutdown took longer than the grace period (--shutdown-grace-period); exiting with work unfinished"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Phase 0 and 1 of the agent's life: starts the servers, the sources and
+/// the sync loop, all on `shutdown`'s tracker, and returns when the sync
+/// loop has stopped (shutdown begun, its sync in progress finished). What
+/// it owns (the proxier, the event sink) is dropped on return, so the event
+/// poster ends once the servers holding the rest have closed.
+async fn serve_until_stopped<K, F>(
+    flags: &Flags,
+    cfg: ProxyConfig,
+    shutdown: &Shutdown,
+    kernel: F,
+) -> Result<(), AppError>
+where
+    K: Kernel + 'static,
+    F: Future<Output = Result<OpenedKernel<K>, AppError>>,
+{
     let node = node_name(&cfg);
     let metrics = Metrics::new();
-    let health = Arc::new(HealthState::new(2 * cfg.ipvs.sync_period, metrics.clone()));
+    let health = Arc::new(
+        HealthState::new(2 * cfg.ipvs.sync_period, metrics.clone())
+            .with_shutdown(shutdown.stop_token()),
+    );
     start_server(
+        shutdown,
         cfg.metrics_bind_address,
         http::metrics_handler(metrics.clone()),
         cfg.bind_address_hard_fail,
         "metrics",
-    )
-    .await?;
+    )?;
     start_server(
+        shutdown,
         cfg.healthz_bind_address,
         http::healthz_handler(health.clone()),
         cfg.bind_address_hard_fail,
         "healthz",
-    )
-    .await?;
-    let control = control::Control::start(&node, flags);
-    let hc = Arc::new(ServiceHealthServers::new(vec![], health.clone()));
+    )?;
+    let control = control::Control::start(&node, flags, shutdown);
+    let hc =
+        Arc::new(ServiceHealthServers::new(vec![], health.clone()).with_shutdown(shutdown.clone()));
 
     // Small: objects wait here fully parsed; the source waits instead.
     let (tx, rx) = mpsc::channel(CHANGE_QUEUE);
@@ -381,7 +480,7 @@ pub async fn run(flags: &Flags, cfg: ProxyConfig) -> Result<(), AppError> {
             tracing::info!(dir = %dir.display(), "following manifests");
             // inotify reports changes at once; the poll only catches what
             // it cannot see (e.g. files replaced behind symlinks).
-            tokio::spawn(source::run_manifests(
+            shutdown.spawn_until_stopped(source::run_manifests(
                 dir.clone(),
                 Duration::from_secs(5),
                 tx,
@@ -395,71 +494,33 @@ pub async fn run(flags: &Flags, cfg: ProxyConfig) -> Result<(), AppError> {
             // Its own client and rate limit, as kube-proxy's event client:
             // posting events never delays a list or a watch.
             let events_client = kube_client(&cfg, flags.master.as_deref()).await?;
-            tokio::spawn(events::run(
+            // Not stopped by the shutdown: it ends when the last sink is
+            // dropped, having posted what was queued.
+            shutdown.spawn(events::run(
                 events_client,
                 node.clone(),
                 events_rx,
                 events::RateLimit::default(),
             ));
-            tokio::spawn(source::run_cluster(client, node.clone(), tx));
+            shutdown.spawn_until_stopped(source::run_cluster(client, node.clone(), tx));
             Some(sink)
         }
     };
     let loop_cfg = LoopConfig::new(cfg.ipvs.sync_period, cfg.ipvs.min_sync_period);
     let addrs = local_addresses(DUMMY_INTERFACE);
-    let run_loop = async {
-        if flags.dry_run {
-            let p = CoreProxier::new(
-                cfg.clone(),
-                node.clone(),
-                addrs,
-                ModelKernel::default(),
-                metrics.clone(),
-                Some(hc.clone()),
-            )?
-            .with_events_opt(event_sink.clone());
-            sync::run(
-                control.publish(p),
-                rx,
-                loop_cfg,
-                metrics.clone(),
-                health.clone(),
-            )
-            .await;
-        } else {
-            let (dp, setup) = crate::kernel::open(&cfg)
-                .await
-                .map_err(AppError::Dataplane)?;
-            tracing::info!(
-                interface_index = setup.interface_index,
-                sysctls_changed = setup.sysctls_changed.len(),
-                "dataplane ready"
-            );
-            let p = CoreProxier::new(
-                cfg.clone(),
-                node.clone(),
-                addrs,
-                crate::kernel::DataplaneKernel::new(dp),
-                metrics.clone(),
-                Some(hc.clone()),
-            )?
-            .with_events_opt(event_sink.clone());
-            // kube-proxy's iptables rules go once our table is in place.
-            let remove =
-                flags.remove_kube_proxy_rules.unwrap_or(true) && cfg.packet_filter.is_enabled();
-            let p =
-                crate::migrate::TakeOver::new(control.publish(p), remove.then(Default::default));
-            sync::run(p, rx, loop_cfg, metrics.clone(), health.clone()).await;
-        }
-        Ok::<(), AppError>(())
-    };
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(AppError::Signal)?;
-    tokio::select! {
-        r = run_loop => r,
-        _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted; leaving the rules in place"); Ok(()) }
-        _ = term.recv() => { tracing::info!("terminated; leaving the rules in place"); Ok(()) }
-    }
+    let (kernel, cleanup) = kernel.await?;
+    let p = CoreProxier::new(
+        cfg.clone(),
+        node.clone(),
+        addrs,
+        kernel,
+        metrics.clone(),
+        Some(hc),
+    )?
+    .with_events_opt(event_sink);
+    let p = crate::migrate::TakeOver::new(control.publish(p), cleanup);
+    sync::run(p, rx, loop_cfg, metrics, health, shutdown.stop_token()).await;
+    Ok(())
 }
 
 /// Writes `oomScoreAdj` for this process (best effort).

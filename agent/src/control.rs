@@ -32,6 +32,7 @@ use ipvs::ServiceKey;
 use serde::{Deserialize, Serialize};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 use crate::proxier::{CoreProxier, Kernel};
@@ -645,14 +646,19 @@ impl Control {
     }
 
     /// The agent's endpoint: built from its flags and started at once (on
-    /// `--control-socket`, default [`DEFAULT_SOCKET`]; nothing when empty).
-    pub fn start(node: &str, flags: &crate::config::Flags) -> Self {
+    /// `--control-socket`, default [`DEFAULT_SOCKET`]; nothing when empty),
+    /// on the agent's tracker, closing in its shutdown's phase 2.
+    pub fn start(
+        node: &str,
+        flags: &crate::config::Flags,
+        shutdown: &crate::shutdown::Shutdown,
+    ) -> Self {
         let source = match &flags.manifests {
             Some(dir) => format!("manifests {}", dir.display()),
             None => "cluster".to_string(),
         };
         let c = Control::new(node, source, flags.dry_run);
-        c.spawn(socket_path(flags.control_socket.as_deref()));
+        c.spawn(socket_path(flags.control_socket.as_deref()), shutdown);
         c
     }
 
@@ -670,14 +676,15 @@ impl Control {
         }
     }
 
-    /// Binds `path` and serves until the runtime stops; the socket file is
-    /// removed then. A failure to bind is logged: the agent runs on.
-    pub fn spawn(&self, path: Option<PathBuf>) {
+    /// Binds `path` and serves on the shutdown's tracker until its phase 2;
+    /// the socket file is removed then. A failure to bind is logged: the
+    /// agent runs on.
+    pub fn spawn(&self, path: Option<PathBuf>, shutdown: &crate::shutdown::Shutdown) {
         let Some(path) = path else { return };
         match bind(&path) {
             Ok(bound) => {
                 tracing::info!(socket = %path.display(), "serving show");
-                tokio::spawn(serve(bound, Arc::new(self.clone())));
+                shutdown.spawn(serve(bound, Arc::new(self.clone()), shutdown.close_token()));
             }
             Err(e) => tracing::error!(socket = %path.display(), error = %e, "cannot serve show"),
         }
@@ -989,18 +996,21 @@ async fn handle<B>(req: Request<B>, source: Arc<dyn ViewSource>) -> Response<Bod
     }
 }
 
-/// Serves `bound` until the future is dropped (then the socket file goes).
-/// Peers of another uid than ours (root, for the agent) are refused even
-/// if the file mode let them connect.
-pub async fn serve(bound: Bound, source: Arc<dyn ViewSource>) {
+/// Serves `bound` until `close` is cancelled: the socket file goes then,
+/// and the requests in flight are answered before it returns (dropping the
+/// future ends them at once). Peers of another uid than ours (root, for the
+/// agent) are refused even if the file mode let them connect.
+pub async fn serve(bound: Bound, source: Arc<dyn ViewSource>, close: CancellationToken) {
     let euid = nix::unistd::geteuid().as_raw();
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
+            () = close.cancelled() => break,
             accepted = bound.listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let uid = stream.peer_cred().map(|c| c.uid()).ok();
                     let src = source.clone();
+                    let close = close.clone();
                     conns.spawn(async move {
                         let allowed = uid == Some(euid) || uid == Some(0);
                         let svc = hyper::service::service_fn(move |req| {
@@ -1016,10 +1026,9 @@ pub async fn serve(bound: Bound, source: Arc<dyn ViewSource>) {
                                 Ok::<_, Infallible>(handle(req, src).await)
                             }
                         });
-                        if let Err(e) = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await
-                        {
+                        let conn = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), svc);
+                        if let Err(e) = crate::http::graceful(conn, &close).await {
                             tracing::debug!(error = %e, "control connection ended with an error");
                         }
                     });
@@ -1032,6 +1041,9 @@ pub async fn serve(bound: Bound, source: Arc<dyn ViewSource>) {
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
     }
+    // New clients find no agent from here on.
+    drop(bound);
+    while conns.join_next().await.is_some() {}
 }
 
 // --- the client ---------------------------------------------------------------------
@@ -1480,7 +1492,11 @@ mod tests {
             other => panic!("no socket yet: {other:?}"),
         }
         let b = bind(&path).unwrap();
-        let server = tokio::spawn(serve(b, Arc::new(FakeSource(agent_view()))));
+        let server = tokio::spawn(serve(
+            b,
+            Arc::new(FakeSource(agent_view())),
+            CancellationToken::new(),
+        ));
         assert_eq!(fetch(&path, None).await.unwrap(), agent_view());
         let one = fetch(&path, Some("shop/web")).await.unwrap();
         assert_eq!(one.virtual_servers.len(), 1);
@@ -1515,7 +1531,11 @@ mod tests {
         let c = Control::new("node-a", "cluster".into(), false).with_reader(Arc::new(|| {
             Box::pin(async { Err("cannot open IPVS: nope".into()) })
         }));
-        let server = tokio::spawn(serve(bind(&path).unwrap(), Arc::new(c)));
+        let server = tokio::spawn(serve(
+            bind(&path).unwrap(),
+            Arc::new(c),
+            CancellationToken::new(),
+        ));
         match fetch(&path, None).await {
             Err(ClientError::Failed { detail, .. }) => {
                 assert!(

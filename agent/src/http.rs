@@ -20,6 +20,7 @@ use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Node;
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 
@@ -32,24 +33,27 @@ pub type Body = Full<Bytes>;
 /// A request handler: synchronous, since every answer is computed from memory.
 pub type Handler = Arc<dyn Fn(&Request<Incoming>) -> Response<Body> + Send + Sync>;
 
-/// Serves HTTP/1.1 on `listener` until the returned future is dropped (which
-/// also closes every open connection).
-pub async fn serve(listener: TcpListener, handler: Handler) {
+/// Serves HTTP/1.1 on `listener` until `close` is cancelled, then stops
+/// accepting (new connections are refused), lets each open connection
+/// finish the request it holds (idle keep-alive connections close at once)
+/// and returns when the last one has ended. Dropping the future closes
+/// everything at once instead.
+pub async fn serve(listener: TcpListener, handler: Handler, close: CancellationToken) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
+            () = close.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let h = handler.clone();
+                    let close = close.clone();
                     conns.spawn(async move {
                         let svc = service_fn(move |req| {
                             let h = h.clone();
                             async move { Ok::<_, Infallible>(h(&req)) }
                         });
-                        if let Err(e) = http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await
-                        {
+                        let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+                        if let Err(e) = graceful(conn, &close).await {
                             tracing::debug!(error = %e, "http connection ended with an error");
                         }
                     });
@@ -60,6 +64,31 @@ pub async fn serve(listener: TcpListener, handler: Handler) {
                 }
             },
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    drop(listener);
+    while conns.join_next().await.is_some() {}
+}
+
+/// Drives one HTTP/1.1 connection; once `close` is cancelled, asks it to
+/// end after the request in flight (hyper's graceful shutdown).
+pub(crate) async fn graceful<I, S, B>(
+    conn: http1::Connection<I, S>,
+    close: &CancellationToken,
+) -> hyper::Result<()>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => r,
+        () = close.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
         }
     }
 }
@@ -152,9 +181,12 @@ struct HealthInner {
 /// The proxy's health, as kube-proxy's `ProxyHealthServer` defines it:
 /// unhealthy when a queued update has waited longer than the timeout (twice
 /// the sync period) since the first successful sync; `/healthz` is also 503
-/// when the node is being deleted or carries the autoscaler's deletion taint.
+/// when the node is being deleted or carries the autoscaler's deletion taint,
+/// and from the moment the agent begins to shut down
+/// ([`HealthState::with_shutdown`]).
 pub struct HealthState {
     inner: Mutex<HealthInner>,
+    stopping: CancellationToken,
     timeout: Duration,
     clock: Clock,
     metrics: Metrics,
@@ -183,10 +215,23 @@ impl HealthState {
                 // Eligible while starting, until a Node event says otherwise.
                 node_eligible: true,
             }),
+            stopping: CancellationToken::new(),
             timeout,
             clock,
             metrics,
         }
+    }
+
+    /// `/healthz` answers 503 once `stopping` is cancelled (the agent's
+    /// shutdown has begun: [`crate::shutdown`]); `/livez` does not change.
+    pub fn with_shutdown(mut self, stopping: CancellationToken) -> Self {
+        self.stopping = stopping;
+        self
+    }
+
+    /// Whether the agent is shutting down.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.is_cancelled()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HealthInner> {
@@ -251,7 +296,7 @@ impl HealthState {
         let node_eligible = self.node_eligible();
         let (healthy, last) = self.is_healthy();
         let now = (self.clock)();
-        let healthy = healthy && (!with_node || node_eligible);
+        let healthy = healthy && (!with_node || (node_eligible && !self.is_stopping()));
         let (status, code) = if healthy {
             (StatusCode::OK, "200")
         } else {
@@ -333,6 +378,7 @@ impl Drop for HcInstance {
 pub struct ServiceHealthServers {
     node_ips: Vec<IpAddr>,
     health: Arc<HealthState>,
+    shutdown: Option<crate::shutdown::Shutdown>,
     services: Mutex<HashMap<ServiceRef, HcInstance>>,
 }
 
@@ -371,8 +417,16 @@ impl ServiceHealthServers {
         Self {
             node_ips,
             health,
+            shutdown: None,
             services: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The servers run on the agent's task tracker and close gracefully in
+    /// its shutdown's phase 2; without it they run until dropped.
+    pub fn with_shutdown(mut self, shutdown: crate::shutdown::Shutdown) -> Self {
+        self.shutdown = Some(shutdown);
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ServiceRef, HcInstance>> {
@@ -412,7 +466,12 @@ impl ServiceHealthServers {
                 match bound {
                     Ok(listener) => {
                         let handler = self.handler(name.clone(), endpoints.clone());
-                        tasks.push(tokio::spawn(serve(listener, handler)));
+                        tasks.push(match &self.shutdown {
+                            Some(s) => s.spawn(serve(listener, handler, s.close_token())),
+                            None => {
+                                tokio::spawn(serve(listener, handler, CancellationToken::new()))
+                            }
+                        });
                     }
                     Err(source) => {
                         errors.push(HealthCheckBindError {
@@ -527,7 +586,10 @@ mod tests {
     async fn start(handler: Handler) -> (SocketAddr, JoinHandle<()>) {
         let l = bind("127.0.0.1:0".parse().unwrap()).expect("bind");
         let addr = l.local_addr().expect("addr");
-        (addr, tokio::spawn(serve(l, handler)))
+        (
+            addr,
+            tokio::spawn(serve(l, handler, CancellationToken::new())),
+        )
     }
 
     fn fake_clock(start: SystemTime) -> (Clock, Arc<Mutex<SystemTime>>) {

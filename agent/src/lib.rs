@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod proxier;
 pub mod ratelimit;
+pub mod shutdown;
 pub mod source;
 pub mod sync;
 

@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{Chain, Error};
 use crate::http::HealthState;
@@ -187,13 +188,16 @@ impl Pending {
     }
 }
 
-/// Runs the sync loop until `changes` closes.
+/// Runs the sync loop until `changes` closes or `stop` is cancelled. A
+/// sync in progress when `stop` is cancelled runs to its end (the kernel
+/// is never left with half a plan); no sync starts after it.
 pub async fn run<P: Proxier>(
     mut proxier: P,
     mut changes: mpsc::Receiver<Change>,
     cfg: LoopConfig,
     metrics: Metrics,
     health: Arc<HealthState>,
+    stop: CancellationToken,
 ) {
     let mut listed: BTreeSet<Kind> = BTreeSet::new();
     let mut pending = Pending::new();
@@ -233,6 +237,10 @@ pub async fn run<P: Proxier>(
         };
         tokio::select! {
             biased;
+            () = stop.cancelled() => {
+                tracing::info!(pending = pending.any(), "sync loop stopped");
+                return;
+            }
             c = changes.recv(), if open => {
                 match c {
                     Some(c) => {
@@ -411,6 +419,7 @@ mod tests {
     enum Call {
         Change(String),
         Sync(SyncKind, Duration),
+        SyncDone(Duration),
     }
 
     /// Records calls; `fail` makes the next n syncs fail; `draining` is
@@ -421,6 +430,8 @@ mod tests {
         start: Instant,
         fail: Arc<Mutex<usize>>,
         draining: Arc<Mutex<usize>>,
+        /// How long each sync takes.
+        delay: Arc<Mutex<Duration>>,
     }
 
     impl Fake {
@@ -430,6 +441,7 @@ mod tests {
                 start: Instant::now(),
                 fail: Arc::default(),
                 draining: Arc::default(),
+                delay: Arc::default(),
             }
         }
         fn syncs(&self) -> Vec<(SyncKind, Duration)> {
@@ -479,7 +491,16 @@ mod tests {
                 *d = d.saturating_sub(1);
                 now
             };
+            let delay = *self.delay.lock().unwrap();
+            let (calls, start) = (self.calls.clone(), self.start);
             async move {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                calls
+                    .lock()
+                    .unwrap()
+                    .push(Call::SyncDone(Instant::now() - start));
                 if fail {
                     Err(Error::Ipvs(ipvs::Error::IpvsUnavailable))
                 } else {
@@ -535,7 +556,14 @@ mod tests {
         let metrics = Metrics::new();
         let health = Arc::new(HealthState::new(Duration::from_secs(60), metrics.clone()));
         let (tx, rx) = mpsc::channel(100);
-        let task = tokio::spawn(run(fake.clone(), rx, cfg, metrics.clone(), health));
+        let task = tokio::spawn(run(
+            fake.clone(),
+            rx,
+            cfg,
+            metrics.clone(),
+            health,
+            CancellationToken::new(),
+        ));
         Harness {
             fake,
             tx,
@@ -658,7 +686,14 @@ mod tests {
             clock,
         ));
         let (tx, rx) = mpsc::channel(10);
-        let task = tokio::spawn(run(fake.clone(), rx, cfg(), metrics, health.clone()));
+        let task = tokio::spawn(run(
+            fake.clone(),
+            rx,
+            cfg(),
+            metrics,
+            health.clone(),
+            CancellationToken::new(),
+        ));
         tx.send(Change::Listed(Kind::Service)).await.unwrap();
         tx.send(Change::Listed(Kind::EndpointSlice)).await.unwrap();
         advance(Duration::from_secs(1)).await;
@@ -738,6 +773,40 @@ mod tests {
         }
         assert!(ok, "latency not observed");
         h.task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stop_lets_the_sync_in_progress_finish_and_starts_no_other() {
+        let fake = Fake::new();
+        *fake.delay.lock().unwrap() = Duration::from_secs(10);
+        let metrics = Metrics::new();
+        let health = Arc::new(HealthState::new(Duration::from_secs(60), metrics.clone()));
+        let (tx, rx) = mpsc::channel(10);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(fake.clone(), rx, cfg(), metrics, health, stop.clone()));
+        tx.send(Change::Listed(Kind::Service)).await.unwrap();
+        tx.send(Change::Listed(Kind::EndpointSlice)).await.unwrap();
+        advance(Duration::from_secs(1)).await;
+        assert_eq!(fake.syncs().len(), 1, "the first sync is running");
+        // A change arrives, then the stop, both during the sync.
+        tx.send(svc("a")).await.unwrap();
+        stop.cancel();
+        advance(Duration::from_secs(2)).await;
+        assert!(!task.is_finished(), "returned in the middle of a sync");
+        let t0 = Instant::now();
+        task.await.unwrap();
+        assert!(t0.elapsed() >= Duration::from_secs(7), "{:?}", t0.elapsed());
+        let calls = fake.calls.lock().unwrap().clone();
+        let done: Vec<_> = calls
+            .iter()
+            .filter(|c| matches!(c, Call::SyncDone(_)))
+            .collect();
+        assert_eq!(
+            done,
+            [&Call::SyncDone(Duration::from_secs(10))],
+            "{calls:?}"
+        );
+        assert_eq!(fake.syncs().len(), 1, "no sync after the stop: {calls:?}");
     }
 
     #[test]

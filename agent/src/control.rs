@@ -1556,7 +1556,7 @@ mod tests {
     const BAD: &str = "metadata: {namespace: default, name: bad}\nspec:\n  clusterIP: 10.96.0.99\n  clusterIPs: [10.96.0.99]\n  ipFamilies: [IPv4]\n  type: ClusterIP\n  ports:\n  - {name: http, port: 0, protocol: TCP, targetPort: 8080}\n";
 
     fn service(yaml: &str) -> Change {
-        let s: Service = serde_yaml::from_str(yaml).unwrap();
+        let s: Service = serde_saphyr::from_str(yaml).unwrap();
         Change::Applied(Object::Service(Box::new(s)))
     }
 
@@ -1568,7 +1568,7 @@ mod tests {
         let yaml = format!(
             "metadata:\n  namespace: default\n  name: web-1\n  labels:\n    kubernetes.io/service-name: web\naddressType: IPv4\nports:\n- {{port: 8080, protocol: TCP, name: http}}\nendpoints:\n{eps}"
         );
-        let s: EndpointSlice = serde_yaml::from_str(&yaml).unwrap();
+        let s: EndpointSlice = serde_saphyr::from_str(&yaml).unwrap();
         Change::Applied(Object::EndpointSlice(Box::new(s)))
     }
 

@@ -21,5 +21,6 @@ pub mod ratelimit;
 pub mod shutdown;
 pub mod source;
 pub mod sync;
+pub mod yaml;
 
 pub use error::Error;

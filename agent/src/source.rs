@@ -305,7 +305,8 @@ pub enum ManifestError {
     Parse {
         /// The file.
         path: PathBuf,
-        /// 0-based document index in the file.
+        /// 0-based index of the document among the file's non-empty
+        /// ones (the message has the line and column).
         index: usize,
         /// What is wrong.
         message: String,
@@ -461,20 +462,28 @@ enum Doc {
     /// A document of another kind (`apiVersion/kind`).
     Skipped(String),
 }
+impl<'de> serde::Deserialize<'de> for Parsed {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(DocVisitor)
+    }
+}
+
 /// Parses a multi-document file, each document in one pass straight into
 /// its type (no intermediate tree: reading the manifests at start-up is
 /// mostly YAML parsing). Objects without a resourceVersion get
 /// `manifest-<hash of the object>`, which stands in for one.
 fn parse_file(path: &Path, text: &str) -> Result<Vec<Doc>, ManifestError> {
     let mut out = Vec::new();
-    for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+    let mut bytes = text.as_bytes();
+    for (index, parsed) in
+        serde_saphyr::read_with_options::<_, Parsed>(&mut bytes, crate::yaml::options()).enumerate()
+    {
         let perr = |message: String| ManifestError::Parse {
             path: path.to_path_buf(),
             index,
             message,
         };
-        let parsed = serde::Deserializer::deserialize_any(doc, DocVisitor)
-            .map_err(|e| perr(e.to_string()))?;
+        let parsed = parsed.map_err(|e| perr(e.to_string()))?;
         let mut obj = match parsed {
             Parsed::Empty => continue,
             Parsed::List => {
@@ -744,13 +753,13 @@ impl<'de> serde::de::Visitor<'de> for DocVisitor {
         let mut api_version: Option<String> = None;
         let mut kind: Option<String> = None;
         let mut shape: Option<Shape> = None;
-        let mut early: Vec<(Key, serde_yaml::Value)> = Vec::new();
+        let mut early: Vec<(Key, serde_json::Value)> = Vec::new();
         let mut svc = Service::default();
         let mut slice = EndpointSlice::default();
         while let Some(key) = map.next_key::<Key>()? {
             match key {
                 Key::ApiVersion | Key::Kind => {
-                    let v: serde_yaml::Value = map.next_value()?;
+                    let v: serde_json::Value = map.next_value()?;
                     let s = v.as_str().unwrap_or_default().to_string();
                     if key == Key::ApiVersion {
                         api_version = Some(s);
@@ -1436,14 +1445,18 @@ mod tests {
     fn parse_file_via_value(path: &Path, text: &str) -> Result<Vec<Doc>, ManifestError> {
         use std::hash::{Hash, Hasher};
         let mut out = Vec::new();
-        for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let mut bytes = text.as_bytes();
+        let docs = serde_saphyr::read_with_options::<_, serde_json::Value>(
+            &mut bytes,
+            crate::yaml::options(),
+        );
+        for (index, value) in docs.enumerate() {
             let perr = |message: String| ManifestError::Parse {
                 path: path.to_path_buf(),
                 index,
                 message,
             };
-            let value = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
-                .map_err(|e| perr(e.to_string()))?;
+            let value = value.map_err(|e| perr(e.to_string()))?;
             if value.is_null() {
                 continue;
             }
@@ -1456,13 +1469,13 @@ mod tests {
             };
             let (kind, api_version) = (field("kind"), field("apiVersion"));
             let mut h = std::collections::hash_map::DefaultHasher::new();
-            value.hash(&mut h);
+            value.to_string().hash(&mut h);
             let hash = h.finish();
             let version = || Some(format!("manifest-{hash:016x}"));
             let obj = match (api_version.as_str(), kind.as_str()) {
                 ("v1", "Service") => {
                     let mut s: Service =
-                        serde_yaml::from_value(value).map_err(|e| perr(e.to_string()))?;
+                        serde_json::from_value(value).map_err(|e| perr(e.to_string()))?;
                     default_namespace(&mut s.metadata);
                     if s.metadata.resource_version.is_none() {
                         s.metadata.resource_version = version();
@@ -1471,7 +1484,7 @@ mod tests {
                 }
                 ("discovery.k8s.io/v1", "EndpointSlice") => {
                     let mut s: EndpointSlice =
-                        serde_yaml::from_value(value).map_err(|e| perr(e.to_string()))?;
+                        serde_json::from_value(value).map_err(|e| perr(e.to_string()))?;
                     default_namespace(&mut s.metadata);
                     if s.metadata.resource_version.is_none() {
                         s.metadata.resource_version = version();

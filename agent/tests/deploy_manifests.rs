@@ -507,7 +507,7 @@ async fn kube_rs_reads_kubeadms_kubeconfig_with_the_token_file() {
 }
 
 /// Every call the agent makes to the API server (group, resource, verb):
-/// the Service, EndpointSlice and Node watches of agent/src/source.rs
+/// the Service, EndpointSlice and Node watches of agent/src/source/cluster.rs
 /// (kube-runtime's watcher: list, then watch), `plan`/`show` in
 /// agent/src/app.rs (list Services and EndpointSlices, get the Node), and the
 /// rejection Events of agent/src/events.rs (kube-runtime's Recorder:

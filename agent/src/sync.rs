@@ -95,63 +95,10 @@ impl LoopConfig {
 /// Parses an RFC 3339 timestamp (`2026-11-24T04:20:45Z`,
 /// `2026-11-24T04:20:45.123+02:00`) as Kubernetes writes them.
 pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
-    let s = s.trim();
-    let (date, rest) = s.split_once(['T', 't'])?;
-    let mut d = date.split('-');
-    let (y, m, day): (i64, u32, u32) = (
-        d.next()?.parse().ok()?,
-        d.next()?.parse().ok()?,
-        d.next()?.parse().ok()?,
-    );
-    if d.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&day) {
-        return None;
-    }
-    let (time, offset_secs) = if let Some(t) = rest.strip_suffix(['Z', 'z']) {
-        (t, 0i64)
-    } else {
-        let i = rest.rfind(['+', '-'])?;
-        let (t, off) = rest.split_at(i);
-        let sign = if off.starts_with('-') { -1 } else { 1 };
-        let (oh, om) = off[1..].split_once(':')?;
-        let (oh, om): (i64, i64) = (oh.parse().ok()?, om.parse().ok()?);
-        (t, sign * (oh * 3600 + om * 60))
-    };
-    let (hms, frac) = match time.split_once('.') {
-        Some((a, b)) => (a, b),
-        None => (time, ""),
-    };
-    let mut t = hms.split(':');
-    let (hh, mm, ss): (i64, i64, i64) = (
-        t.next()?.parse().ok()?,
-        t.next()?.parse().ok()?,
-        t.next()?.parse().ok()?,
-    );
-    if t.next().is_some() || hh > 23 || mm > 59 || ss > 60 {
-        return None;
-    }
-    let nanos: u32 = if frac.is_empty() {
-        0
-    } else {
-        if !frac.chars().all(|c| c.is_ascii_digit()) {
-            return None;
-        }
-        let digits: String = frac.chars().chain(std::iter::repeat('0')).take(9).collect();
-        digits.parse().ok()?
-    };
-    let days = days_from_civil(y, m, day);
-    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss - offset_secs;
-    let secs = u64::try_from(secs).ok()?;
-    Some(SystemTime::UNIX_EPOCH + Duration::new(secs, nanos))
-}
-
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    s.trim()
+        .parse::<jiff::Timestamp>()
+        .ok()
+        .map(SystemTime::from)
 }
 
 fn trigger_time(change: &Change) -> Option<SystemTime> {

@@ -1,5 +1,7 @@
 //! Tests of [`super`].
 
+use std::time::UNIX_EPOCH;
+
 use super::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -1,12 +1,15 @@
-//! Following the directory: inotify (on its own thread) for prompt
-//! changes, a periodic full read for what inotify cannot see.
+//! Following the directory: inotify (non-blocking, on the source's task)
+//! for prompt changes, a periodic full read for what inotify cannot see.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
+use nix::errno::Errno;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::sync::mpsc;
 
 use super::{is_manifest_name, ManifestIndex};
@@ -65,18 +68,31 @@ impl Pending {
     }
 }
 
-/// Directory change notifications (inotify, read by a small thread), when
-/// available: the names of the entries that changed, so that only those
-/// are read.
+/// The inotify descriptor, registered with tokio's reactor.
+struct InotifyFd(nix::sys::inotify::Inotify);
+
+impl AsRawFd for InotifyFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+/// Directory change notifications (inotify, non-blocking, read on the
+/// source's own task), when available: the names of the entries that
+/// changed, so that only those are read. No thread: the source's task is
+/// the only reader, so the agent's shutdown ends it with the source.
 struct DirWatch {
-    pending: Arc<std::sync::Mutex<Pending>>,
-    rx: mpsc::Receiver<()>,
+    fd: AsyncFd<InotifyFd>,
+    /// Read from inotify and not yet taken.
+    pending: Pending,
+    /// inotify failed: polling only from now on.
+    failed: bool,
 }
 
 impl DirWatch {
     fn new(dir: &Path) -> Option<Self> {
         use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-        let ino = Inotify::init(InitFlags::IN_CLOEXEC).ok()?;
+        let ino = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).ok()?;
         // Not IN_MODIFY: a file written in place is read at IN_CLOSE_WRITE,
         // not half-written.
         ino.add_watch(
@@ -91,51 +107,65 @@ impl DirWatch {
                 | AddWatchFlags::IN_MOVE_SELF,
         )
         .ok()?;
-        let pending = Arc::new(std::sync::Mutex::new(Pending::default()));
-        let shared = pending.clone();
-        let (tx, rx) = mpsc::channel(1);
-        std::thread::Builder::new()
-            .name("manifest-watch".into())
-            .spawn(move || loop {
-                match ino.read_events() {
-                    Ok(events) => {
-                        {
-                            let mut p = shared.lock().unwrap_or_else(|e| e.into_inner());
-                            for e in events {
-                                p.note(e.mask, e.name);
-                            }
-                        }
-                        // A full channel already holds a wake-up: fine.
-                        if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(()) {
-                            return;
-                        }
-                    }
-                    Err(nix::errno::Errno::EINTR) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "inotify failed; polling only");
-                        return;
+        // Deprecated because a `T: AsRawFd` may not own its fd; ours owns
+        // it (the `Inotify` moves in), so the fd lives exactly as long as
+        // the registration (the replacement needs `unsafe`, forbidden here).
+        #[allow(deprecated)]
+        let fd = AsyncFd::with_interest(InotifyFd(ino), Interest::READABLE).ok()?;
+        Some(Self {
+            fd,
+            pending: Pending::default(),
+            failed: false,
+        })
+    }
+
+    /// Reads every queued event without waiting; whether there was any.
+    fn read_queued(&mut self) -> bool {
+        let mut any = false;
+        while !self.failed {
+            match self.fd.get_ref().0.read_events() {
+                Ok(events) => {
+                    for e in events {
+                        any = true;
+                        self.pending.note(e.mask, e.name);
                     }
                 }
-            })
-            .ok()?;
-        Some(Self { pending, rx })
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "inotify failed; polling only");
+                    self.failed = true;
+                }
+            }
+        }
+        any
     }
 
     /// What inotify reported, if anything, without waiting.
     fn try_take(&mut self) -> Option<Pending> {
-        self.rx.try_recv().ok()?;
-        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        Some(std::mem::take(&mut *p))
+        self.read_queued()
+            .then(|| std::mem::take(&mut self.pending))
     }
 
-    /// Waits for the next change notification (forever once the watcher
-    /// thread has stopped) and takes what it reported.
+    /// Waits for the next change notification (forever once inotify has
+    /// failed) and takes what it reported. Cancel-safe: what was read
+    /// stays for the next call.
     async fn changed(&mut self) -> Pending {
-        if self.rx.recv().await.is_none() {
-            std::future::pending::<()>().await;
+        loop {
+            if self.read_queued() {
+                return std::mem::take(&mut self.pending);
+            }
+            if self.failed {
+                std::future::pending::<()>().await;
+            }
+            match self.fd.readable().await {
+                Ok(mut ready) => ready.clear_ready(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "inotify failed; polling only");
+                    self.failed = true;
+                }
+            }
         }
-        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        std::mem::take(&mut *p)
     }
 }
 

@@ -2,6 +2,7 @@
 //! programmed, mapped back to Services), `--cleanup`.
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,7 +20,8 @@ use crate::control::{self, View};
 use crate::events::{self, EventSink};
 use crate::http::{self, HealthState, ServiceHealthServers};
 use crate::metrics::Metrics;
-use crate::proxier::{core_config, primary_ips, CoreProxier, ModelKernel};
+use crate::proxier::{core_config, primary_ips, CoreProxier, Kernel, ModelKernel};
+use crate::shutdown::Shutdown;
 use crate::source::{self, LABEL_SELECTOR};
 use crate::sync::{self, LoopConfig};
 
@@ -328,7 +330,8 @@ pub async fn cleanup(cfg: &ProxyConfig) -> Result<String, AppError> {
     ))
 }
 
-async fn start_server(
+fn start_server(
+    shutdown: &Shutdown,
     addr: Option<std::net::SocketAddr>,
     handler: http::Handler,
     hard_fail: bool,
@@ -338,7 +341,7 @@ async fn start_server(
     match http::bind(addr) {
         Ok(l) => {
             tracing::info!(%addr, "serving {what}");
-            tokio::spawn(http::serve(l, handler));
+            shutdown.spawn(http::serve(l, handler, shutdown.close_token()));
             Ok(())
         }
         Err(source) if hard_fail => Err(AppError::Bind { addr, source }),
@@ -349,28 +352,124 @@ async fn start_server(
     }
 }
 
-/// Runs the agent until SIGTERM or SIGINT. The kernel keeps its rules when
-/// the agent stops (fail static).
+/// What the agent programs, and kube-proxy's leftovers to remove after the
+/// first clean full sync (`None`: nothing to remove).
+pub type OpenedKernel<K> = (K, Option<dataplane::kube_proxy::CleanupConfig>);
+
+/// Runs the agent until SIGTERM or SIGINT, then shuts down in order within
+/// `--shutdown-grace-period` ([`crate::shutdown`]). The kernel keeps its
+/// rules when the agent stops (fail static).
 pub async fn run(flags: &Flags, cfg: ProxyConfig) -> Result<(), AppError> {
+    let shutdown = Shutdown::new(
+        flags
+            .shutdown_grace_period
+            .unwrap_or(crate::shutdown::DEFAULT_GRACE),
+    );
+    shutdown.on_signals().map_err(AppError::Signal)?;
+    if flags.dry_run {
+        let kernel = async { Ok((ModelKernel::default(), None)) };
+        return run_with(flags, cfg, shutdown, kernel).await;
+    }
+    // kube-proxy's iptables rules go once our table is in place.
+    let remove = flags.remove_kube_proxy_rules.unwrap_or(true) && cfg.packet_filter.is_enabled();
+    let kcfg = cfg.clone();
+    let kernel = async move {
+        let (dp, setup) = crate::kernel::open(&kcfg)
+            .await
+            .map_err(AppError::Dataplane)?;
+        tracing::info!(
+            interface_index = setup.interface_index,
+            sysctls_changed = setup.sysctls_changed.len(),
+            "dataplane ready"
+        );
+        Ok((
+            crate::kernel::DataplaneKernel::new(dp),
+            remove.then(Default::default),
+        ))
+    };
+    run_with(flags, cfg, shutdown, kernel).await
+}
+
+/// Runs the agent on the kernel `kernel` opens (after the servers and the
+/// sources have started) until `shutdown` begins, then finishes the
+/// shutdown's phases in order, bounded by its grace period: `Ok` once every
+/// task has ended or the grace period has passed. A start-up error begins
+/// the shutdown too, and is returned once it is done.
+pub async fn run_with<K, F>(
+    flags: &Flags,
+    cfg: ProxyConfig,
+    shutdown: Shutdown,
+    kernel: F,
+) -> Result<(), AppError>
+where
+    K: Kernel + 'static,
+    F: Future<Output = Result<OpenedKernel<K>, AppError>>,
+{
+    let work = async {
+        let r = serve_until_stopped(flags, cfg, &shutdown, kernel).await;
+        if let Err(e) = &r {
+            tracing::error!(error = %crate::error::Chain(e), "cannot run; shutting down");
+            shutdown.begin();
+        }
+        tracing::info!("closing the servers; sending the queued events");
+        shutdown.close_and_wait().await;
+        r
+    };
+    let started = std::time::Instant::now();
+    match shutdown.bounded(work).await {
+        Some(r) => {
+            tracing::info!(took = ?started.elapsed(), "stopped");
+            r
+        }
+        None => {
+            tracing::warn!(
+                grace = ?shutdown.grace(),
+                tasks = shutdown.running(),
+                "shutdown took longer than the grace period (--shutdown-grace-period); exiting with work unfinished"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Phase 0 and 1 of the agent's life: starts the servers, the sources and
+/// the sync loop, all on `shutdown`'s tracker, and returns when the sync
+/// loop has stopped (shutdown begun, its sync in progress finished). What
+/// it owns (the proxier, the event sink) is dropped on return, so the event
+/// poster ends once the servers holding the rest have closed.
+async fn serve_until_stopped<K, F>(
+    flags: &Flags,
+    cfg: ProxyConfig,
+    shutdown: &Shutdown,
+    kernel: F,
+) -> Result<(), AppError>
+where
+    K: Kernel + 'static,
+    F: Future<Output = Result<OpenedKernel<K>, AppError>>,
+{
     let node = node_name(&cfg);
     let metrics = Metrics::new();
-    let health = Arc::new(HealthState::new(2 * cfg.ipvs.sync_period, metrics.clone()));
+    let health = Arc::new(
+        HealthState::new(2 * cfg.ipvs.sync_period, metrics.clone())
+            .with_shutdown(shutdown.stop_token()),
+    );
     start_server(
+        shutdown,
         cfg.metrics_bind_address,
         http::metrics_handler(metrics.clone()),
         cfg.bind_address_hard_fail,
         "metrics",
-    )
-    .await?;
+    )?;
     start_server(
+        shutdown,
         cfg.healthz_bind_address,
         http::healthz_handler(health.clone()),
         cfg.bind_address_hard_fail,
         "healthz",
-    )
-    .await?;
-    let control = control::Control::start(&node, flags);
-    let hc = Arc::new(ServiceHealthServers::new(vec![], health.clone()));
+    )?;
+    let control = control::Control::start(&node, flags, shutdown);
+    let hc =
+        Arc::new(ServiceHealthServers::new(vec![], health.clone()).with_shutdown(shutdown.clone()));
 
     // Small: objects wait here fully parsed; the source waits instead.
     let (tx, rx) = mpsc::channel(CHANGE_QUEUE);
@@ -381,7 +480,7 @@ pub async fn run(flags: &Flags, cfg: ProxyConfig) -> Result<(), AppError> {
             tracing::info!(dir = %dir.display(), "following manifests");
             // inotify reports changes at once; the poll only catches what
             // it cannot see (e.g. files replaced behind symlinks).
-            tokio::spawn(source::run_manifests(
+            shutdown.spawn_until_stopped(source::run_manifests(
                 dir.clone(),
                 Duration::from_secs(5),
                 tx,
@@ -395,71 +494,33 @@ pub async fn run(flags: &Flags, cfg: ProxyConfig) -> Result<(), AppError> {
             // Its own client and rate limit, as kube-proxy's event client:
             // posting events never delays a list or a watch.
             let events_client = kube_client(&cfg, flags.master.as_deref()).await?;
-            tokio::spawn(events::run(
+            // Not stopped by the shutdown: it ends when the last sink is
+            // dropped, having posted what was queued.
+            shutdown.spawn(events::run(
                 events_client,
                 node.clone(),
                 events_rx,
                 events::RateLimit::default(),
             ));
-            tokio::spawn(source::run_cluster(client, node.clone(), tx));
+            shutdown.spawn_until_stopped(source::run_cluster(client, node.clone(), tx));
             Some(sink)
         }
     };
     let loop_cfg = LoopConfig::new(cfg.ipvs.sync_period, cfg.ipvs.min_sync_period);
     let addrs = local_addresses(DUMMY_INTERFACE);
-    let run_loop = async {
-        if flags.dry_run {
-            let p = CoreProxier::new(
-                cfg.clone(),
-                node.clone(),
-                addrs,
-                ModelKernel::default(),
-                metrics.clone(),
-                Some(hc.clone()),
-            )?
-            .with_events_opt(event_sink.clone());
-            sync::run(
-                control.publish(p),
-                rx,
-                loop_cfg,
-                metrics.clone(),
-                health.clone(),
-            )
-            .await;
-        } else {
-            let (dp, setup) = crate::kernel::open(&cfg)
-                .await
-                .map_err(AppError::Dataplane)?;
-            tracing::info!(
-                interface_index = setup.interface_index,
-                sysctls_changed = setup.sysctls_changed.len(),
-                "dataplane ready"
-            );
-            let p = CoreProxier::new(
-                cfg.clone(),
-                node.clone(),
-                addrs,
-                crate::kernel::DataplaneKernel::new(dp),
-                metrics.clone(),
-                Some(hc.clone()),
-            )?
-            .with_events_opt(event_sink.clone());
-            // kube-proxy's iptables rules go once our table is in place.
-            let remove =
-                flags.remove_kube_proxy_rules.unwrap_or(true) && cfg.packet_filter.is_enabled();
-            let p =
-                crate::migrate::TakeOver::new(control.publish(p), remove.then(Default::default));
-            sync::run(p, rx, loop_cfg, metrics.clone(), health.clone()).await;
-        }
-        Ok::<(), AppError>(())
-    };
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(AppError::Signal)?;
-    tokio::select! {
-        r = run_loop => r,
-        _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted; leaving the rules in place"); Ok(()) }
-        _ = term.recv() => { tracing::info!("terminated; leaving the rules in place"); Ok(()) }
-    }
+    let (kernel, cleanup) = kernel.await?;
+    let p = CoreProxier::new(
+        cfg.clone(),
+        node.clone(),
+        addrs,
+        kernel,
+        metrics.clone(),
+        Some(hc),
+    )?
+    .with_events_opt(event_sink);
+    let p = crate::migrate::TakeOver::new(control.publish(p), cleanup);
+    sync::run(p, rx, loop_cfg, metrics, health, shutdown.stop_token()).await;
+    Ok(())
 }
 
 /// Writes `oomScoreAdj` for this process (best effort).
@@ -514,121 +575,4 @@ pub fn manifests_flags(dir: PathBuf) -> Flags {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use ipvs::{RealServer, ServiceKey, VirtualServer};
-
-    const WEB: &str = r#"
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: shop}
-spec:
-  clusterIP: 10.96.0.10
-  clusterIPs: [10.96.0.10]
-  ipFamilies: [IPv4]
-  ports:
-  - {name: http, port: 80, targetPort: 8080, protocol: TCP}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: web-1
-  namespace: shop
-  labels: {kubernetes.io/service-name: web}
-addressType: IPv4
-ports: [{name: http, port: 8080, protocol: TCP}]
-endpoints:
-- addresses: ["10.244.1.3"]
-  conditions: {ready: true}
-- addresses: ["10.244.1.2"]
-  conditions: {ready: true}
-"#;
-
-    #[tokio::test]
-    async fn plan_prints_ipvsadm_lines_and_addresses() {
-        let dir = std::env::temp_dir().join(format!("ipvs-proxy-plan-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("web.yaml"), WEB).unwrap();
-        let flags = manifests_flags(dir);
-        let cfg = ProxyConfig::default();
-        let out = plan(&flags, &cfg, "n1", &["192.168.0.10".parse().unwrap()])
-            .await
-            .unwrap();
-        let lines: Vec<&str> = out.lines().collect();
-        assert_eq!(lines[0], "-A -t 10.96.0.10:80 -s rr", "{out}");
-        assert!(
-            lines[1].starts_with("-a -t 10.96.0.10:80 -r 10.244.1.2:8080 -m"),
-            "{out}"
-        );
-        assert!(
-            lines[2].starts_with("-a -t 10.96.0.10:80 -r 10.244.1.3:8080 -m"),
-            "{out}"
-        );
-        assert!(out.contains("# bind 10.96.0.10 dev kube-ipvs0"), "{out}");
-    }
-
-    #[tokio::test]
-    async fn show_from_manifests_maps_virtual_servers_to_services() {
-        let dir = std::env::temp_dir().join(format!("ipvs-proxy-show-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("web.yaml"), WEB).unwrap();
-        let flags = manifests_flags(dir);
-        let cfg = ProxyConfig::default();
-        let snap = snapshot(&flags, &cfg, "n1").await.unwrap();
-        let state = desired_for(&cfg, &snap, "n1", &["192.168.0.10".parse().unwrap()]).unwrap();
-        let key = ServiceKey::Addr {
-            protocol: ipvs::Protocol::Tcp,
-            addr: "10.96.0.10".parse().unwrap(),
-            port: 80,
-        };
-        let other = ServiceKey::Addr {
-            protocol: ipvs::Protocol::Udp,
-            addr: "10.0.0.1".parse().unwrap(),
-            port: 53,
-        };
-        let vs = |k| {
-            let mut v = VirtualServer::new(k);
-            v.scheduler = "rr".into();
-            v
-        };
-        let rs = |a: &str, w: u32, active: u32| {
-            let mut r = RealServer::new(a.parse().unwrap(), 8080);
-            r.weight = w;
-            r.conns.active = active;
-            r
-        };
-        // 10.244.1.9 is not wanted any more and at weight 0: draining.
-        let dump = vec![
-            (vs(other), vec![rs("10.0.0.2", 0, 0)]),
-            (
-                vs(key),
-                vec![
-                    rs("10.244.1.9", 0, 4),
-                    rs("10.244.1.3", 1, 0),
-                    rs("10.244.1.2", 1, 2),
-                ],
-            ),
-        ];
-        let mapping = control::DesiredMapping(state.desired());
-        let mut view = View::new("manifests", control::virtual_servers(&dump, &mapping, []));
-        let all = render_show(&view, ShowOutput::Text);
-        assert_eq!(
-            all,
-            "shop/web:http  TCP 10.96.0.10:80  rr\n  -> 10.244.1.2:8080  weight 1  active 2  inactive 0\n  -> 10.244.1.3:8080  weight 1  active 0  inactive 0\n  -> 10.244.1.9:8080  weight 0  active 4  inactive 0  draining\n-  UDP 10.0.0.1:53  rr\n  -> 10.0.0.2:8080  weight 0  active 0  inactive 0\n"
-        );
-        let json: serde_json::Value =
-            serde_json::from_str(&render_show(&view, ShowOutput::Json)).unwrap();
-        assert_eq!(json["mapping"], "manifests");
-        assert_eq!(json["virtual_servers"][0]["namespace"], "shop");
-        assert_eq!(
-            json["virtual_servers"][0]["real_servers"][2]["draining"],
-            true
-        );
-        // Unknown to the mapping: draining unknown.
-        assert!(json["virtual_servers"][1]["real_servers"][0]["draining"].is_null());
-        view.select("shop/web");
-        assert_eq!(view.virtual_servers.len(), 1);
-        view.select("shop/other");
-        assert_eq!(render_show(&view, ShowOutput::Text), "");
-    }
-}
+mod tests;

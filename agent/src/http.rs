@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -20,6 +20,7 @@ use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Node;
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 
@@ -32,24 +33,27 @@ pub type Body = Full<Bytes>;
 /// A request handler: synchronous, since every answer is computed from memory.
 pub type Handler = Arc<dyn Fn(&Request<Incoming>) -> Response<Body> + Send + Sync>;
 
-/// Serves HTTP/1.1 on `listener` until the returned future is dropped (which
-/// also closes every open connection).
-pub async fn serve(listener: TcpListener, handler: Handler) {
+/// Serves HTTP/1.1 on `listener` until `close` is cancelled, then stops
+/// accepting (new connections are refused), lets each open connection
+/// finish the request it holds (idle keep-alive connections close at once)
+/// and returns when the last one has ended. Dropping the future closes
+/// everything at once instead.
+pub async fn serve(listener: TcpListener, handler: Handler, close: CancellationToken) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
+            () = close.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let h = handler.clone();
+                    let close = close.clone();
                     conns.spawn(async move {
                         let svc = service_fn(move |req| {
                             let h = h.clone();
                             async move { Ok::<_, Infallible>(h(&req)) }
                         });
-                        if let Err(e) = http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await
-                        {
+                        let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+                        if let Err(e) = graceful(conn, &close).await {
                             tracing::debug!(error = %e, "http connection ended with an error");
                         }
                     });
@@ -60,6 +64,31 @@ pub async fn serve(listener: TcpListener, handler: Handler) {
                 }
             },
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    drop(listener);
+    while conns.join_next().await.is_some() {}
+}
+
+/// Drives one HTTP/1.1 connection; once `close` is cancelled, asks it to
+/// end after the request in flight (hyper's graceful shutdown).
+pub(crate) async fn graceful<I, S, B>(
+    conn: http1::Connection<I, S>,
+    close: &CancellationToken,
+) -> hyper::Result<()>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => r,
+        () = close.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
         }
     }
 }
@@ -104,39 +133,9 @@ pub fn go_time_string(t: Option<SystemTime>) -> String {
     let Some(t) = t else {
         return "0001-01-01 00:00:00 +0000 UTC".into();
     };
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (y, m, day) = civil_from_days(days);
-    let mut s = format!(
-        "{y:04}-{m:02}-{day:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    );
-    let nanos = d.subsec_nanos();
-    if nanos != 0 {
-        let frac = format!("{nanos:09}");
-        s.push('.');
-        s.push_str(frac.trim_end_matches('0'));
-    }
-    s.push_str(" +0000 UTC");
-    s
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    // Before the epoch cannot happen with a real clock; the epoch then.
+    let t = jiff::Timestamp::try_from(t).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    t.strftime("%Y-%m-%d %H:%M:%S%.f +0000 UTC").to_string()
 }
 
 /// A clock, injectable for tests.
@@ -152,9 +151,12 @@ struct HealthInner {
 /// The proxy's health, as kube-proxy's `ProxyHealthServer` defines it:
 /// unhealthy when a queued update has waited longer than the timeout (twice
 /// the sync period) since the first successful sync; `/healthz` is also 503
-/// when the node is being deleted or carries the autoscaler's deletion taint.
+/// when the node is being deleted or carries the autoscaler's deletion taint,
+/// and from the moment the agent begins to shut down
+/// ([`HealthState::with_shutdown`]).
 pub struct HealthState {
     inner: Mutex<HealthInner>,
+    stopping: CancellationToken,
     timeout: Duration,
     clock: Clock,
     metrics: Metrics,
@@ -183,10 +185,23 @@ impl HealthState {
                 // Eligible while starting, until a Node event says otherwise.
                 node_eligible: true,
             }),
+            stopping: CancellationToken::new(),
             timeout,
             clock,
             metrics,
         }
+    }
+
+    /// `/healthz` answers 503 once `stopping` is cancelled (the agent's
+    /// shutdown has begun: [`crate::shutdown`]); `/livez` does not change.
+    pub fn with_shutdown(mut self, stopping: CancellationToken) -> Self {
+        self.stopping = stopping;
+        self
+    }
+
+    /// Whether the agent is shutting down.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.is_cancelled()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HealthInner> {
@@ -251,7 +266,7 @@ impl HealthState {
         let node_eligible = self.node_eligible();
         let (healthy, last) = self.is_healthy();
         let now = (self.clock)();
-        let healthy = healthy && (!with_node || node_eligible);
+        let healthy = healthy && (!with_node || (node_eligible && !self.is_stopping()));
         let (status, code) = if healthy {
             (StatusCode::OK, "200")
         } else {
@@ -333,6 +348,7 @@ impl Drop for HcInstance {
 pub struct ServiceHealthServers {
     node_ips: Vec<IpAddr>,
     health: Arc<HealthState>,
+    shutdown: Option<crate::shutdown::Shutdown>,
     services: Mutex<HashMap<ServiceRef, HcInstance>>,
 }
 
@@ -371,8 +387,16 @@ impl ServiceHealthServers {
         Self {
             node_ips,
             health,
+            shutdown: None,
             services: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The servers run on the agent's task tracker and close gracefully in
+    /// its shutdown's phase 2; without it they run until dropped.
+    pub fn with_shutdown(mut self, shutdown: crate::shutdown::Shutdown) -> Self {
+        self.shutdown = Some(shutdown);
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ServiceRef, HcInstance>> {
@@ -412,7 +436,12 @@ impl ServiceHealthServers {
                 match bound {
                     Ok(listener) => {
                         let handler = self.handler(name.clone(), endpoints.clone());
-                        tasks.push(tokio::spawn(serve(listener, handler)));
+                        tasks.push(match &self.shutdown {
+                            Some(s) => s.spawn(serve(listener, handler, s.close_token())),
+                            None => {
+                                tokio::spawn(serve(listener, handler, CancellationToken::new()))
+                            }
+                        });
                     }
                     Err(source) => {
                         errors.push(HealthCheckBindError {
@@ -503,217 +532,4 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    /// A raw HTTP/1.1 GET over a real socket: (status, headers, body).
-    async fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
-        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await.expect("write");
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.expect("read");
-        let text = String::from_utf8(buf).expect("utf8");
-        let (head, body) = text.split_once("\r\n\r\n").expect("head/body");
-        let status = head
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .expect("status");
-        (status, head.to_lowercase(), body.to_string())
-    }
-
-    async fn start(handler: Handler) -> (SocketAddr, JoinHandle<()>) {
-        let l = bind("127.0.0.1:0".parse().unwrap()).expect("bind");
-        let addr = l.local_addr().expect("addr");
-        (addr, tokio::spawn(serve(l, handler)))
-    }
-
-    fn fake_clock(start: SystemTime) -> (Clock, Arc<Mutex<SystemTime>>) {
-        let t = Arc::new(Mutex::new(start));
-        let t2 = t.clone();
-        (Arc::new(move || *t2.lock().unwrap()), t)
-    }
-
-    #[test]
-    fn go_time_format() {
-        assert_eq!(go_time_string(None), "0001-01-01 00:00:00 +0000 UTC");
-        let t = UNIX_EPOCH + Duration::new(1_700_000_000, 120_000_000);
-        assert_eq!(go_time_string(Some(t)), "2023-11-14 22:13:20.12 +0000 UTC");
-        let t = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
-        assert_eq!(go_time_string(Some(t)), "2000-02-29 00:00:00 +0000 UTC");
-    }
-
-    #[tokio::test]
-    async fn metrics_server_serves_metrics_and_proxy_mode() {
-        let m = Metrics::new();
-        m.service_changes_total.inc_by(3);
-        let (addr, task) = start(metrics_handler(m)).await;
-        let (code, head, body) = get(addr, "/metrics").await;
-        assert_eq!(code, 200);
-        assert!(head.contains("content-type: text/plain; version=0.0.4"));
-        assert!(body.contains("kubeproxy_sync_proxy_rules_service_changes_total 3"));
-        let (code, _, body) = get(addr, "/proxyMode").await;
-        assert_eq!((code, body.as_str()), (200, "ipvs"));
-        assert_eq!(get(addr, "/nope").await.0, 404);
-        task.abort();
-    }
-
-    #[tokio::test]
-    async fn healthz_and_livez_follow_kube_proxy_rules() {
-        let m = Metrics::new();
-        let t0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let (clock, now) = fake_clock(t0);
-        let health = Arc::new(HealthState::with_clock(
-            Duration::from_secs(60),
-            m.clone(),
-            clock,
-        ));
-        let (addr, task) = start(healthz_handler(health.clone())).await;
-
-        // Starting up: healthy even with a queued update.
-        health.queued_update();
-        let (code, head, body) = get(addr, "/healthz").await;
-        assert_eq!(code, 200, "{body}");
-        assert!(head.contains("content-type: application/json"));
-        assert!(head.contains("x-content-type-options: nosniff"));
-        assert_eq!(
-            body,
-            "{\"lastUpdated\": \"2023-11-14 22:13:20 +0000 UTC\",\"currentTime\": \"2023-11-14 22:13:20 +0000 UTC\", \"nodeEligible\": true}"
-        );
-
-        // First sync done, then an update waits longer than the timeout.
-        health.updated();
-        *now.lock().unwrap() = t0 + Duration::from_secs(10);
-        health.queued_update();
-        assert_eq!(get(addr, "/livez").await.0, 200);
-        *now.lock().unwrap() = t0 + Duration::from_secs(71);
-        let (code, _, body) = get(addr, "/healthz").await;
-        assert_eq!(code, 503);
-        assert!(
-            body.starts_with("{\"lastUpdated\": \"2023-11-14 22:13:20 +0000 UTC\""),
-            "{body}"
-        );
-        let (code, _, body) = get(addr, "/livez").await;
-        assert_eq!(code, 503);
-        assert!(!body.contains("nodeEligible"));
-
-        // Synced again: healthy; then the node gets the deletion taint:
-        // /healthz is 503 but /livez stays 200.
-        health.updated();
-        assert_eq!(get(addr, "/healthz").await.0, 200);
-        let node = Node {
-            spec: Some(k8s_openapi::api::core::v1::NodeSpec {
-                taints: Some(vec![k8s_openapi::api::core::v1::Taint {
-                    key: TO_BE_DELETED_TAINT.into(),
-                    effect: "NoSchedule".into(),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        health.sync_node(Some(&node));
-        let (code, _, body) = get(addr, "/healthz").await;
-        assert_eq!(code, 503);
-        assert!(body.ends_with("\"nodeEligible\": false}"), "{body}");
-        assert_eq!(get(addr, "/livez").await.0, 200);
-
-        let text = m.render();
-        assert!(
-            text.contains("kubeproxy_proxy_healthz_total{code=\"200\"} 2"),
-            "{text}"
-        );
-        assert!(
-            text.contains("kubeproxy_proxy_healthz_total{code=\"503\"} 2"),
-            "{text}"
-        );
-        assert!(
-            text.contains("kubeproxy_proxy_livez_total{code=\"200\"} 2"),
-            "{text}"
-        );
-        assert!(
-            text.contains("kubeproxy_proxy_livez_total{code=\"503\"} 1"),
-            "{text}"
-        );
-        task.abort();
-    }
-
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port")
-    }
-
-    #[tokio::test]
-    async fn service_health_check_ports() {
-        let m = Metrics::new();
-        let health = Arc::new(HealthState::new(Duration::from_secs(60), m));
-        let servers = ServiceHealthServers::new(vec!["127.0.0.1".parse().unwrap()], health.clone());
-        let svc = ServiceRef {
-            namespace: "default".into(),
-            name: "web".into(),
-        };
-        let port = free_port();
-        let errors = servers.sync_services(&BTreeMap::from([(svc.clone(), port)]));
-        assert!(errors.is_empty(), "{errors:?}");
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-
-        let (code, head, body) = get(addr, "/").await;
-        assert_eq!(code, 503);
-        assert!(
-            head.contains("x-load-balancing-endpoint-weight: 0"),
-            "{head}"
-        );
-        assert_eq!(
-            body,
-            "{\n\t\"service\": {\n\t\t\"namespace\": \"default\",\n\t\t\"name\": \"web\"\n\t},\n\t\"localEndpoints\": 0,\n\t\"serviceProxyHealthy\": true\n}"
-        );
-
-        servers.sync_endpoints(&BTreeMap::from([(svc.clone(), 3)]));
-        let (code, head, body) = get(addr, "/any/path").await;
-        assert_eq!(code, 200);
-        assert!(
-            head.contains("x-load-balancing-endpoint-weight: 3"),
-            "{head}"
-        );
-        assert!(body.contains("\"localEndpoints\": 3"));
-
-        // A port already taken is reported, not fatal.
-        let other = ServiceRef {
-            namespace: "default".into(),
-            name: "clash".into(),
-        };
-        let errors = servers.sync_services(&BTreeMap::from([
-            (svc.clone(), port),
-            (other.clone(), port),
-        ]));
-        assert_eq!(errors.len(), 1);
-        assert_eq!(errors[0].service, other);
-        assert_eq!(servers.open(), BTreeMap::from([(svc.clone(), port)]));
-
-        // Removing the service closes the port.
-        servers.sync_services(&BTreeMap::new());
-        let mut closed = false;
-        for _ in 0..50 {
-            if tokio::net::TcpStream::connect(addr).await.is_err() {
-                closed = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(closed, "health check port still open after removal");
-
-        // Default: every address of both families (IPv4 reached through the
-        // dual-stack socket, or the IPv4 fallback).
-        let all = ServiceHealthServers::new(vec![], health);
-        let port = free_port();
-        assert!(all
-            .sync_services(&BTreeMap::from([(svc.clone(), port)]))
-            .is_empty());
-        let (code, _, _) = get(SocketAddr::from(([127, 0, 0, 1], port)), "/").await;
-        assert_eq!(code, 503);
-    }
-}
+mod tests;

@@ -3,7 +3,6 @@
 //! Data flows one way: sources (API server watches or a manifest directory)
 //! -> the sync loop (proxy-core decides, the dataplane applies) -> the kernel;
 //! metrics and health are read from the side.
-#![warn(missing_docs)]
 
 pub mod app;
 pub mod config;
@@ -18,7 +17,9 @@ pub mod metrics;
 pub mod migrate;
 pub mod proxier;
 pub mod ratelimit;
+pub mod shutdown;
 pub mod source;
 pub mod sync;
+pub mod yaml;
 
 pub use error::Error;

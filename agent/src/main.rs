@@ -93,9 +93,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let code = run(cli, &flag_warnings, &rt);
+    // A task still running after the agent returned (past the shutdown's
+    // grace period) must not hold the exit.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
+}
+
+fn run(cli: Cli, flag_warnings: &[String], rt: &tokio::runtime::Runtime) -> ExitCode {
     match cli.command {
         Some(Command::Plan { args, flags }) => {
-            let cfg = match setup(&flags, &flag_warnings) {
+            let cfg = match setup(&flags, flag_warnings) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
@@ -103,7 +111,7 @@ fn main() -> ExitCode {
             finish(rt.block_on(app::plan(&flags, &cfg, &node, &args.node_ips)))
         }
         Some(Command::Show { args, flags }) => {
-            let cfg = match setup(&flags, &flag_warnings) {
+            let cfg = match setup(&flags, flag_warnings) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
@@ -115,7 +123,7 @@ fn main() -> ExitCode {
         }
         None => {
             let flags = cli.flags;
-            let cfg = match setup(&flags, &flag_warnings) {
+            let cfg = match setup(&flags, flag_warnings) {
                 Ok(c) => c,
                 Err(code) => return code,
             };

@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{Chain, Error};
 use crate::http::HealthState;
@@ -94,63 +95,10 @@ impl LoopConfig {
 /// Parses an RFC 3339 timestamp (`2026-11-24T04:20:45Z`,
 /// `2026-11-24T04:20:45.123+02:00`) as Kubernetes writes them.
 pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
-    let s = s.trim();
-    let (date, rest) = s.split_once(['T', 't'])?;
-    let mut d = date.split('-');
-    let (y, m, day): (i64, u32, u32) = (
-        d.next()?.parse().ok()?,
-        d.next()?.parse().ok()?,
-        d.next()?.parse().ok()?,
-    );
-    if d.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&day) {
-        return None;
-    }
-    let (time, offset_secs) = if let Some(t) = rest.strip_suffix(['Z', 'z']) {
-        (t, 0i64)
-    } else {
-        let i = rest.rfind(['+', '-'])?;
-        let (t, off) = rest.split_at(i);
-        let sign = if off.starts_with('-') { -1 } else { 1 };
-        let (oh, om) = off[1..].split_once(':')?;
-        let (oh, om): (i64, i64) = (oh.parse().ok()?, om.parse().ok()?);
-        (t, sign * (oh * 3600 + om * 60))
-    };
-    let (hms, frac) = match time.split_once('.') {
-        Some((a, b)) => (a, b),
-        None => (time, ""),
-    };
-    let mut t = hms.split(':');
-    let (hh, mm, ss): (i64, i64, i64) = (
-        t.next()?.parse().ok()?,
-        t.next()?.parse().ok()?,
-        t.next()?.parse().ok()?,
-    );
-    if t.next().is_some() || hh > 23 || mm > 59 || ss > 60 {
-        return None;
-    }
-    let nanos: u32 = if frac.is_empty() {
-        0
-    } else {
-        if !frac.chars().all(|c| c.is_ascii_digit()) {
-            return None;
-        }
-        let digits: String = frac.chars().chain(std::iter::repeat('0')).take(9).collect();
-        digits.parse().ok()?
-    };
-    let days = days_from_civil(y, m, day);
-    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss - offset_secs;
-    let secs = u64::try_from(secs).ok()?;
-    Some(SystemTime::UNIX_EPOCH + Duration::new(secs, nanos))
-}
-
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    s.trim()
+        .parse::<jiff::Timestamp>()
+        .ok()
+        .map(SystemTime::from)
 }
 
 fn trigger_time(change: &Change) -> Option<SystemTime> {
@@ -187,13 +135,16 @@ impl Pending {
     }
 }
 
-/// Runs the sync loop until `changes` closes.
+/// Runs the sync loop until `changes` closes or `stop` is cancelled. A
+/// sync in progress when `stop` is cancelled runs to its end (the kernel
+/// is never left with half a plan); no sync starts after it.
 pub async fn run<P: Proxier>(
     mut proxier: P,
     mut changes: mpsc::Receiver<Change>,
     cfg: LoopConfig,
     metrics: Metrics,
     health: Arc<HealthState>,
+    stop: CancellationToken,
 ) {
     let mut listed: BTreeSet<Kind> = BTreeSet::new();
     let mut pending = Pending::new();
@@ -233,6 +184,10 @@ pub async fn run<P: Proxier>(
         };
         tokio::select! {
             biased;
+            () = stop.cancelled() => {
+                tracing::info!(pending = pending.any(), "sync loop stopped");
+                return;
+            }
             c = changes.recv(), if open => {
                 match c {
                     Some(c) => {
@@ -400,366 +355,4 @@ fn key_of(ns: &Option<String>, name: &Option<String>) -> ObjectKey {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use k8s_openapi::api::core::v1::Service;
-    use k8s_openapi::api::discovery::v1::EndpointSlice;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-    use std::sync::Mutex;
-
-    #[derive(Debug, Clone, PartialEq)]
-    enum Call {
-        Change(String),
-        Sync(SyncKind, Duration),
-    }
-
-    /// Records calls; `fail` makes the next n syncs fail; `draining` is
-    /// reported after each sync, decremented every sync.
-    #[derive(Clone)]
-    struct Fake {
-        calls: Arc<Mutex<Vec<Call>>>,
-        start: Instant,
-        fail: Arc<Mutex<usize>>,
-        draining: Arc<Mutex<usize>>,
-    }
-
-    impl Fake {
-        fn new() -> Self {
-            Self {
-                calls: Arc::default(),
-                start: Instant::now(),
-                fail: Arc::default(),
-                draining: Arc::default(),
-            }
-        }
-        fn syncs(&self) -> Vec<(SyncKind, Duration)> {
-            self.calls
-                .lock()
-                .unwrap()
-                .iter()
-                .filter_map(|c| match c {
-                    Call::Sync(k, t) => Some((*k, *t)),
-                    _ => None,
-                })
-                .collect()
-        }
-    }
-
-    impl Proxier for Fake {
-        fn apply_change(&mut self, change: Change) {
-            let name = match &change {
-                Change::Applied(Object::Service(s)) => {
-                    format!("svc {}", s.metadata.name.clone().unwrap_or_default())
-                }
-                Change::Applied(Object::EndpointSlice(s)) => {
-                    format!("slice {}", s.metadata.name.clone().unwrap_or_default())
-                }
-                Change::Applied(Object::Node(_)) => "node".into(),
-                Change::Deleted(k, key) => format!("del {k} {key}"),
-                Change::Listed(k) => format!("listed {k}"),
-            };
-            self.calls.lock().unwrap().push(Call::Change(name));
-        }
-
-        fn sync(
-            &mut self,
-            kind: SyncKind,
-        ) -> impl Future<Output = Result<SyncOutcome, Error>> + Send {
-            let at = Instant::now() - self.start;
-            self.calls.lock().unwrap().push(Call::Sync(kind, at));
-            let fail = {
-                let mut f = self.fail.lock().unwrap();
-                let fail = *f > 0;
-                *f = f.saturating_sub(1);
-                fail
-            };
-            let draining = {
-                let mut d = self.draining.lock().unwrap();
-                let now = *d;
-                *d = d.saturating_sub(1);
-                now
-            };
-            async move {
-                if fail {
-                    Err(Error::Ipvs(ipvs::Error::IpvsUnavailable))
-                } else {
-                    Ok(SyncOutcome {
-                        virtual_servers: 3,
-                        real_servers: 7,
-                        draining,
-                        ..Default::default()
-                    })
-                }
-            }
-        }
-    }
-
-    fn svc(name: &str) -> Change {
-        Change::Applied(Object::Service(Box::new(Service {
-            metadata: ObjectMeta {
-                namespace: Some("ns".into()),
-                name: Some(name.into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        })))
-    }
-
-    fn slice(name: &str, trigger: Option<&str>) -> Change {
-        Change::Applied(Object::EndpointSlice(Box::new(EndpointSlice {
-            metadata: ObjectMeta {
-                namespace: Some("ns".into()),
-                name: Some(name.into()),
-                annotations: trigger.map(|t| {
-                    [(LAST_CHANGE_TRIGGER_TIME.to_string(), t.to_string())]
-                        .into_iter()
-                        .collect()
-                }),
-                ..Default::default()
-            },
-            address_type: "IPv4".into(),
-            endpoints: vec![],
-            ports: None,
-        })))
-    }
-
-    struct Harness {
-        fake: Fake,
-        tx: mpsc::Sender<Change>,
-        metrics: Metrics,
-        task: tokio::task::JoinHandle<()>,
-    }
-
-    fn start(cfg: LoopConfig) -> Harness {
-        let fake = Fake::new();
-        let metrics = Metrics::new();
-        let health = Arc::new(HealthState::new(Duration::from_secs(60), metrics.clone()));
-        let (tx, rx) = mpsc::channel(100);
-        let task = tokio::spawn(run(fake.clone(), rx, cfg, metrics.clone(), health));
-        Harness {
-            fake,
-            tx,
-            metrics,
-            task,
-        }
-    }
-
-    fn cfg() -> LoopConfig {
-        LoopConfig {
-            sync_period: Duration::from_secs(30),
-            min_sync_period: Duration::from_secs(1),
-            initial_retry: Duration::from_secs(1),
-            max_retry: Duration::from_secs(8),
-            drain_check_interval: Duration::from_secs(5),
-        }
-    }
-
-    async fn advance(d: Duration) {
-        tokio::time::sleep(d).await;
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn nothing_is_synced_before_both_kinds_are_listed() {
-        let h = start(cfg());
-        h.tx.send(svc("a")).await.unwrap();
-        h.tx.send(Change::Listed(Kind::Service)).await.unwrap();
-        advance(Duration::from_secs(60)).await;
-        assert!(
-            h.fake.syncs().is_empty(),
-            "synced before slices were listed"
-        );
-        h.tx.send(Change::Listed(Kind::EndpointSlice))
-            .await
-            .unwrap();
-        advance(Duration::from_millis(10)).await;
-        let syncs = h.fake.syncs();
-        assert_eq!(syncs.len(), 1);
-        assert_eq!(syncs[0].0, SyncKind::Full, "the first sync is full");
-        h.task.abort();
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn changes_are_coalesced_and_rate_limited_and_full_sync_is_periodic() {
-        let h = start(cfg());
-        h.tx.send(Change::Listed(Kind::Service)).await.unwrap();
-        h.tx.send(Change::Listed(Kind::EndpointSlice))
-            .await
-            .unwrap();
-        advance(Duration::from_millis(10)).await;
-        assert_eq!(h.fake.syncs().len(), 1);
-        // A burst of 50 changes within the min sync period: one partial sync,
-        // not before 1 s after the previous sync.
-        for i in 0..50 {
-            h.tx.send(slice(&format!("s{i}"), None)).await.unwrap();
-            advance(Duration::from_millis(10)).await;
-        }
-        advance(Duration::from_secs(2)).await;
-        let syncs = h.fake.syncs();
-        assert_eq!(syncs.len(), 2, "{syncs:?}");
-        assert_eq!(syncs[1].0, SyncKind::Partial);
-        assert!(
-            syncs[1].1 >= syncs[0].1 + Duration::from_secs(1),
-            "{syncs:?}"
-        );
-        let text = h.metrics.render();
-        assert!(text.contains("kubeproxy_sync_proxy_rules_endpoint_changes_total 50"));
-        assert!(text.contains("kubeproxy_sync_proxy_rules_endpoint_changes_pending 0"));
-        assert!(text.contains("ipvs_proxy_real_servers 7"));
-        // Quiet: the next sync is the periodic full one, 30 s after the first.
-        advance(Duration::from_secs(40)).await;
-        let syncs = h.fake.syncs();
-        assert_eq!(syncs.len(), 3, "{syncs:?}");
-        assert_eq!(syncs[2].0, SyncKind::Full);
-        let gap = syncs[2].1 - syncs[0].1;
-        assert!(
-            gap >= Duration::from_secs(30) && gap < Duration::from_secs(31),
-            "{gap:?}"
-        );
-        h.task.abort();
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn failures_are_retried_with_backoff() {
-        let h = start(cfg());
-        *h.fake.fail.lock().unwrap() = 3;
-        h.tx.send(Change::Listed(Kind::Service)).await.unwrap();
-        h.tx.send(Change::Listed(Kind::EndpointSlice))
-            .await
-            .unwrap();
-        advance(Duration::from_secs(20)).await;
-        let syncs = h.fake.syncs();
-        assert_eq!(syncs.len(), 4, "3 failures then success: {syncs:?}");
-        let gaps: Vec<Duration> = syncs.windows(2).map(|w| w[1].1 - w[0].1).collect();
-        let secs: Vec<u64> = gaps.iter().map(|g| g.as_secs()).collect();
-        assert_eq!(secs, vec![1, 2, 4], "exponential backoff");
-        assert!(
-            syncs.iter().all(|s| s.0 == SyncKind::Full),
-            "retries are full syncs"
-        );
-        assert!(h
-            .metrics
-            .render()
-            .contains("ipvs_proxy_sync_errors_total 3"));
-        h.task.abort();
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn persistent_failures_turn_health_unhealthy() {
-        let fake = Fake::new();
-        let metrics = Metrics::new();
-        // Health on tokio's (paused) clock.
-        let t0 = Instant::now();
-        let clock: crate::http::Clock = Arc::new(move || {
-            SystemTime::UNIX_EPOCH + Duration::from_secs(1_000) + (Instant::now() - t0)
-        });
-        let health = Arc::new(HealthState::with_clock(
-            Duration::from_secs(60),
-            metrics.clone(),
-            clock,
-        ));
-        let (tx, rx) = mpsc::channel(10);
-        let task = tokio::spawn(run(fake.clone(), rx, cfg(), metrics, health.clone()));
-        tx.send(Change::Listed(Kind::Service)).await.unwrap();
-        tx.send(Change::Listed(Kind::EndpointSlice)).await.unwrap();
-        advance(Duration::from_secs(1)).await;
-        assert!(health.is_healthy().0);
-        // From now on every sync fails, with no new change arriving.
-        *fake.fail.lock().unwrap() = usize::MAX;
-        advance(Duration::from_secs(35)).await; // the periodic full sync fails
-        assert!(health.is_healthy().0, "not late yet");
-        advance(Duration::from_secs(70)).await;
-        assert!(
-            !health.is_healthy().0,
-            "failing for longer than the timeout"
-        );
-        *fake.fail.lock().unwrap() = 0;
-        advance(Duration::from_secs(10)).await; // next retry succeeds
-        assert!(health.is_healthy().0);
-        task.abort();
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn draining_servers_are_checked_periodically() {
-        let h = start(cfg());
-        *h.fake.draining.lock().unwrap() = 2;
-        h.tx.send(Change::Listed(Kind::Service)).await.unwrap();
-        h.tx.send(Change::Listed(Kind::EndpointSlice))
-            .await
-            .unwrap();
-        advance(Duration::from_secs(12)).await;
-        let syncs = h.fake.syncs();
-        // Full at 0 (2 draining), partial at 5 s (1 draining), partial at
-        // 10 s (0 draining), then quiet until the full sync.
-        assert_eq!(syncs.len(), 3, "{syncs:?}");
-        assert_eq!(syncs[1].0, SyncKind::Partial);
-        assert_eq!(syncs[1].1.as_secs(), 5);
-        assert_eq!(syncs[2].1.as_secs(), 10);
-        h.task.abort();
-    }
-
-    #[tokio::test]
-    async fn network_programming_latency_from_trigger_time() {
-        let h = start(LoopConfig {
-            min_sync_period: Duration::ZERO,
-            ..cfg()
-        });
-        h.tx.send(Change::Listed(Kind::Service)).await.unwrap();
-        h.tx.send(Change::Listed(Kind::EndpointSlice))
-            .await
-            .unwrap();
-        // Two seconds ago.
-        let t = SystemTime::now() - Duration::from_secs(2);
-        let secs = t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
-        let stamp =
-            crate::http::go_time_string(Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs)));
-        // "YYYY-MM-DD HH:MM:SS +0000 UTC" -> RFC 3339.
-        let rfc = format!("{}T{}Z", &stamp[..10], &stamp[11..19]);
-        h.tx.send(slice("x", Some(&rfc))).await.unwrap();
-        let mut ok = false;
-        for _ in 0..100 {
-            let text = h.metrics.render();
-            if text.contains("kubeproxy_network_programming_duration_seconds_count 1") {
-                assert!(
-                    text.contains(
-                        "kubeproxy_network_programming_duration_seconds_bucket{le=\"1\"} 0"
-                    ),
-                    "{text}"
-                );
-                assert!(
-                    text.contains(
-                        "kubeproxy_network_programming_duration_seconds_bucket{le=\"4\"} 1"
-                    ),
-                    "{text}"
-                );
-                ok = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(ok, "latency not observed");
-        h.task.abort();
-    }
-
-    #[test]
-    fn rfc3339() {
-        let t = parse_rfc3339("2023-11-14T22:13:20Z").unwrap();
-        assert_eq!(
-            t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(),
-            1_700_000_000
-        );
-        let t = parse_rfc3339("2023-11-15T00:13:20.5+02:00").unwrap();
-        assert_eq!(
-            t.duration_since(SystemTime::UNIX_EPOCH).unwrap(),
-            Duration::from_millis(1_700_000_000_500)
-        );
-        for bad in [
-            "",
-            "2023-11-14",
-            "2023-13-14T00:00:00Z",
-            "2023-11-14T25:00:00Z",
-            "x-y-zT00:00:00Z",
-        ] {
-            assert!(parse_rfc3339(bad).is_none(), "{bad}");
-        }
-    }
-}
+mod tests;

@@ -27,8 +27,8 @@ fn documents() -> Vec<(String, Value)> {
     let mut out = Vec::new();
     for f in files {
         let text = std::fs::read_to_string(&f).expect("readable");
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let v: Value = serde::Deserialize::deserialize(doc).expect("valid YAML");
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&text).expect("valid YAML");
+        for v in docs {
             if !v.is_null() {
                 out.push((f.file_name().unwrap().to_string_lossy().into_owned(), v));
             }
@@ -327,7 +327,7 @@ fn fixture(name: &str) -> String {
 }
 
 fn yaml(text: &str) -> Value {
-    serde_yaml::from_str(text).expect("valid YAML")
+    serde_saphyr::from_str(text).expect("valid YAML")
 }
 
 #[test]
@@ -391,7 +391,7 @@ fn kubeadms_container_command_starts_the_agent_on_kubeadms_configmap() {
         ]
     );
     let cm: ConfigMap =
-        serde_yaml::from_str(&fixture("kubeadm-kube-proxy-configmap.yaml")).unwrap();
+        serde_saphyr::from_str(&fixture("kubeadm-kube-proxy-configmap.yaml")).unwrap();
     let data = cm.data.unwrap();
     let dir = std::env::temp_dir().join(format!("ipvs-proxy-kubeadm-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -424,7 +424,7 @@ async fn kube_rs_reads_kubeadms_kubeconfig_with_the_token_file() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let cm: ConfigMap =
-        serde_yaml::from_str(&fixture("kubeadm-kube-proxy-configmap.yaml")).unwrap();
+        serde_saphyr::from_str(&fixture("kubeadm-kube-proxy-configmap.yaml")).unwrap();
     let kubeconfig = cm.data.unwrap()["kubeconfig.conf"].clone();
     // The file as kubeadm writes it parses with the paths it names.
     let kc = kube::config::Kubeconfig::from_yaml(&kubeconfig).expect("kubeconfig parses");
@@ -507,7 +507,7 @@ async fn kube_rs_reads_kubeadms_kubeconfig_with_the_token_file() {
 }
 
 /// Every call the agent makes to the API server (group, resource, verb):
-/// the Service, EndpointSlice and Node watches of agent/src/source.rs
+/// the Service, EndpointSlice and Node watches of agent/src/source/cluster.rs
 /// (kube-runtime's watcher: list, then watch), `plan`/`show` in
 /// agent/src/app.rs (list Services and EndpointSlices, get the Node), and the
 /// rejection Events of agent/src/events.rs (kube-runtime's Recorder:

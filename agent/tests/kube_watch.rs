@@ -572,6 +572,7 @@ async fn a_malformed_service_gets_one_warning_event() {
             LoopConfig::new(Duration::from_secs(60), Duration::from_millis(50)),
             metrics,
             health,
+            tokio_util::sync::CancellationToken::new(),
         )),
     ];
 
@@ -632,6 +633,250 @@ async fn a_malformed_service_gets_one_warning_event() {
     for t in tasks {
         t.abort();
     }
+}
+
+/// When each thing happened, in order.
+type Timeline<T> = Arc<Mutex<Vec<(Instant, T)>>>;
+
+/// A kernel model whose `apply` takes as long as `delay` says, logging
+/// when each apply starts and ends.
+#[derive(Clone)]
+struct SlowKernel {
+    model: Arc<tokio::sync::Mutex<ipvs_proxy::proxier::ModelKernel>>,
+    delay: Arc<Mutex<Duration>>,
+    log: Timeline<String>,
+}
+
+impl SlowKernel {
+    fn note(log: &Mutex<Vec<(Instant, String)>>, what: &str) {
+        log.lock().unwrap().push((Instant::now(), what.to_string()));
+    }
+}
+
+impl ipvs_proxy::proxier::Kernel for SlowKernel {
+    fn observe(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<proxy_core::Observed, ipvs_proxy::Error>> + Send
+    {
+        let model = self.model.clone();
+        async move { model.lock().await.observe().await }
+    }
+
+    fn apply(
+        &mut self,
+        plan: &proxy_core::Plan,
+    ) -> impl std::future::Future<Output = ipvs_proxy::proxier::Applied> + Send {
+        let (model, log, plan) = (self.model.clone(), self.log.clone(), plan.clone());
+        let delay = *self.delay.lock().unwrap();
+        async move {
+            Self::note(&log, "apply started");
+            tokio::time::sleep(delay).await;
+            let applied = model.lock().await.apply(&plan).await;
+            Self::note(&log, "apply ended");
+            applied
+        }
+    }
+
+    fn refresh(
+        &mut self,
+        keys: &[ipvs::ServiceKey],
+    ) -> impl std::future::Future<
+        Output = Result<Vec<proxy_core::ObservedVirtualServer>, ipvs_proxy::Error>,
+    > + Send {
+        let (model, keys) = (self.model.clone(), keys.to_vec());
+        async move { model.lock().await.refresh(&keys).await }
+    }
+}
+
+/// `GET /healthz` on `addr`: the status code, or `None` when refused.
+async fn healthz(addr: SocketAddr) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    text.split(' ').nth(1)?.parse().ok()
+}
+
+/// SIGTERM in the middle of a sync, the whole agent (`app::run_with`)
+/// against the stand-in: `/healthz` turns 503 while the sync is still
+/// applying, that sync runs to its end and no other starts, the rejection
+/// Event it queued is posted, the healthz listener closes only after the
+/// sync ended, the agent returns `Ok` well within the grace period, and the
+/// kernel keeps what was programmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_sync_shuts_down_in_order() {
+    use ipvs_proxy::config::{Flags, ProxyConfig};
+    use ipvs_proxy::shutdown::Shutdown;
+
+    let api = StandIn::new();
+    api.put(SERVICES, service("shop", "web", "10.96.0.20"));
+    api.put(SLICES, slice("shop", "web-1", "web", "10.244.1.1"));
+    api.put(NODES, json!({"metadata": {"name": "n1"}}));
+    let addr = start(api.clone()).await;
+    let healthz_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
+
+    let flags = Flags {
+        master: Some(format!("http://{addr}")),
+        control_socket: Some(String::new()),
+        ..Flags::default()
+    };
+    let cfg = ProxyConfig {
+        hostname_override: Some("n1".into()),
+        healthz_bind_address: Some(healthz_addr),
+        metrics_bind_address: None,
+        ..ProxyConfig::default()
+    };
+    let kernel = SlowKernel {
+        model: Arc::default(),
+        delay: Arc::default(),
+        log: Arc::default(),
+    };
+    let log = kernel.log.clone();
+    let grace = Duration::from_secs(15);
+    let shutdown = Shutdown::new(grace);
+    shutdown.on_signals().unwrap();
+    let agent = {
+        let (k, shutdown) = (kernel.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let r = ipvs_proxy::app::run_with(&flags, cfg, shutdown, async { Ok((k, None)) }).await;
+            (r, Instant::now())
+        })
+    };
+    let wait = |what: &'static str, f: Box<dyn Fn() -> bool + Send>| async move {
+        for _ in 0..400 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("timed out waiting for {what}");
+    };
+    let ended = |log: &Timeline<String>, n: usize| {
+        let log = log.clone();
+        Box::new(move || {
+            log.lock()
+                .unwrap()
+                .iter()
+                .filter(|e| e.1 == "apply ended")
+                .count()
+                >= n
+        }) as Box<dyn Fn() -> bool + Send>
+    };
+    wait("the first sync", ended(&log, 1)).await;
+    assert_eq!(healthz(healthz_addr).await, Some(200));
+
+    // The next sync takes 2 s in the kernel; it programs a new Service and
+    // rejects a malformed one (its Event is queued at the end of the sync).
+    *kernel.delay.lock().unwrap() = Duration::from_secs(2);
+    api.put(SERVICES, service("shop", "bad", "10.96.0.300"));
+    api.put(SERVICES, service("shop", "api", "10.96.0.21"));
+    let started = {
+        let log = log.clone();
+        Box::new(move || {
+            log.lock()
+                .unwrap()
+                .iter()
+                .filter(|e| e.1 == "apply started")
+                .count()
+                >= 2
+        }) as Box<dyn Fn() -> bool + Send>
+    };
+    wait("the second sync to start applying", started).await;
+
+    // A poller records when each /healthz request went out and the answer,
+    // every 20 ms.
+    let probes: Timeline<Option<u16>> = Arc::default();
+    let poller = {
+        let probes = probes.clone();
+        tokio::spawn(async move {
+            loop {
+                let sent = Instant::now();
+                let code = healthz(healthz_addr).await;
+                probes.lock().unwrap().push((sent, code));
+                if code.is_none() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let term_at = Instant::now();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &std::process::id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+
+    let (result, returned_at) = tokio::time::timeout(grace, agent)
+        .await
+        .expect("the agent returns within the grace period")
+        .unwrap();
+    result.expect("a clean stop");
+    poller.await.unwrap();
+    let took = returned_at - term_at;
+    assert!(took < Duration::from_secs(10), "{took:?}");
+
+    let log = log.lock().unwrap().clone();
+    let names: Vec<&str> = log.iter().map(|e| e.1.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "apply started",
+            "apply ended",
+            "apply started",
+            "apply ended"
+        ],
+        "the sync in progress finished, no other started"
+    );
+    let sync_end = log[3].0;
+    assert!(sync_end > term_at, "the signal came during the sync");
+    let probes = probes.lock().unwrap().clone();
+    let first_503 = probes
+        .iter()
+        .find(|(t, c)| *t > term_at && *c == Some(503))
+        .map(|p| p.0)
+        .expect("healthz answered 503 after SIGTERM");
+    assert!(
+        first_503 < sync_end,
+        "503 at once, not after the sync: {probes:?}"
+    );
+    // "At once": the signal's delivery and its task's wake-up take a
+    // moment; 100 ms is far below the 2 s the sync still had to run.
+    assert!(
+        probes
+            .iter()
+            .all(|(t, c)| *t < term_at + Duration::from_millis(100) || *c != Some(200)),
+        "no 200 after SIGTERM: {probes:?}"
+    );
+    let closed = probes.last().unwrap();
+    assert_eq!(closed.1, None);
+    assert!(
+        closed.0 > sync_end,
+        "the listener closed after the sync: {probes:?}"
+    );
+
+    // The Event of the interrupted sync was posted before the agent returned.
+    let events = api.event_writes();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0].2["regarding"]["name"], "bad");
+
+    // Fail static: what was programmed stays, the new Service included.
+    let model = kernel.model.lock().await;
+    let vips: Vec<String> = model
+        .node
+        .virtual_servers
+        .keys()
+        .map(|k| format!("{k:?}"))
+        .collect();
+    assert_eq!(vips.len(), 2, "{vips:?}");
+    assert!(vips.iter().any(|v| v.contains("10.96.0.21")), "{vips:?}");
 }
 
 /// `N` sequential lists through `client`; how long they took.

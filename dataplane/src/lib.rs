@@ -10,7 +10,6 @@
 //! - [`Dataplane`]: applies proxy-core plans, reads state back, cleans up.
 //!
 //! Everything acts on the network namespace of the calling thread.
-#![warn(missing_docs)]
 
 mod cmd;
 mod dataplane;

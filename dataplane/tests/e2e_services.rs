@@ -93,7 +93,7 @@ impl Node {
             .apply_service(&service("default", name, spec, status));
     }
 
-    fn endpoints(&mut self, svc: &str, family: &str, eps: &[Ep], ports: &[(&str, &str, u16)]) {
+    fn endpoints(&mut self, svc: &str, family: &str, eps: &[Ep<'_>], ports: &[(&str, &str, u16)]) {
         self.state.apply_slice(&slice(
             "default",
             svc,

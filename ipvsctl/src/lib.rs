@@ -5,6 +5,5 @@
 //! rendering `ipvsadm -Sn` output in ipvsadm's order) and to [`mod@format`],
 //! which renders `ipvsadm -Ln` listings (and `--stats`, `--rate`, ...) and
 //! the `--json` form.
-#![warn(missing_docs)]
 
 pub mod format;

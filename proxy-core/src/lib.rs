@@ -18,7 +18,6 @@
 //!
 //! The semantics and every deliberate difference from kube-proxy's IPVS mode
 //! are written down in `docs/semantics.md`.
-#![warn(missing_docs)]
 
 pub mod config;
 pub mod fwmark;

@@ -157,7 +157,7 @@ fn merged_endpoints<'a>(
     slices: &'a VecMap<Arc<str>, ParsedSlice>,
     ctx: &Ctx,
 ) -> Vec<Ep<'a>> {
-    let mut eps: Vec<Ep> = Vec::with_capacity(
+    let mut eps: Vec<Ep<'_>> = Vec::with_capacity(
         slices
             .values()
             .filter(|s| s.family == family)
@@ -225,7 +225,7 @@ fn hinted(h: Option<&Vec<String>>, name: &str) -> bool {
 /// one names this node's zone (`PreferClose`/`PreferSameZone`, the
 /// topology-mode annotation). Hints are only set by the EndpointSlice
 /// controller when the Service asks for them, so the Service is not checked.
-fn topology(eps: &[Ep], node: &str, zone: Option<&str>) -> Topology {
+fn topology(eps: &[Ep<'_>], node: &str, zone: Option<&str>) -> Topology {
     let ready = || eps.iter().filter(|e| e.ready).map(|e| e.src);
     if !node.is_empty()
         && ready().all(|e| e.node_hints().is_some())
@@ -246,7 +246,7 @@ fn topology(eps: &[Ep], node: &str, zone: Option<&str>) -> Topology {
 /// kube-proxy's `CategorizeEndpoints`: marks the cluster endpoints
 /// (`in_cluster`) and the local endpoints (`in_local`) in place, so no list
 /// of either is allocated.
-fn categorize(eps: &mut [Ep], node: &str, zone: Option<&str>) {
+fn categorize(eps: &mut [Ep<'_>], node: &str, zone: Option<&str>) {
     let topo = topology(eps, node, zone);
     let mut any_cluster = false;
     let mut any_local = false;
@@ -276,7 +276,7 @@ fn categorize(eps: &mut [Ep], node: &str, zone: Option<&str>) {
 
 /// The endpoints come sorted and unique by address:port from
 /// [`merged_endpoints`]; the sort in `collect` is then a linear check.
-fn real_servers(eps: &[Ep], pick: Pick) -> RealServers {
+fn real_servers(eps: &[Ep<'_>], pick: Pick) -> RealServers {
     // Sized first: one allocation of the final size, not a growing vector
     // shrunk at the end.
     let mut v = Vec::with_capacity(eps.iter().filter(|e| e.picked(pick)).count());
@@ -376,7 +376,7 @@ pub(crate) fn compute(
             // Hairpin: a local endpoint reached through a VIP of its own
             // Service. Sorted and unique, as the endpoints are (the claims
             // compare them).
-            let is_hairpin = |e: &&Ep| e.local && (e.picked(internal) || e.picked(external));
+            let is_hairpin = |e: &&Ep<'_>| e.local && (e.picked(internal) || e.picked(external));
             let mut hairpins: Vec<HairpinFact> =
                 Vec::with_capacity(eps.iter().filter(is_hairpin).count());
             hairpins.extend(eps.iter().filter(is_hairpin).map(|e| HairpinFact {

@@ -57,7 +57,7 @@ pub enum ConfigError {
     },
     /// The configuration file is not YAML/JSON.
     #[error("configuration file is not valid YAML: {0}")]
-    Syntax(#[source] serde_yaml::Error),
+    Syntax(#[source] serde_saphyr::Error),
     /// Writing `--write-config-to` failed.
     #[error("cannot write configuration to {path}: {source}")]
     Write {

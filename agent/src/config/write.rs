@@ -111,7 +111,7 @@ pub fn to_yaml(cfg: &ProxyConfig) -> String {
             "sourceVip": "",
         },
     });
-    serde_yaml::to_string(&doc).unwrap_or_default()
+    serde_saphyr::to_string(&doc).unwrap_or_default()
 }
 
 /// Writes [`to_yaml`] to `path`.

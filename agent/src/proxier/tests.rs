@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 fn service(yaml: &str) -> Change {
-    let s: Service = serde_yaml::from_str(yaml).expect("service yaml");
+    let s: Service = serde_saphyr::from_str(yaml).expect("service yaml");
     Change::Applied(Object::Service(Box::new(s)))
 }
 
@@ -22,7 +22,7 @@ fn slice(name: &str, svc: &str, addrs: &[&str]) -> Change {
         "metadata:\n  namespace: default\n  name: {name}\n  labels:\n    kubernetes.io/service-name: {svc}\naddressType: IPv4\nports:\n- port: 8080\n  protocol: TCP\n  name: http\nendpoints:\n{}\n",
         eps.join("\n")
     );
-    let s: EndpointSlice = serde_yaml::from_str(&yaml).expect("slice yaml");
+    let s: EndpointSlice = serde_saphyr::from_str(&yaml).expect("slice yaml");
     Change::Applied(Object::EndpointSlice(Box::new(s)))
 }
 
@@ -434,7 +434,7 @@ async fn no_local_endpoint_counts_reach_the_outcome() {
 
 #[test]
 fn primary_ips_prefer_internal_one_per_family() {
-    let node: Node = serde_yaml::from_str(
+    let node: Node = serde_saphyr::from_str(
         "metadata: {name: n}\nstatus:\n  addresses:\n  - {type: Hostname, address: n}\n  - {type: ExternalIP, address: 203.0.113.5}\n  - {type: InternalIP, address: 10.0.0.5}\n  - {type: InternalIP, address: 10.0.0.6}\n  - {type: InternalIP, address: fd00::5}\n",
     )
     .unwrap();

@@ -30,7 +30,7 @@ pub fn slice(
     svc: &str,
     name: &str,
     family: &str,
-    eps: &[Ep],
+    eps: &[Ep<'_>],
     ports: &[(&str, &str, u16)],
 ) -> EndpointSlice {
     let endpoints: Vec<Value> = eps

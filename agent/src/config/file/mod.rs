@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
-use serde_yaml::{Mapping, Value};
+use serde_json::Value;
+
+/// A YAML mapping, read as JSON reads it (string keys).
+type Mapping = serde_json::Map<String, Value>;
 
 use super::model::{LogFormat, ProxyConfig};
 use super::validate::{
@@ -58,7 +61,7 @@ impl<'a> Section<'a> {
         let name = self.field_name(key);
         match self.raw(key) {
             None => Ok(None),
-            Some(v) => serde_yaml::from_value(v.clone())
+            Some(v) => T::deserialize(v)
                 .map(Some)
                 .map_err(|e| invalid(&name, value_text(v), e)),
         }
@@ -78,7 +81,7 @@ impl<'a> Section<'a> {
         let name = self.field_name(key);
         match self.raw(key) {
             None => Ok(None),
-            Some(Value::Mapping(m)) => Ok(Some(Section::new(&name, m))),
+            Some(Value::Object(m)) => Ok(Some(Section::new(&name, m))),
             Some(v) => Err(invalid(&name, value_text(v), "must be a mapping")),
         }
     }
@@ -125,11 +128,10 @@ impl<'a> Section<'a> {
 
     fn finish(self, warnings: &mut Vec<String>) {
         for key in self.map.keys() {
-            let key = value_text(key);
-            if !self.seen.contains(&key) {
+            if !self.seen.contains(key) {
                 warnings.push(format!(
                     "unknown configuration field {} is ignored",
-                    self.field_name(&key)
+                    self.field_name(key)
                 ));
             }
         }
@@ -140,8 +142,8 @@ impl<'a> Section<'a> {
 fn is_empty_value(v: &Value) -> bool {
     match v {
         Value::Null | Value::Bool(false) => true,
-        Value::Mapping(m) => m.values().all(is_empty_value),
-        Value::Sequence(s) => s.iter().all(is_empty_value),
+        Value::Object(m) => m.values().all(is_empty_value),
+        Value::Array(s) => s.iter().all(is_empty_value),
         other => matches!(value_text(other).as_str(), "" | "0" | "0s"),
     }
 }
@@ -150,7 +152,8 @@ fn value_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
-        other => serde_yaml::to_string(other)
+        // As YAML, the way the file spells it (`true`, `30`, `- a`).
+        other => serde_saphyr::to_string(other)
             .map(|s| s.trim_end().to_string())
             .unwrap_or_default(),
     }
@@ -171,10 +174,10 @@ pub(super) fn parse_document(
     text: &str,
     warnings: &mut Vec<String>,
 ) -> Result<(ProxyConfig, Schema), ConfigError> {
-    let doc: Value = serde_yaml::from_str(text).map_err(ConfigError::Syntax)?;
+    let doc: Value = crate::yaml::from_str(text).map_err(ConfigError::Syntax)?;
     let empty = Mapping::new();
     let map = match &doc {
-        Value::Mapping(m) => m,
+        Value::Object(m) => m,
         Value::Null => &empty,
         other => {
             return Err(invalid(

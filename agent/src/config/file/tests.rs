@@ -248,11 +248,11 @@ const NOT_WRITTEN: &[&str] = &[
     "iptables.snatNodeInternalIP",
 ];
 
-fn leaf_paths(prefix: &str, v: &serde_yaml::Value, out: &mut Vec<String>) {
+fn leaf_paths(prefix: &str, v: &serde_json::Value, out: &mut Vec<String>) {
     match v {
-        serde_yaml::Value::Mapping(m) if !m.is_empty() => {
+        serde_json::Value::Object(m) if !m.is_empty() => {
             for (k, v) in m {
-                let k = k.as_str().expect("string key");
+                let k = k.as_str();
                 let p = if prefix.is_empty() {
                     k.to_string()
                 } else {
@@ -268,7 +268,7 @@ fn leaf_paths(prefix: &str, v: &serde_yaml::Value, out: &mut Vec<String>) {
 #[test]
 fn written_config_has_every_field_of_kube_proxys_type_with_its_defaults() {
     let text = to_yaml(&ProxyConfig::default());
-    let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let doc: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
     let mut written = Vec::new();
     leaf_paths("", &doc, &mut written);
     written.sort();
@@ -314,8 +314,8 @@ fn written_config_has_every_field_of_kube_proxys_type_with_its_defaults() {
             v = &v[k];
         }
         let got = match v {
-            serde_yaml::Value::String(s) => s.clone(),
-            other => serde_yaml::to_string(other).unwrap().trim().to_string(),
+            serde_json::Value::String(s) => s.clone(),
+            other => serde_saphyr::to_string(other).unwrap().trim().to_string(),
         };
         assert_eq!(got, want, "{path}");
     }
@@ -326,15 +326,15 @@ fn written_config_has_every_field_of_kube_proxys_type_with_its_defaults() {
 }
 
 /// A valid value for an upstream field that is not kube-proxy's default.
-fn non_default(path: &str) -> serde_yaml::Value {
-    use serde_yaml::Value as V;
+fn non_default(path: &str) -> serde_json::Value {
+    use serde_json::Value as V;
     let s = |x: &str| V::String(x.to_string());
     let n = |x: i64| V::Number(x.into());
     let last = path.rsplit('.').next().unwrap();
     match path {
-        "featureGates" => serde_yaml::from_str("{SomeGate: true}").unwrap(),
+        "featureGates" => serde_saphyr::from_str("{SomeGate: true}").unwrap(),
         "logging.vmodule" => {
-            serde_yaml::from_str("[{filePattern: proxier, verbosity: 4}]").unwrap()
+            serde_saphyr::from_str("[{filePattern: proxier, verbosity: 4}]").unwrap()
         }
         "logging.format" => s("json"),
         "logging.verbosity" => n(3),
@@ -345,8 +345,8 @@ fn non_default(path: &str) -> serde_yaml::Value {
         "iptables.localhostNodePorts" => V::Bool(false),
         "oomScoreAdj" => n(-5),
         "conntrack.maxPerCore" | "conntrack.min" => n(7),
-        "ipvs.excludeCIDRs" => serde_yaml::from_str("[10.9.0.0/16]").unwrap(),
-        "nodePortAddresses" => serde_yaml::from_str("[10.0.0.0/8]").unwrap(),
+        "ipvs.excludeCIDRs" => serde_saphyr::from_str("[10.9.0.0/16]").unwrap(),
+        "nodePortAddresses" => serde_saphyr::from_str("[10.0.0.0/8]").unwrap(),
         "ipvs.scheduler" => s("wlc"),
         "bindAddress" => s("10.0.0.1"),
         "healthzBindAddress" => s("127.0.0.1:1234"),
@@ -403,20 +403,20 @@ fn every_field_of_kube_proxys_type_is_honoured_or_named_in_a_warning() {
         if matches!(*path, "apiVersion" | "kind") {
             continue;
         }
-        let mut doc = serde_yaml::Mapping::new();
+        let mut doc = serde_json::Map::new();
         doc.insert("apiVersion".into(), API_VERSION.into());
         doc.insert("kind".into(), KIND.into());
         let keys: Vec<&str> = path.split('.').collect();
         let mut at = &mut doc;
         for k in &keys[..keys.len() - 1] {
             at = at
-                .entry((*k).into())
-                .or_insert_with(|| serde_yaml::Value::Mapping(Default::default()))
-                .as_mapping_mut()
+                .entry(*k)
+                .or_insert_with(|| serde_json::Value::Object(Default::default()))
+                .as_object_mut()
                 .unwrap();
         }
         at.insert((*keys.last().unwrap()).into(), non_default(path));
-        let text = serde_yaml::to_string(&doc).unwrap();
+        let text = serde_saphyr::to_string(&doc).unwrap();
         let mut warnings = Vec::new();
         let c = parse_config_file(&text, &mut warnings)
             .unwrap_or_else(|e| panic!("{path}: {e}\n{text}"));

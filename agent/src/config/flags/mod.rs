@@ -147,6 +147,9 @@ pub struct Flags {
     /// (ours) After the first full sync succeeded, remove kube-proxy's IPVS-mode iptables chains and ipsets (default true; needs --packet-filter nftables).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub remove_kube_proxy_rules: Option<bool>,
+    /// (ours) On SIGTERM/SIGINT, the longest the agent takes to stop in order (healthz 503, sources stopped, the sync in progress finished, servers closed, events sent) before it exits anyway; keep it below the pod's terminationGracePeriodSeconds. Default 20s.
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
+    pub shutdown_grace_period: Option<Duration>,
 }
 
 /// The result of resolving flags and file.

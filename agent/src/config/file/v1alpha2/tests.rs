@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use serde_yaml::Value;
+use serde_json::Value;
 
 use super::*;
 use crate::config::testutil::*;
@@ -14,7 +14,7 @@ const V2_HEAD: &str =
 
 /// The `config.conf` key of the fixture ConfigMap.
 fn configmap_config() -> String {
-    let cm: Value = serde_yaml::from_str(V1ALPHA2_CONFIGMAP).expect("fixture is YAML");
+    let cm: Value = serde_saphyr::from_str(V1ALPHA2_CONFIGMAP).expect("fixture is YAML");
     cm["data"]["config.conf"]
         .as_str()
         .expect("data.config.conf")

@@ -462,7 +462,7 @@ const KUBEADM_CONFIGMAP: &str =
 /// by the kubelet, on kubeadm's config.conf.
 #[test]
 fn kubeadms_command_line_and_config_conf_resolve_without_a_warning() {
-    let cm: serde_yaml::Value = serde_yaml::from_str(KUBEADM_CONFIGMAP).unwrap();
+    let cm: serde_json::Value = serde_saphyr::from_str(KUBEADM_CONFIGMAP).unwrap();
     let conf = cm["data"]["config.conf"].as_str().unwrap();
     let path = temp_file("kubeadm-config.conf", conf);
     let config = format!("--config={}", path.display());

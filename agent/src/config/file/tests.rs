@@ -442,7 +442,7 @@ fn every_honoured_field_survives_write_config_and_reading_back() {
     // ones we honour change the configuration), written by
     // `--write-config-to` and read back: the same configuration, and
     // nothing but upstream's field names in the written file.
-    let mut doc = serde_yaml::Mapping::new();
+    let mut doc = serde_json::Map::new();
     doc.insert("apiVersion".into(), API_VERSION.into());
     doc.insert("kind".into(), KIND.into());
     for path in UPSTREAM_V1ALPHA1_FIELDS {
@@ -453,9 +453,9 @@ fn every_honoured_field_survives_write_config_and_reading_back() {
         let mut at = &mut doc;
         for k in &keys[..keys.len() - 1] {
             at = at
-                .entry((*k).into())
-                .or_insert_with(|| serde_yaml::Value::Mapping(Default::default()))
-                .as_mapping_mut()
+                .entry((*k).to_string())
+                .or_insert_with(|| serde_json::Value::Object(Default::default()))
+                .as_object_mut()
                 .unwrap();
         }
         at.insert((*keys.last().unwrap()).into(), non_default(path));
@@ -464,9 +464,13 @@ fn every_honoured_field_survives_write_config_and_reading_back() {
     doc.insert("detectLocalMode".into(), "BridgeInterface".into());
     doc.insert(
         "detectLocal".into(),
-        serde_yaml::from_str("{bridgeInterface: cbr0, interfaceNamePrefix: ''}").unwrap(),
+        serde_saphyr::from_str::<serde_json::Value>(
+            "{bridgeInterface: cbr0, interfaceNamePrefix: ''}",
+        )
+        .unwrap(),
     );
-    let text = serde_yaml::to_string(&doc).unwrap();
+    // JSON is YAML: the file parser reads it as kube-proxy would.
+    let text = serde_json::to_string_pretty(&doc).unwrap();
     let mut warnings = Vec::new();
     let c = parse_config_file(&text, &mut warnings).unwrap_or_else(|e| panic!("{e}\n{text}"));
     let base = ProxyConfig::default();
@@ -482,7 +486,8 @@ fn every_honoured_field_survives_write_config_and_reading_back() {
     assert_eq!(back, c, "{written}");
     assert!(again.is_empty(), "{again:?}");
     let mut paths = Vec::new();
-    leaf_paths("", &serde_yaml::from_str(&written).unwrap(), &mut paths);
+    let written_doc: serde_json::Value = serde_saphyr::from_str(&written).unwrap();
+    leaf_paths("", &written_doc, &mut paths);
     for p in &paths {
         assert!(
             UPSTREAM_V1ALPHA1_FIELDS.contains(&p.as_str()),

@@ -147,7 +147,7 @@ fn proto(p: ipvs::Protocol) -> Option<u8> {
 /// single-field network (left to nft).
 pub fn key_bytes(key: &Key) -> Option<Vec<u8>> {
     if let Key::VipPortNet(a, l4, p, n) = *key {
-        return Some(vip_port_addr(a, l4, p, n.network())?);
+        return vip_port_addr(a, l4, p, n.network());
     }
     plain_key(key)
 }

@@ -158,6 +158,157 @@ fn slim(meta: &mut ObjectMeta) {
     }
 }
 
+/// A Service or EndpointSlice decoded from the API server without what
+/// [`slim`] drops: `managedFields` and the last-applied annotation are
+/// skipped while the JSON is read, never built (a list page holds up to
+/// 500 objects, and those two are most of an applied object's JSON). Only
+/// the fields the types have are read; `apiVersion`, `kind` and unknown
+/// fields are ignored.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(transparent)]
+struct Lean<K>(K);
+
+impl<K: k8s_openapi::Resource> k8s_openapi::Resource for Lean<K> {
+    const API_VERSION: &'static str = K::API_VERSION;
+    const GROUP: &'static str = K::GROUP;
+    const KIND: &'static str = K::KIND;
+    const VERSION: &'static str = K::VERSION;
+    const URL_PATH_SEGMENT: &'static str = K::URL_PATH_SEGMENT;
+    type Scope = K::Scope;
+}
+
+impl<K: Metadata<Ty = ObjectMeta>> Metadata for Lean<K> {
+    type Ty = ObjectMeta;
+    fn metadata(&self) -> &ObjectMeta {
+        self.0.metadata()
+    }
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        self.0.metadata_mut()
+    }
+}
+
+impl<K: Tracked> Tracked for Lean<K> {
+    const SOURCE_KIND: Kind = K::SOURCE_KIND;
+    fn wrap(self) -> Object {
+        self.0.wrap()
+    }
+}
+
+/// `metadata` without `managedFields` and the last-applied annotation: the
+/// other fields are read as JSON values (a few short strings and maps) and
+/// then as [`ObjectMeta`].
+struct LeanMeta(ObjectMeta);
+
+impl<'de> serde::Deserialize<'de> for LeanMeta {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = LeanMeta;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("ObjectMeta")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<LeanMeta, A::Error> {
+                use serde::de::{Error, IgnoredAny};
+                let mut rest = serde_json::Map::new();
+                let mut annotations: Option<LeanAnnotations> = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "managedFields" => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                        "annotations" => annotations = map.next_value()?,
+                        _ => {
+                            let v: serde_json::Value = map.next_value()?;
+                            rest.insert(key, v);
+                        }
+                    }
+                }
+                let mut meta: ObjectMeta =
+                    serde::Deserialize::deserialize(serde_json::Value::Object(rest))
+                        .map_err(A::Error::custom)?;
+                meta.annotations = annotations.map(|a| a.0).filter(|a| !a.is_empty());
+                Ok(LeanMeta(meta))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Annotations without kubectl's last-applied copy (skipped unread).
+struct LeanAnnotations(BTreeMap<String, String>);
+
+impl<'de> serde::Deserialize<'de> for LeanAnnotations {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = LeanAnnotations;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map of strings")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<LeanAnnotations, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == LAST_APPLIED {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    } else {
+                        out.insert(key, map.next_value()?);
+                    }
+                }
+                Ok(LeanAnnotations(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A Service's fields as the API server sends them.
+#[derive(serde::Deserialize)]
+struct ServiceWire {
+    metadata: Option<LeanMeta>,
+    spec: Option<k8s_openapi::api::core::v1::ServiceSpec>,
+    status: Option<k8s_openapi::api::core::v1::ServiceStatus>,
+}
+
+impl<'de> serde::Deserialize<'de> for Lean<Service> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = <ServiceWire as serde::Deserialize>::deserialize(d)?;
+        Ok(Lean(Service {
+            metadata: w.metadata.map(|m| m.0).unwrap_or_default(),
+            spec: w.spec,
+            status: w.status,
+        }))
+    }
+}
+
+/// An EndpointSlice's fields as the API server sends them (a missing or
+/// null required field is its default, as k8s-openapi reads it).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SliceWire {
+    metadata: Option<LeanMeta>,
+    address_type: Option<String>,
+    endpoints: Option<Vec<k8s_openapi::api::discovery::v1::Endpoint>>,
+    ports: Option<Vec<k8s_openapi::api::discovery::v1::EndpointPort>>,
+}
+
+impl<'de> serde::Deserialize<'de> for Lean<EndpointSlice> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = <SliceWire as serde::Deserialize>::deserialize(d)?;
+        Ok(Lean(EndpointSlice {
+            metadata: w.metadata.map(|m| m.0).unwrap_or_default(),
+            address_type: w.address_type.unwrap_or_default(),
+            endpoints: w.endpoints.unwrap_or_default(),
+            ports: w.ports,
+        }))
+    }
+}
+
 /// resourceVersion when the object has one, else its JSON.
 fn fingerprint<K: Tracked>(obj: &K) -> String {
     match &obj.metadata().resource_version {
@@ -271,12 +422,12 @@ where
 /// `node_name`, sending changes to `tx` until it closes.
 pub async fn run_cluster(client: Client, node_name: String, tx: mpsc::Sender<Change>) {
     let services = watch_kind(
-        Api::<Service>::all(client.clone()),
+        Api::<Lean<Service>>::all(client.clone()),
         watcher::Config::default().labels(LABEL_SELECTOR),
         tx.clone(),
     );
     let slices = watch_kind(
-        Api::<EndpointSlice>::all(client.clone()),
+        Api::<Lean<EndpointSlice>>::all(client.clone()),
         watcher::Config::default().labels(LABEL_SELECTOR),
         tx.clone(),
     );
@@ -1577,6 +1728,78 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    /// The lean decoding gives what the full decoding and [`slim`] give,
+    /// for objects as the API server sends them (with managedFields and
+    /// kubectl's copy) and for odd ones (nulls, missing fields, no
+    /// metadata).
+    #[test]
+    fn lean_decoding_equals_full_decoding_then_slim() {
+        let svc = r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web",
+            "namespace": "shop", "uid": "0b5e", "resourceVersion": "42", "generation": 3,
+            "creationTimestamp": "2026-12-01T10:00:00Z", "labels": {"app": "web"},
+            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{\"big\": 1}\n",
+                "service.kubernetes.io/topology-mode": "Auto"},
+            "managedFields": [{"manager": "kubectl", "operation": "Update", "apiVersion": "v1",
+                "time": "2026-12-01T10:00:00Z", "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:spec": {"f:ports": {"k:{\"port\":80}": {".": {}}}}}}],
+            "ownerReferences": [{"apiVersion": "v1", "kind": "X", "name": "o", "uid": "u"}]},
+            "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"],
+                "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP",
+                "nodePort": 30080}], "sessionAffinity": "None", "externalTrafficPolicy": "Local",
+                "healthCheckNodePort": 31000, "unknownField": [1, 2]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}}}"#;
+        let slice = r#"{"kind": "EndpointSlice", "apiVersion": "discovery.k8s.io/v1",
+            "metadata": {"name": "web-1", "namespace": "shop", "resourceVersion": "43",
+            "labels": {"kubernetes.io/service-name": "web"},
+            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"},
+            "managedFields": [{"manager": "m", "fieldsV1": {"f:a": {}}}]},
+            "addressType": "IPv4", "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": [{"addresses": ["10.0.0.1"], "conditions": {"ready": true},
+                "nodeName": "n1", "zone": "z", "hints": {"forZones": [{"name": "z"}]}}]}"#;
+        let full = |text: &str| -> Service {
+            let mut s: Service = serde_json::from_str(text).unwrap();
+            slim(&mut s.metadata);
+            s
+        };
+        let lean =
+            |text: &str| -> Service { serde_json::from_str::<Lean<Service>>(text).unwrap().0 };
+        assert_eq!(lean(svc), full(svc));
+        let l = lean(svc);
+        assert_eq!(l.metadata.annotations.as_ref().map(|a| a.len()), Some(1));
+        assert!(l.metadata.managed_fields.is_none());
+        assert_eq!(
+            l.metadata.owner_references.as_ref().map(|o| o.len()),
+            Some(1)
+        );
+        for odd in [
+            r#"{"metadata": null, "spec": null}"#,
+            r#"{}"#,
+            r#"{"metadata": {"name": "a", "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "x"}}}"#,
+            r#"{"metadata": {"name": "a", "annotations": null, "managedFields": null}}"#,
+        ] {
+            assert_eq!(lean(odd), full(odd), "{odd}");
+        }
+        let full_slice = |text: &str| -> EndpointSlice {
+            let mut s: EndpointSlice = serde_json::from_str(text).unwrap();
+            slim(&mut s.metadata);
+            s
+        };
+        let lean_slice = |text: &str| -> EndpointSlice {
+            serde_json::from_str::<Lean<EndpointSlice>>(text).unwrap().0
+        };
+        assert_eq!(lean_slice(slice), full_slice(slice));
+        assert!(lean_slice(slice).metadata.annotations.is_none());
+        for odd in [
+            r#"{"addressType": null, "endpoints": null, "metadata": null}"#,
+            r#"{"ports": [{"port": 80}]}"#,
+        ] {
+            assert_eq!(lean_slice(odd), full_slice(odd), "{odd}");
+        }
+        // A wrong type is still an error.
+        assert!(serde_json::from_str::<Lean<Service>>(r#"{"spec": 3}"#).is_err());
+        assert!(serde_json::from_str::<Lean<EndpointSlice>>(r#"{"endpoints": {}}"#).is_err());
     }
 
     #[test]

@@ -16,7 +16,8 @@ Measured:
 - steady: VmRSS 2 s after complete; peak: VmHWM then;
 - CHANGES changes, one at a time: the first endpoint address of Service
   (k * 7919) mod N replaced by a new one (manifests: an atomic rename of the
-  Service's file; cluster: a MODIFIED event from the stand-in); each timed
+  Service's file; cluster: a MODIFIED event from the stand-in; a Service's
+  address alternates between two, so the state keeps its size); each timed
   to the agent's log line naming the new address (its `virtual server`
   line); VmRSS sampled every CHANGES/10 changes and 2 s after the last;
 - with --dhat the agent (built with the dhat-heap feature) writes
@@ -146,12 +147,14 @@ def main():
         lat = []
         samples = []
         every = max(1, changes // 10)
+        flip = {}
         for k in range(changes):
             i = (k * 7919) % n
             addrs = [gm.endpoint(i, j, reals) for j in range(reals)]
-            # Alternates between two new addresses, so the state stays the
-            # same size and every change is a change.
-            new = gm.ip(192, 1 + (k % 2) * 32768 + i % 32768)
+            # Each Service's first address alternates between two new ones,
+            # so the state stays the same size and every change is a change.
+            flip[i] = 1 - flip.get(i, 1)
+            new = gm.ip(192, 1 + flip[i] * 32768 + i % 32768)
             addrs[0] = new
             t = time.monotonic()
             if mode == "manifests":

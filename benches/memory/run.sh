@@ -23,7 +23,9 @@
 # cluster"), REALS (10), CHANGES (1000), DHAT (1; 0 skips the profiles),
 # DHAT_CHANGES (20: changes in the profiled run, which is slow),
 # BENCH_OUT (default .bench/memory), AGENT / AGENT_DHAT (use these binaries
-# instead of building them: for before/after comparisons).
+# instead of building them: for before/after comparisons), DHAT_REV (the git
+# revision AGENT_DHAT was built from, when not the work tree: dhat_top.py
+# reads source lines to name the sites).
 # Results: BENCH_OUT/report.md (also on stdout); per run
 # BENCH_OUT/MODE-N/result.json, agent.log, dhat-heap.json, dhat-top.md.
 # Memory figures do not depend on the host's load; the times do (the load
@@ -75,11 +77,10 @@ for mode in $MODES; do
     if [ "$DHAT" = 1 ]; then
       echo "== $mode N=$n: heap profile (dhat, $DHAT_CHANGES changes)" >&2
       mkdir -p "$d/dhat"
-      # The manifests are the same; reuse them.
-      [ -d "$d/manifests" ] && cp -r "$d/manifests" "$d/dhat/"
+      # Fresh manifests (the run above changed its copy).
       python3 "$here/bench.py" "$AGENT_DHAT" "$mode" "$n" "$REALS" "$DHAT_CHANGES" "$d/dhat" --dhat >"$d/dhat/bench.out"
       rm -rf "$d/dhat/manifests"
-      python3 "$here/dhat_top.py" "$d/dhat/dhat-heap.json" 15 >"$d/dhat-top.md"
+      python3 "$here/dhat_top.py" "$d/dhat/dhat-heap.json" 15 ${DHAT_REV:+--rev "$DHAT_REV"} >"$d/dhat-top.md"
     fi
     rm -rf "$d/manifests"
   done

@@ -374,6 +374,12 @@ pub async fn run(flags: &Flags, cfg: ProxyConfig) -> Result<(), AppError> {
 
     // Small: objects wait here fully parsed; the source waits instead.
     let (tx, rx) = mpsc::channel(CHANGE_QUEUE);
+    // The cluster source, when there is one: polled below with the sync
+    // loop, on the thread that builds the state, not spawned on a worker:
+    // the objects it decodes are freed on that thread, so glibc reuses the
+    // same arena for the state and the plan instead of keeping a second
+    // one of freed pages (benches/memory, issue #17).
+    let mut cluster_source = None;
     // Events need an API server: with --manifests, rejections are only
     // logged and counted.
     let event_sink = match &flags.manifests {
@@ -401,7 +407,7 @@ pub async fn run(flags: &Flags, cfg: ProxyConfig) -> Result<(), AppError> {
                 events_rx,
                 events::RateLimit::default(),
             ));
-            tokio::spawn(source::run_cluster(client, node.clone(), tx));
+            cluster_source = Some(source::run_cluster(client, node.clone(), tx));
             Some(sink)
         }
     };
@@ -455,8 +461,16 @@ pub async fn run(flags: &Flags, cfg: ProxyConfig) -> Result<(), AppError> {
     };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(AppError::Signal)?;
+    // Ends only when the sync loop has dropped its receiver.
+    let source = async move {
+        match cluster_source {
+            Some(f) => f.await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         r = run_loop => r,
+        () = source => Ok(()),
         _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted; leaving the rules in place"); Ok(()) }
         _ = term.recv() => { tracing::info!("terminated; leaving the rules in place"); Ok(()) }
     }

@@ -7,6 +7,13 @@ use clap::{Parser, Subcommand};
 use ipvs_proxy::app::{self, PlanArgs, ShowArgs};
 use ipvs_proxy::config::{self, Flags, ProxyConfig};
 
+/// With the `dhat-heap` feature every allocation goes through dhat-rs,
+/// which writes `dhat-heap.json` when the profiler below is dropped (the
+/// end of `main`, after the agent stopped on SIGTERM or SIGINT).
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
 /// kube-proxy's IPVS mode, in Rust. Without a command, runs the agent.
 #[derive(Debug, Parser)]
 #[command(name = "ipvs-proxy", version, about)]
@@ -67,6 +74,9 @@ fn finish(r: Result<String, app::AppError>) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // Declared first: dropped last, after the runtime and the agent's state.
+    #[cfg(feature = "dhat-heap")]
+    let _profiler = dhat::Profiler::new_heap();
     // kube-proxy's command line (pflag spellings, its flags we do not use)
     // first, then clap for ours.
     let kp = match config::kube_proxy_args(std::env::args_os()) {

@@ -368,6 +368,16 @@ pub fn plan(
     let mut addrs: BTreeSet<IpAddr> = desired.addresses.clone();
     addrs.extend(observed.addresses.iter().copied());
     let mut out = Plan::default();
+    // What is not in the kernel yet is added whole (everything, at the
+    // first sync): one allocation of the exact size instead of doublings
+    // that leave up to half of the largest one unused.
+    let fresh: usize = keys
+        .iter()
+        .filter(|k| !observed.virtual_servers.contains_key(*k))
+        .filter_map(|k| desired.virtual_servers.get(k))
+        .map(|d| 1 + d.real_servers.len())
+        .sum();
+    out.ipvs.reserve_exact(fresh);
     plan_virtual_servers(desired, observed, policy, drains, now, &keys, &mut out);
     // Forget drains of real servers that are gone from the kernel.
     drains.started.retain(|(s, r), _| {

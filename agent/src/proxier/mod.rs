@@ -106,7 +106,9 @@ pub struct CoreProxier<K> {
     node_name: String,
     node: Option<Node>,
     local_addresses: BTreeSet<IpAddr>,
-    owners: HashMap<ServiceKey, String>,
+    /// Owners of the virtual servers desired or in the shadow, shared with
+    /// the desired state (one name per Service port, not a copy per sync).
+    owners: HashMap<ServiceKey, Arc<proxy_core::ServicePortName>>,
     seen_rejections: BTreeSet<String>,
     events: Option<EventSink>,
     identities: HashMap<(Kind, String, String), ObjectIdentity>,
@@ -188,7 +190,7 @@ impl<K: Kernel> CoreProxier<K> {
         self.state
             .owner_of(key)
             .map(|o| o.to_string())
-            .or_else(|| self.owners.get(key).cloned())
+            .or_else(|| self.owners.get(key).map(|o| o.to_string()))
     }
 
     /// The real servers draining and since when (for `show`).
@@ -232,7 +234,7 @@ impl<K: Kernel> CoreProxier<K> {
         self.state
             .owner_of(key)
             .map(|o| o.to_string())
-            .or_else(|| self.owners.get(key).cloned())
+            .or_else(|| self.owners.get(key).map(|o| o.to_string()))
             .unwrap_or_else(|| "-".to_string())
     }
 
@@ -343,7 +345,7 @@ impl<K: Kernel> CoreProxier<K> {
         let logged = now.elapsed();
         // Remember owners of what this plan deletes, for later log lines.
         for (k, v) in &self.state.desired().virtual_servers {
-            self.owners.entry(*k).or_insert_with(|| v.owner.to_string());
+            self.owners.entry(*k).or_insert_with(|| v.owner.clone());
         }
         self.count_ops(&plan);
         let applied = if plan.is_empty() {

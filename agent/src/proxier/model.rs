@@ -30,8 +30,11 @@ impl Kernel for ModelKernel {
 
     fn apply(&mut self, plan: &Plan) -> impl Future<Output = Applied> + Send {
         let mut failed = Vec::new();
-        let mut accepted = plan.clone();
+        // A copy of the plan only when some operation is to be refused: the
+        // first full sync's plan is as large as the whole state.
+        let mut accepted = None;
         if !self.refuse.is_empty() {
+            let accepted = accepted.insert(plan.clone());
             accepted.ipvs.clear();
             for op in &plan.ipvs {
                 let label = op_label(op);
@@ -51,7 +54,7 @@ impl Kernel for ModelKernel {
                 }
             }
         }
-        if let Err(e) = self.node.apply(&accepted) {
+        if let Err(e) = self.node.apply(accepted.as_ref().unwrap_or(plan)) {
             failed.push(FailedOp {
                 op: "model",
                 detail: "plan".into(),

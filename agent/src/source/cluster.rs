@@ -1,7 +1,7 @@
 //! The cluster source: watches on the API server (kube-runtime's watcher),
 //! lists turned into deltas.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
@@ -59,6 +59,158 @@ fn slim(meta: &mut ObjectMeta) {
         }
     }
 }
+
+/// A Service or EndpointSlice decoded from the API server without what
+/// [`slim`] drops: `managedFields` and the last-applied annotation are
+/// skipped while the JSON is read, never built (a list page holds up to
+/// 500 objects, and those two are most of an applied object's JSON). Only
+/// the fields the types have are read; `apiVersion`, `kind` and unknown
+/// fields are ignored.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(transparent)]
+struct Lean<K>(K);
+
+impl<K: k8s_openapi::Resource> k8s_openapi::Resource for Lean<K> {
+    const API_VERSION: &'static str = K::API_VERSION;
+    const GROUP: &'static str = K::GROUP;
+    const KIND: &'static str = K::KIND;
+    const VERSION: &'static str = K::VERSION;
+    const URL_PATH_SEGMENT: &'static str = K::URL_PATH_SEGMENT;
+    type Scope = K::Scope;
+}
+
+impl<K: Metadata<Ty = ObjectMeta>> Metadata for Lean<K> {
+    type Ty = ObjectMeta;
+    fn metadata(&self) -> &ObjectMeta {
+        self.0.metadata()
+    }
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        self.0.metadata_mut()
+    }
+}
+
+impl<K: Tracked> Tracked for Lean<K> {
+    const SOURCE_KIND: Kind = K::SOURCE_KIND;
+    fn wrap(self) -> Object {
+        self.0.wrap()
+    }
+}
+
+/// `metadata` without `managedFields` and the last-applied annotation: the
+/// other fields are read as JSON values (a few short strings and maps) and
+/// then as [`ObjectMeta`].
+struct LeanMeta(ObjectMeta);
+
+impl<'de> serde::Deserialize<'de> for LeanMeta {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = LeanMeta;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("ObjectMeta")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<LeanMeta, A::Error> {
+                use serde::de::{Error, IgnoredAny};
+                let mut rest = serde_json::Map::new();
+                let mut annotations: Option<LeanAnnotations> = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "managedFields" => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                        "annotations" => annotations = map.next_value()?,
+                        _ => {
+                            let v: serde_json::Value = map.next_value()?;
+                            rest.insert(key, v);
+                        }
+                    }
+                }
+                let mut meta: ObjectMeta =
+                    serde::Deserialize::deserialize(serde_json::Value::Object(rest))
+                        .map_err(A::Error::custom)?;
+                meta.annotations = annotations.map(|a| a.0).filter(|a| !a.is_empty());
+                Ok(LeanMeta(meta))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Annotations without kubectl's last-applied copy (skipped unread).
+struct LeanAnnotations(BTreeMap<String, String>);
+
+impl<'de> serde::Deserialize<'de> for LeanAnnotations {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = LeanAnnotations;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map of strings")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<LeanAnnotations, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == LAST_APPLIED {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    } else {
+                        out.insert(key, map.next_value()?);
+                    }
+                }
+                Ok(LeanAnnotations(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A Service's fields as the API server sends them.
+#[derive(serde::Deserialize)]
+struct ServiceWire {
+    metadata: Option<LeanMeta>,
+    spec: Option<k8s_openapi::api::core::v1::ServiceSpec>,
+    status: Option<k8s_openapi::api::core::v1::ServiceStatus>,
+}
+
+impl<'de> serde::Deserialize<'de> for Lean<Service> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = <ServiceWire as serde::Deserialize>::deserialize(d)?;
+        Ok(Lean(Service {
+            metadata: w.metadata.map(|m| m.0).unwrap_or_default(),
+            spec: w.spec,
+            status: w.status,
+        }))
+    }
+}
+
+/// An EndpointSlice's fields as the API server sends them (a missing or
+/// null required field is its default, as k8s-openapi reads it).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SliceWire {
+    metadata: Option<LeanMeta>,
+    address_type: Option<String>,
+    endpoints: Option<Vec<k8s_openapi::api::discovery::v1::Endpoint>>,
+    ports: Option<Vec<k8s_openapi::api::discovery::v1::EndpointPort>>,
+}
+
+impl<'de> serde::Deserialize<'de> for Lean<EndpointSlice> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = <SliceWire as serde::Deserialize>::deserialize(d)?;
+        Ok(Lean(EndpointSlice {
+            metadata: w.metadata.map(|m| m.0).unwrap_or_default(),
+            address_type: w.address_type.unwrap_or_default(),
+            endpoints: w.endpoints.unwrap_or_default(),
+            ports: w.ports,
+        }))
+    }
+}
+
 
 /// resourceVersion when the object has one, else its JSON.
 fn fingerprint<K: Tracked>(obj: &K) -> String {
@@ -173,12 +325,12 @@ where
 /// `node_name`, sending changes to `tx` until it closes.
 pub async fn run_cluster(client: Client, node_name: String, tx: mpsc::Sender<Change>) {
     let services = watch_kind(
-        Api::<Service>::all(client.clone()),
+        Api::<Lean<Service>>::all(client.clone()),
         watcher::Config::default().labels(LABEL_SELECTOR),
         tx.clone(),
     );
     let slices = watch_kind(
-        Api::<EndpointSlice>::all(client.clone()),
+        Api::<Lean<EndpointSlice>>::all(client.clone()),
         watcher::Config::default().labels(LABEL_SELECTOR),
         tx.clone(),
     );

@@ -115,3 +115,75 @@ fn selector_and_duplicates() {
     t.event(Event::Delete(svc("a", "nope", None, &[])), &mut out);
     assert_eq!(out.len(), 2, "deleting an unknown object is silent");
 }
+
+/// The lean decoding gives what the full decoding and [`slim`] give,
+/// for objects as the API server sends them (with managedFields and
+/// kubectl's copy) and for odd ones (nulls, missing fields, no
+/// metadata).
+#[test]
+fn lean_decoding_equals_full_decoding_then_slim() {
+    let svc = r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web",
+        "namespace": "shop", "uid": "0b5e", "resourceVersion": "42", "generation": 3,
+        "creationTimestamp": "2026-12-01T10:00:00Z", "labels": {"app": "web"},
+        "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{\"big\": 1}\n",
+            "service.kubernetes.io/topology-mode": "Auto"},
+        "managedFields": [{"manager": "kubectl", "operation": "Update", "apiVersion": "v1",
+            "time": "2026-12-01T10:00:00Z", "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:spec": {"f:ports": {"k:{\"port\":80}": {".": {}}}}}}],
+        "ownerReferences": [{"apiVersion": "v1", "kind": "X", "name": "o", "uid": "u"}]},
+        "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"],
+            "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP",
+            "nodePort": 30080}], "sessionAffinity": "None", "externalTrafficPolicy": "Local",
+            "healthCheckNodePort": 31000, "unknownField": [1, 2]},
+        "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}}}"#;
+    let slice = r#"{"kind": "EndpointSlice", "apiVersion": "discovery.k8s.io/v1",
+        "metadata": {"name": "web-1", "namespace": "shop", "resourceVersion": "43",
+        "labels": {"kubernetes.io/service-name": "web"},
+        "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"},
+        "managedFields": [{"manager": "m", "fieldsV1": {"f:a": {}}}]},
+        "addressType": "IPv4", "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": [{"addresses": ["10.0.0.1"], "conditions": {"ready": true},
+            "nodeName": "n1", "zone": "z", "hints": {"forZones": [{"name": "z"}]}}]}"#;
+    let full = |text: &str| -> Service {
+        let mut s: Service = serde_json::from_str(text).unwrap();
+        slim(&mut s.metadata);
+        s
+    };
+    let lean =
+        |text: &str| -> Service { serde_json::from_str::<Lean<Service>>(text).unwrap().0 };
+    assert_eq!(lean(svc), full(svc));
+    let l = lean(svc);
+    assert_eq!(l.metadata.annotations.as_ref().map(|a| a.len()), Some(1));
+    assert!(l.metadata.managed_fields.is_none());
+    assert_eq!(
+        l.metadata.owner_references.as_ref().map(|o| o.len()),
+        Some(1)
+    );
+    for odd in [
+        r#"{"metadata": null, "spec": null}"#,
+        r#"{}"#,
+        r#"{"metadata": {"name": "a", "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "x"}}}"#,
+        r#"{"metadata": {"name": "a", "annotations": null, "managedFields": null}}"#,
+    ] {
+        assert_eq!(lean(odd), full(odd), "{odd}");
+    }
+    let full_slice = |text: &str| -> EndpointSlice {
+        let mut s: EndpointSlice = serde_json::from_str(text).unwrap();
+        slim(&mut s.metadata);
+        s
+    };
+    let lean_slice = |text: &str| -> EndpointSlice {
+        serde_json::from_str::<Lean<EndpointSlice>>(text).unwrap().0
+    };
+    assert_eq!(lean_slice(slice), full_slice(slice));
+    assert!(lean_slice(slice).metadata.annotations.is_none());
+    for odd in [
+        r#"{"addressType": null, "endpoints": null, "metadata": null}"#,
+        r#"{"ports": [{"port": 80}]}"#,
+    ] {
+        assert_eq!(lean_slice(odd), full_slice(odd), "{odd}");
+    }
+    // A wrong type is still an error.
+    assert!(serde_json::from_str::<Lean<Service>>(r#"{"spec": 3}"#).is_err());
+    assert!(serde_json::from_str::<Lean<EndpointSlice>>(r#"{"endpoints": {}}"#).is_err());
+}

@@ -211,7 +211,6 @@ impl<'de> serde::Deserialize<'de> for Lean<EndpointSlice> {
     }
 }
 
-
 /// resourceVersion when the object has one, else its JSON.
 fn fingerprint<K: Tracked>(obj: &K) -> String {
     match &obj.metadata().resource_version {

@@ -149,8 +149,7 @@ fn lean_decoding_equals_full_decoding_then_slim() {
         slim(&mut s.metadata);
         s
     };
-    let lean =
-        |text: &str| -> Service { serde_json::from_str::<Lean<Service>>(text).unwrap().0 };
+    let lean = |text: &str| -> Service { serde_json::from_str::<Lean<Service>>(text).unwrap().0 };
     assert_eq!(lean(svc), full(svc));
     let l = lean(svc);
     assert_eq!(l.metadata.annotations.as_ref().map(|a| a.len()), Some(1));

@@ -240,6 +240,9 @@ enum Check {
     In(ServiceKey, RealServerKey),
     Out(ServiceKey, RealServerKey),
     Gone(ServiceKey),
+    /// (element, wanted): one nfnetlink read (a get, or a dump of the
+    /// small set for a source range).
+    Netlink(Element, bool),
     /// (set, element, wanted): `nft get element`.
     NftGet(String, String, bool),
     /// (set, text, wanted): `nft list set`.
@@ -281,11 +284,19 @@ fn parse_check(s: &str) -> Result<Check, String> {
         "ipvs-gone" => Check::Gone(vip_rest(rest)?.0),
         "nft-has" | "nft-no" => {
             let (set, e) = set_text(rest)?;
-            Check::NftGet(set, e, kind == "nft-has")
+            let want = kind == "nft-has";
+            match element_of(&set, &e) {
+                Some(el) if !matches!(el.key, Key::VipPortNet(..)) => Check::Netlink(el, want),
+                _ => Check::NftGet(set, e, want),
+            }
         }
         "nft-list-has" | "nft-list-no" => {
             let (set, e) = set_text(rest)?;
-            Check::NftList(set, e, kind == "nft-list-has")
+            let want = kind == "nft-list-has";
+            match element_of(&set, &e) {
+                Some(el) if matches!(el.key, Key::VipPortNet(..)) => Check::Netlink(el, want),
+                _ => Check::NftList(set, e, want),
+            }
         }
         _ => return Err(format!("unknown check {s:?}")),
     })
@@ -294,10 +305,9 @@ fn parse_check(s: &str) -> Result<Check, String> {
 /// Pause between two nft polls (each is a process).
 const NFT_POLL: Duration = Duration::from_millis(10);
 
-/// Runs the real nft on table `inet ipvs-proxy`; (success, stdout).
 /// An element of our table from the probe's text (`SET` and `A . tcp .
-/// P`, `tcp . P` or `A`), for a netlink read; `None` when it is not one of
-/// those forms.
+/// P`, `tcp . P`, `A`, or a source range `VIP . tcp . PORT . NET`), for a
+/// netlink read; `None` when it is not one of those forms.
 fn element_of(set: &str, text: &str) -> Option<Element> {
     let set = Set::all().find(|s| s.to_string() == set)?;
     let proto = |p: &str| match p {
@@ -308,6 +318,12 @@ fn element_of(set: &str, text: &str) -> Option<Element> {
     };
     let parts: Vec<&str> = text.split(" . ").map(str::trim).collect();
     let key = match parts.as_slice() {
+        [a, p, n, net] => Key::VipPortNet(
+            a.parse().ok()?,
+            proto(p)?,
+            n.parse().ok()?,
+            net.parse().ok()?,
+        ),
         [a, p, n] => Key::VipPort(a.parse().ok()?, proto(p)?, n.parse().ok()?),
         [p, n] => Key::ProtoPort(proto(p)?, n.parse().ok()?),
         [a] => Key::Addr(a.parse().ok()?),
@@ -316,27 +332,6 @@ fn element_of(set: &str, text: &str) -> Option<Element> {
     Some(Element {
         set,
         key,
-        mark: None,
-    })
-}
-
-/// A source-range element of our table from the probe's text (`SET` and
-/// `VIP . tcp . PORT . NET`), for a netlink dump of that (small) set.
-fn range_of(set: &str, text: &str) -> Option<Element> {
-    let set = Set::all().find(|s| s.to_string() == set)?;
-    let parts: Vec<&str> = text.split(" . ").map(str::trim).collect();
-    let [a, p, n, net] = parts.as_slice() else {
-        return None;
-    };
-    let proto = match *p {
-        "tcp" => Protocol::Tcp,
-        "udp" => Protocol::Udp,
-        "sctp" => Protocol::Sctp,
-        _ => return None,
-    };
-    Some(Element {
-        set,
-        key: Key::VipPortNet(a.parse().ok()?, proto, n.parse().ok()?, net.parse().ok()?),
         mark: None,
     })
 }
@@ -375,6 +370,7 @@ fn nft_get_netlink(conn: &mut Connection<Blocking>, el: &Element) -> Result<bool
     }
 }
 
+/// Runs the real nft on table `inet ipvs-proxy`; (success, stdout).
 fn nft_query(args: &[&str], execs: &mut u64, exec_us: &mut u128) -> Result<(bool, String), String> {
     let t = Instant::now();
     let out = Command::new(real_nft())
@@ -398,9 +394,12 @@ fn watch(args: &[String]) -> Result<bool, String> {
         .iter()
         .map(|c| parse_check(c))
         .collect::<Result<_, _>>()?;
-    let (ipvs_checks, nft_checks): (Vec<&Check>, Vec<&Check>) = checks
-        .iter()
-        .partition(|c| !matches!(c, Check::NftGet(..) | Check::NftList(..)));
+    let (ipvs_checks, nft_checks): (Vec<&Check>, Vec<&Check>) = checks.iter().partition(|c| {
+        !matches!(
+            c,
+            Check::Netlink(..) | Check::NftGet(..) | Check::NftList(..)
+        )
+    });
     let mut h = Handle::new().map_err(|e| format!("ipvs: {e}"))?;
     let mut nfnl = Connection::<Blocking>::open(NETLINK_NETFILTER)
         .map_err(|e| format!("nfnetlink socket: {e}"))?;
@@ -408,11 +407,9 @@ fn watch(args: &[String]) -> Result<bool, String> {
     let mut nft_get_us = 0u128;
     // Netlink-readable element checks are polled every round; the others
     // (an `nft` process each) every NFT_POLL.
-    let needs_process = nft_checks.iter().any(|c| match c {
-        Check::NftGet(set, e, _) => element_of(set, e).is_none(),
-        Check::NftList(set, e, _) => range_of(set, e).is_none(),
-        _ => true,
-    });
+    let needs_process = nft_checks
+        .iter()
+        .any(|c| matches!(c, Check::NftGet(..) | Check::NftList(..)));
     // Times are measured on the monotonic clock from `t0`; `t0_us` is its
     // wall-clock value, to line up with the nft wrapper's log.
     let (t0, t0_us) = match action.split(':').collect::<Vec<_>>().as_slice() {
@@ -489,11 +486,14 @@ fn watch(args: &[String]) -> Result<bool, String> {
             let mut ok = true;
             for c in &nft_checks {
                 let held = match c {
-                    Check::NftGet(set, e, want) if element_of(set, e).is_some() => {
+                    Check::Netlink(el, want) => {
                         nft_gets += 1;
-                        let el = element_of(set, e).expect("checked");
                         let t = Instant::now();
-                        let held = nft_get_netlink(&mut nfnl, &el)?;
+                        let held = if matches!(el.key, Key::VipPortNet(..)) {
+                            nft_range_netlink(&mut nfnl, el)?
+                        } else {
+                            nft_get_netlink(&mut nfnl, el)?
+                        };
                         nft_get_us += t.elapsed().as_micros();
                         held == *want
                     }
@@ -501,14 +501,6 @@ fn watch(args: &[String]) -> Result<bool, String> {
                         let el = format!("{{ {e} }}");
                         let args = ["get", "element", "inet", "ipvs-proxy", set, &el];
                         nft_query(&args, &mut nft_execs, &mut nft_exec_us)?.0 == *want
-                    }
-                    Check::NftList(set, text, want) if range_of(set, text).is_some() => {
-                        nft_gets += 1;
-                        let el = range_of(set, text).expect("checked");
-                        let t = Instant::now();
-                        let held = nft_range_netlink(&mut nfnl, &el)?;
-                        nft_get_us += t.elapsed().as_micros();
-                        held == *want
                     }
                     Check::NftList(set, text, want) => {
                         let args = ["list", "set", "inet", "ipvs-proxy", set];
